@@ -1,0 +1,1630 @@
+//! The segmented append-only journal.
+//!
+//! A [`Journal`] lives on one shard, behind an `Rc`. Its methods take `&self`; its state sits in a
+//! `RefCell` that is never borrowed across an `.await`, and its disk mutations (flush, truncate,
+//! compact, reset) are serialized by a local async lock.
+//!
+//! **Appending** encodes the batch into the in-memory tail of the last segment and returns its
+//! index at once. **Durability** is separate: [`Journal::flush`] writes everything appended before
+//! it with one write and one `fdatasync` per segment touched, and wakes every
+//! [`Journal::wait_durable`] it covers. Concurrent `flush` callers queue on the lock; when one
+//! finishes, the next finds its appends already covered or flushes everything pending, so many
+//! appends share one `fdatasync` (group commit). [`crate::flusher`] runs flushes in the background
+//! by a [`crate::FlushPolicy`].
+//!
+//! **The partial tail block.** `O_DIRECT` writes whole 4 KiB blocks. The tail buffer starts at the
+//! block holding the first unflushed byte, so each flush rewrites that block with its flushed
+//! prefix unchanged plus the new bytes. A torn rewrite cannot damage the flushed prefix: every
+//! sector of it holds the same bytes before and after.
+//!
+//! **Recovery** scans the last segment from its start. Zeros where a header should be are the
+//! clean end. An invalid batch is a torn tail, cut off and reported, unless a valid batch with a
+//! higher index lies after it within the reach of one flush write: writes are sequential and a
+//! crash can only tear the last one, so valid data after the damage means the damage is in data
+//! that was flushed, and opening fails with [`Error::CorruptFlushedData`]. Older segments are
+//! scanned lazily on first read, where any damage is in flushed data.
+//!
+//! **Invariant: beyond a segment's written end there are only zeros.** Segments are preallocated
+//! (reading as zeros), a torn tail found at recovery is zeroed, and `truncate_after` zeroes what it
+//! cuts, so stale batches never reappear behind a torn write.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use crate::batch::{self, Batch, BatchMeta, HEADER_BYTES};
+use crate::error::{Error, Result};
+use crate::lock::LocalLock;
+use crate::segment::{DATA_START, SegmentHeader, parse_segment_name, segment_name, temp_name};
+use crate::storage::{BLOCK_BYTES, Storage, StorageFile};
+
+/// Limits and sizes of a journal. Every buffer and write is bounded by one of these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalConfig {
+    /// Size of each preallocated segment file.
+    pub segment_bytes: u64,
+    /// Largest batch (header plus payload) accepted by `append`.
+    pub batch_bytes_max: u64,
+    /// Most bytes of unflushed appends held in memory; `append` fails with
+    /// [`Error::PendingFull`] beyond it.
+    pub pending_bytes_max: u64,
+    /// Most bytes one flush writes to one segment in one write; a flush that has more loops.
+    pub flush_bytes_max: u64,
+    /// Distance between entries of the sparse in-memory index.
+    pub index_interval_bytes: u64,
+    /// The index of the first batch of a new, empty journal.
+    pub first_index: u64,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            segment_bytes: 128 << 20,
+            batch_bytes_max: 4 << 20,
+            pending_bytes_max: 64 << 20,
+            flush_bytes_max: 8 << 20,
+            index_interval_bytes: 32 << 10,
+            first_index: 1,
+        }
+    }
+}
+
+impl JournalConfig {
+    /// Checks the relations between the limits.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the broken rule.
+    pub fn validate(&self) -> Result<()> {
+        let rule = |ok: bool, msg: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::InvalidConfig(msg.to_owned()))
+            }
+        };
+        rule(
+            self.segment_bytes.is_multiple_of(BLOCK_BYTES),
+            "segment_bytes must be a multiple of 4096",
+        )?;
+        rule(
+            self.flush_bytes_max.is_multiple_of(BLOCK_BYTES) && self.flush_bytes_max > 0,
+            "flush_bytes_max must be a positive multiple of 4096",
+        )?;
+        rule(
+            self.batch_bytes_max > HEADER_BYTES as u64,
+            "batch_bytes_max must exceed the 64-byte batch header",
+        )?;
+        rule(
+            self.batch_bytes_max <= u64::from(batch::PAYLOAD_BYTES_MAX),
+            "batch_bytes_max must not exceed the format maximum of 64 MiB",
+        )?;
+        rule(
+            DATA_START + self.batch_bytes_max <= self.segment_bytes,
+            "segment_bytes must hold the 4 KiB segment header plus one batch of batch_bytes_max",
+        )?;
+        rule(
+            self.pending_bytes_max >= self.batch_bytes_max,
+            "pending_bytes_max must be at least batch_bytes_max",
+        )?;
+        rule(
+            self.index_interval_bytes > 0,
+            "index_interval_bytes must be positive",
+        )?;
+        rule(
+            self.first_index > 0,
+            "first_index must be at least 1 (0 means 'no index')",
+        )?;
+        Ok(())
+    }
+
+    fn tear_window_bytes(&self) -> u64 {
+        self.flush_bytes_max.max(self.batch_bytes_max) + 2 * BLOCK_BYTES
+    }
+}
+
+/// What recovery found and did when the journal was opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segments in the journal after recovery.
+    pub segments: usize,
+    /// First and next (exclusive) index after recovery.
+    pub first_index: u64,
+    pub next_index: u64,
+    /// A torn or damaged tail that was cut off: where, why and how many bytes.
+    pub dropped_tail: Option<DroppedTail>,
+    /// Files removed: leftovers of an interrupted segment creation or of an older generation.
+    pub removed_files: Vec<String>,
+}
+
+/// A cut-off tail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroppedTail {
+    pub segment: String,
+    pub offset: u64,
+    /// The index the damaged batch would have had.
+    pub index: u64,
+    pub bytes: u64,
+    pub reason: String,
+}
+
+/// Counters for benchmarks and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    pub appends: u64,
+    pub flushes: u64,
+    pub syncs: u64,
+    pub bytes_written: u64,
+}
+
+#[derive(Debug)]
+struct Segment<F> {
+    first_index: u64,
+    name: String,
+    /// `None` until a flush creates the file.
+    file: Option<Rc<F>>,
+    /// One past the last batch in this segment.
+    next_index: u64,
+    /// Offset just past the last batch appended.
+    data_end: u64,
+    /// Offset up to which data is written and synced.
+    durable_end: u64,
+    /// Offset below which the disk may hold non-zero data.
+    written_end: u64,
+    /// Block-aligned start of `tail`; `tail` holds bytes `[tail_start, data_end)`.
+    tail_start: u64,
+    tail: Vec<u8>,
+    /// `(index, offset)` every `index_interval_bytes`; `None` until the segment is scanned.
+    sparse: Option<Vec<(u64, u64)>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PendingBatch {
+    index: u64,
+    segment_first: u64,
+    start: u64,
+    end: u64,
+}
+
+#[derive(Debug)]
+struct State<F> {
+    config: JournalConfig,
+    segments: Vec<Segment<F>>,
+    generation: u64,
+    next_index: u64,
+    durable_index: u64,
+    pending: VecDeque<PendingBatch>,
+    pending_bytes: u64,
+    waiters: BTreeMap<u64, Vec<Waker>>,
+    append_waker: Option<Waker>,
+    failures: u64,
+    last_failure: String,
+    /// Bumped by every truncation or reset; `cuts[e]` is the cut made by epoch `e + 1`.
+    cuts: Vec<u64>,
+    /// Bumped by every change that moves batches (truncate, compact, reset); readers re-seek.
+    layout_version: u64,
+    closed: bool,
+    stats: JournalStats,
+}
+
+/// A segmented append-only journal of batches over a [`Storage`].
+#[derive(Debug)]
+pub struct Journal<S: Storage> {
+    storage: S,
+    state: RefCell<State<S::File>>,
+    io: LocalLock,
+}
+
+struct SegmentWrite<F> {
+    segment_first: u64,
+    name: String,
+    file: Option<Rc<F>>,
+    offset: u64,
+    bytes: Vec<u8>,
+    data_end: u64,
+}
+
+struct FlushPlan<F> {
+    writes: Vec<SegmentWrite<F>>,
+    generation: u64,
+}
+
+struct FlushOutcome<F> {
+    completed: usize,
+    created: Vec<(u64, Rc<F>)>,
+    error: Option<Error>,
+}
+
+fn align_down(v: u64) -> u64 {
+    v - v % BLOCK_BYTES
+}
+fn align_up(v: u64) -> u64 {
+    v.div_ceil(BLOCK_BYTES) * BLOCK_BYTES
+}
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "in-memory lengths are bounded by config limits"
+)]
+fn us(v: u64) -> usize {
+    v as usize
+}
+
+impl<S: Storage> Journal<S> {
+    /// Opens the journal in `storage`, recovering from whatever a crash left, or creates an
+    /// empty one.
+    ///
+    /// # Errors
+    /// Invalid configuration, a file that is not a segment, corruption in flushed data, or I/O.
+    pub async fn open(storage: S, config: JournalConfig) -> Result<(Self, RecoveryReport)> {
+        config.validate()?;
+        let mut report = RecoveryReport::default();
+        let mut found: Vec<(SegmentHeader, String, S::File)> = Vec::new();
+        for name in storage.list().await? {
+            if name.ends_with(".seg.tmp") {
+                storage.remove(&name).await?;
+                report.removed_files.push(name);
+                continue;
+            }
+            let Some(first_index) = parse_segment_name(&name) else {
+                if name.ends_with(".seg") {
+                    return Err(Error::NotASegment {
+                        path: storage.path(&name),
+                        reason: "the name is not 20 digits and .seg".into(),
+                    });
+                }
+                continue;
+            };
+            let file = storage.open(&name).await?;
+            let block = file.read_at(0, us(DATA_START)).await?;
+            let header = SegmentHeader::decode(&block).map_err(|e| Error::NotASegment {
+                path: storage.path(&name),
+                reason: e.to_string(),
+            })?;
+            if header.first_index != first_index {
+                return Err(Error::NotASegment {
+                    path: storage.path(&name),
+                    reason: format!(
+                        "its header says first index {}, its name {first_index}",
+                        header.first_index
+                    ),
+                });
+            }
+            if header.segment_bytes != file.size() {
+                return Err(Error::NotASegment {
+                    path: storage.path(&name),
+                    reason: format!(
+                        "its header says {} bytes, the file has {}",
+                        header.segment_bytes,
+                        file.size()
+                    ),
+                });
+            }
+            found.push((header, name, file));
+        }
+        let generation = found
+            .iter()
+            .map(|(h, _, _)| h.generation)
+            .max()
+            .unwrap_or(0);
+        let mut stale = Vec::new();
+        found.retain(|(h, name, _)| {
+            if h.generation < generation {
+                stale.push(name.clone());
+                false
+            } else {
+                true
+            }
+        });
+        for name in stale {
+            storage.remove(&name).await?;
+            report.removed_files.push(name);
+        }
+        if !report.removed_files.is_empty() {
+            storage.sync_dir().await?;
+        }
+        found.sort_by_key(|(h, _, _)| h.first_index);
+
+        let mut segments = Vec::with_capacity(found.len().max(1));
+        if found.is_empty() {
+            let file = create_segment(
+                &storage,
+                config.first_index,
+                generation,
+                config.segment_bytes,
+            )
+            .await?;
+            segments.push(Segment::empty(config.first_index, Some(Rc::new(file))));
+        } else {
+            let count = found.len();
+            let next_firsts: Vec<u64> = found
+                .iter()
+                .skip(1)
+                .map(|(h, _, _)| h.first_index)
+                .collect();
+            for (i, (header, name, file)) in found.into_iter().enumerate() {
+                if i + 1 < count {
+                    segments.push(Segment {
+                        first_index: header.first_index,
+                        name,
+                        file: Some(Rc::new(file)),
+                        next_index: next_firsts[i],
+                        data_end: config.segment_bytes,
+                        durable_end: config.segment_bytes,
+                        written_end: config.segment_bytes,
+                        tail_start: config.segment_bytes,
+                        tail: Vec::new(),
+                        sparse: None,
+                    });
+                } else {
+                    let segment =
+                        recover_last(&storage, &config, header, name, file, &mut report).await?;
+                    segments.push(segment);
+                }
+            }
+        }
+        let last = segments.last().expect("at least one segment");
+        let next_index = last.next_index;
+        report.segments = segments.len();
+        report.first_index = segments[0].first_index;
+        report.next_index = next_index;
+        let state = State {
+            config,
+            segments,
+            generation,
+            next_index,
+            durable_index: next_index - 1,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            waiters: BTreeMap::new(),
+            append_waker: None,
+            failures: 0,
+            last_failure: String::new(),
+            cuts: Vec::new(),
+            layout_version: 0,
+            closed: false,
+            stats: JournalStats::default(),
+        };
+        Ok((
+            Journal {
+                storage,
+                state: RefCell::new(state),
+                io: LocalLock::default(),
+            },
+            report,
+        ))
+    }
+
+    /// The storage this journal lives on.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// The first index still held (it moves up with `compact_before` and `reset`).
+    pub fn first_index(&self) -> u64 {
+        self.state.borrow().segments[0].first_index
+    }
+
+    /// The index the next append gets.
+    pub fn next_index(&self) -> u64 {
+        self.state.borrow().next_index
+    }
+
+    /// The last index that is durable; `first_index() - 1` when none is.
+    pub fn durable_index(&self) -> u64 {
+        self.state.borrow().durable_index
+    }
+
+    /// Bytes appended but not yet flushed.
+    pub fn pending_bytes(&self) -> u64 {
+        self.state.borrow().pending_bytes
+    }
+
+    /// The number of segments.
+    pub fn segment_count(&self) -> usize {
+        self.state.borrow().segments.len()
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> JournalStats {
+        self.state.borrow().stats
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> JournalConfig {
+        self.state.borrow().config.clone()
+    }
+
+    /// Appends a batch and returns its index. The batch is readable at once and durable after
+    /// a flush covers it.
+    ///
+    /// # Errors
+    /// [`Error::BatchTooLarge`] or [`Error::PendingFull`]; the journal is unchanged then.
+    pub fn append(&self, meta: BatchMeta, payload: &[u8]) -> Result<u64> {
+        let mut state = self.state.borrow_mut();
+        let state = &mut *state;
+        let bytes = batch::encoded_bytes(payload.len()) as u64;
+        if bytes > state.config.batch_bytes_max {
+            return Err(Error::BatchTooLarge {
+                bytes,
+                max: state.config.batch_bytes_max,
+            });
+        }
+        if state.pending_bytes + bytes > state.config.pending_bytes_max {
+            return Err(Error::PendingFull {
+                pending_bytes: state.pending_bytes,
+                max: state.config.pending_bytes_max,
+            });
+        }
+        let index = state.next_index;
+        let needs_roll = {
+            let last = state
+                .segments
+                .last()
+                .expect("a journal always has a segment");
+            last.data_end + bytes > state.config.segment_bytes
+        };
+        if needs_roll {
+            state.segments.push(Segment::empty(index, None));
+        }
+        let interval = state.config.index_interval_bytes;
+        let segment = state
+            .segments
+            .last_mut()
+            .expect("a journal always has a segment");
+        let start = segment.data_end;
+        batch::encode_into(index, meta, payload, &mut segment.tail)?;
+        segment.data_end += bytes;
+        segment.next_index = index + 1;
+        debug_assert_eq!(
+            segment.tail.len() as u64,
+            segment.data_end - segment.tail_start
+        );
+        let sparse = segment
+            .sparse
+            .as_mut()
+            .expect("the last segment is always scanned");
+        if sparse
+            .last()
+            .is_none_or(|(_, offset)| start - offset >= interval)
+        {
+            sparse.push((index, start));
+        }
+        state.pending.push_back(PendingBatch {
+            index,
+            segment_first: segment.first_index,
+            start,
+            end: start + bytes,
+        });
+        state.pending_bytes += bytes;
+        state.next_index = index + 1;
+        state.stats.appends += 1;
+        if let Some(w) = state.append_waker.take() {
+            w.wake();
+        }
+        Ok(index)
+    }
+
+    /// Makes every batch appended before the call durable and returns the durable index.
+    ///
+    /// # Errors
+    /// The I/O error of the flush; unflushed batches stay buffered and a later flush retries.
+    pub async fn flush(&self) -> Result<u64> {
+        let target = self.next_index() - 1;
+        self.flush_to(target).await
+    }
+
+    /// Makes batches up to `target` durable, flushing no further than needed (one batch a flush
+    /// when `target` is the next unflushed index: the `EveryBatch` policy).
+    ///
+    /// # Errors
+    /// As [`Journal::flush`].
+    pub async fn flush_to(&self, target: u64) -> Result<u64> {
+        loop {
+            {
+                let state = self.state.borrow();
+                if state.durable_index >= target || state.pending.is_empty() {
+                    return Ok(state.durable_index);
+                }
+            }
+            let _guard = self.io.lock().await;
+            let plan = {
+                let mut state = self.state.borrow_mut();
+                if state.durable_index >= target || state.pending.is_empty() {
+                    return Ok(state.durable_index);
+                }
+                state.plan_flush(target)
+            };
+            let config = self.state.borrow().config.clone();
+            let outcome = execute_flush(&self.storage, &config, &plan).await;
+            self.state.borrow_mut().complete_flush(&plan, outcome)?;
+        }
+    }
+
+    /// Waits until `index` is durable. Does not start a flush: a flusher task or another caller
+    /// of `flush` must.
+    ///
+    /// # Errors
+    /// [`Error::FlushFailed`] if a flush fails while waiting; [`Error::IndexOutOfRange`] if the
+    /// index is truncated away (or was never appended).
+    pub async fn wait_durable(&self, index: u64) -> Result<()> {
+        let (failures, epoch) = {
+            let state = self.state.borrow();
+            (state.failures, state.cuts.len())
+        };
+        poll_fn(|cx| {
+            let mut state = self.state.borrow_mut();
+            if state.cuts[epoch..].iter().any(|cut| index > *cut) || index >= state.next_index {
+                let (first, next) = (state.segments[0].first_index, state.next_index);
+                return Poll::Ready(Err(Error::IndexOutOfRange { index, first, next }));
+            }
+            if state.durable_index >= index {
+                return Poll::Ready(Ok(()));
+            }
+            if state.failures != failures {
+                return Poll::Ready(Err(Error::FlushFailed {
+                    reason: state.last_failure.clone(),
+                }));
+            }
+            state
+                .waiters
+                .entry(index)
+                .or_default()
+                .push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Resolves when there are unflushed appends or the journal is closed. For flusher tasks.
+    pub async fn wait_pending(&self) {
+        poll_fn(|cx| {
+            let mut state = self.state.borrow_mut();
+            if !state.pending.is_empty() || state.closed {
+                Poll::Ready(())
+            } else {
+                state.append_waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+
+    /// Asks flusher tasks to stop after their current flush.
+    pub fn close(&self) {
+        let mut state = self.state.borrow_mut();
+        state.closed = true;
+        if let Some(w) = state.append_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// True once [`Journal::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.state.borrow().closed
+    }
+
+    /// Reads the batch at `index`, verifying its checksums.
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`], corruption, or I/O.
+    pub async fn read(&self, index: u64) -> Result<Batch> {
+        let mut reader = self.reader(index);
+        match reader.next(self).await? {
+            Some(batch) => Ok(batch),
+            None => {
+                let state = self.state.borrow();
+                Err(Error::IndexOutOfRange {
+                    index,
+                    first: state.segments[0].first_index,
+                    next: state.next_index,
+                })
+            }
+        }
+    }
+
+    /// A reader that yields batches in order starting at `index`.
+    #[must_use]
+    pub fn reader(&self, index: u64) -> Reader {
+        Reader {
+            next_index: index,
+            cursor: None,
+        }
+    }
+
+    /// Drops every batch after `index` (an uncommitted suffix), durably: a crash after this
+    /// returns never brings the dropped batches back. Waiters on dropped indexes get
+    /// [`Error::IndexOutOfRange`].
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`] if `index` is below `first_index() - 1`; I/O errors.
+    pub async fn truncate_after(&self, index: u64) -> Result<()> {
+        let _guard = self.io.lock().await;
+        let (first, next) = {
+            let state = self.state.borrow();
+            (state.segments[0].first_index, state.next_index)
+        };
+        if index + 1 >= next {
+            return Ok(());
+        }
+        if index + 1 < first {
+            return Err(Error::IndexOutOfRange { index, first, next });
+        }
+        let cut_index = index + 1;
+        // Remove whole segments after the one that keeps index `cut_index - 1`, newest first, so
+        // a crash part-way leaves a prefix of the old log.
+        let doomed: Vec<(String, bool)> = {
+            let state = self.state.borrow();
+            // The segment that starts exactly at the cut goes whole, unless it is the first.
+            let position = state.segment_position(cut_index);
+            let keep = if state.segments[position].first_index == cut_index && position > 0 {
+                position - 1
+            } else {
+                position
+            };
+            state.segments[keep + 1..]
+                .iter()
+                .rev()
+                .map(|s| (s.name.clone(), s.file.is_some()))
+                .collect()
+        };
+        for (name, on_disk) in &doomed {
+            if *on_disk {
+                self.storage.remove(name).await?;
+            }
+        }
+        if !doomed.is_empty() {
+            self.storage.sync_dir().await?;
+        }
+        let cut_offset = {
+            let mut state = self.state.borrow_mut();
+            let keep = state.segments.len() - doomed.len();
+            state.segments.truncate(keep);
+            let last = state.segments.last().expect("kept one");
+            if last.next_index <= cut_index {
+                None
+            } else {
+                Some(last.first_index)
+            }
+        };
+        if let Some(segment_first) = cut_offset {
+            let offset = self.offset_of(segment_first, cut_index).await?;
+            self.cut_segment_at(offset, cut_index).await?;
+        }
+        let mut state = self.state.borrow_mut();
+        state.next_index = cut_index;
+        state.durable_index = state.durable_index.min(index);
+        state.pending.retain(|p| p.index < cut_index);
+        state.pending_bytes = state.pending.iter().map(|p| p.end - p.start).sum();
+        state.cuts.push(index);
+        state.layout_version += 1;
+        state.wake_all();
+        Ok(())
+    }
+
+    /// Deletes whole segments whose batches all lie below `index` (covered by a snapshot). The
+    /// segment holding `index` and everything after it stay.
+    ///
+    /// # Errors
+    /// I/O errors; segments already deleted stay deleted.
+    pub async fn compact_before(&self, index: u64) -> Result<()> {
+        let _guard = self.io.lock().await;
+        let doomed: Vec<(String, bool, u64)> = {
+            let state = self.state.borrow();
+            let count = state
+                .segments
+                .windows(2)
+                .take_while(|w| w[1].first_index <= index)
+                .count();
+            state.segments[..count]
+                .iter()
+                .map(|s| (s.name.clone(), s.file.is_some(), s.first_index))
+                .collect()
+        };
+        for (name, on_disk, first) in &doomed {
+            if *on_disk {
+                self.storage.remove(name).await?;
+            }
+            let mut state = self.state.borrow_mut();
+            state.segments.retain(|s| s.first_index != *first);
+            state.pending.retain(|p| p.segment_first != *first);
+            state.pending_bytes = state.pending.iter().map(|p| p.end - p.start).sum();
+            state.layout_version += 1;
+        }
+        if !doomed.is_empty() {
+            self.storage.sync_dir().await?;
+        }
+        Ok(())
+    }
+
+    /// Drops everything and starts over so that the next append gets `next_index` (after a
+    /// snapshot up to `next_index - 1` was installed). Durable when it returns.
+    ///
+    /// # Errors
+    /// I/O errors. A crash part-way leaves either the old journal or the new one: the new
+    /// segment carries a higher generation, and recovery discards older generations.
+    pub async fn reset(&self, next_index: u64) -> Result<()> {
+        assert!(next_index > 0, "index 0 means 'no index'");
+        let _guard = self.io.lock().await;
+        let (generation, segment_bytes, old): (u64, u64, Vec<(String, bool)>) = {
+            let state = self.state.borrow();
+            (
+                state.generation + 1,
+                state.config.segment_bytes,
+                state
+                    .segments
+                    .iter()
+                    .map(|s| (s.name.clone(), s.file.is_some()))
+                    .collect(),
+            )
+        };
+        let new_name = segment_name(next_index);
+        let file = create_segment(&self.storage, next_index, generation, segment_bytes).await?;
+        for (name, on_disk) in old {
+            if on_disk && name != new_name {
+                self.storage.remove(&name).await?;
+            }
+        }
+        self.storage.sync_dir().await?;
+        let mut state = self.state.borrow_mut();
+        state.generation = generation;
+        state.segments = vec![Segment::empty(next_index, Some(Rc::new(file)))];
+        state.next_index = next_index;
+        state.durable_index = next_index - 1;
+        state.pending.clear();
+        state.pending_bytes = 0;
+        state.cuts.push(0);
+        state.layout_version += 1;
+        state.wake_all();
+        Ok(())
+    }
+
+    /// The offset of batch `index` inside segment `segment_first` (which must hold it, or have
+    /// it as its next index).
+    async fn offset_of(&self, segment_first: u64, index: u64) -> Result<u64> {
+        {
+            let state = self.state.borrow();
+            if let Some(p) = state.pending.iter().find(|p| p.index == index) {
+                return Ok(p.start);
+            }
+            let s = &state.segments[state.segment_position(segment_first)];
+            if s.next_index == index {
+                return Ok(s.data_end);
+            }
+        }
+        let mut reader = self.reader(index);
+        reader.seek(self).await?;
+        Ok(reader
+            .cursor
+            .as_ref()
+            .map(|c| c.offset)
+            .expect("seek sets the cursor"))
+    }
+
+    /// Cuts the last segment at `offset` (where batch `cut_index` starts) and zeroes the rest on
+    /// disk.
+    async fn cut_segment_at(&self, offset: u64, cut_index: u64) -> Result<()> {
+        let (file, tail_start, reload) = {
+            let state = self.state.borrow();
+            let s = state.segments.last().expect("a segment");
+            (s.file.clone(), s.tail_start, offset < s.tail_start)
+        };
+        let new_tail_start = align_down(offset);
+        let reloaded = if reload {
+            let file = file.as_ref().expect("data below the tail is on disk");
+            Some(
+                file.read_at(new_tail_start, us(offset - new_tail_start))
+                    .await?,
+            )
+        } else {
+            None
+        };
+        let (block, written_end) = {
+            let mut state = self.state.borrow_mut();
+            let s = state.segments.last_mut().expect("a segment");
+            if let Some(bytes) = reloaded {
+                s.tail = bytes;
+                s.tail_start = new_tail_start;
+            } else {
+                s.tail.truncate(us(offset - tail_start));
+            }
+            s.data_end = offset;
+            s.next_index = cut_index;
+            s.durable_end = s.durable_end.min(offset);
+            if let Some(sparse) = s.sparse.as_mut() {
+                sparse.retain(|(i, _)| *i < cut_index);
+            }
+            let mut block = s.tail[us(new_tail_start - s.tail_start)..].to_vec();
+            block.resize(us(BLOCK_BYTES), 0);
+            let written_end = s.written_end;
+            s.written_end = offset;
+            (block, written_end)
+        };
+        if let Some(file) = file {
+            if written_end > offset {
+                file.write_at(new_tail_start, &block).await?;
+                let zero_from = new_tail_start + BLOCK_BYTES;
+                let zero_to = align_up(written_end);
+                if zero_to > zero_from {
+                    file.zero_range(zero_from, zero_to - zero_from).await?;
+                }
+                file.sync().await?;
+                self.state.borrow_mut().stats.syncs += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads bytes `[offset, offset + len)` of a segment, from disk and then memory; fewer only
+    /// where the segment's data ends.
+    async fn read_bytes(&self, segment_first: u64, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let mut bytes = self.read_bytes_once(segment_first, offset, len).await?;
+        while bytes.len() < len {
+            let more = self
+                .read_bytes_once(
+                    segment_first,
+                    offset + bytes.len() as u64,
+                    len - bytes.len(),
+                )
+                .await?;
+            if more.is_empty() {
+                break;
+            }
+            bytes.extend_from_slice(&more);
+        }
+        Ok(bytes)
+    }
+
+    /// One step of [`Journal::read_bytes`]: the disk part or the memory part of the range.
+    async fn read_bytes_once(
+        &self,
+        segment_first: u64,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>> {
+        let file = {
+            let state = self.state.borrow();
+            let s = state
+                .segments
+                .iter()
+                .find(|s| s.first_index == segment_first)
+                .ok_or(Error::IndexOutOfRange {
+                    index: segment_first,
+                    first: state.segments[0].first_index,
+                    next: state.next_index,
+                })?;
+            if offset >= s.tail_start {
+                let from = us(offset - s.tail_start).min(s.tail.len());
+                let to = (from + len).min(s.tail.len());
+                return Ok(s.tail[from..to].to_vec());
+            }
+            let len = len.min(us(s.tail_start - offset));
+            (s.file.clone().expect("data below the tail is on disk"), len)
+        };
+        let (file, len) = file;
+        file.read_at(offset, len).await
+    }
+
+    /// Scans a segment that recovery did not (any but the last) and builds its sparse index.
+    async fn index_segment(&self, segment_first: u64) -> Result<()> {
+        let (file, name, next_index, segment_bytes, interval) = {
+            let state = self.state.borrow();
+            let s = &state.segments[state.segment_position(segment_first)];
+            if s.sparse.is_some() {
+                return Ok(());
+            }
+            (
+                s.file.clone().expect("older segments are on disk"),
+                s.name.clone(),
+                s.next_index,
+                state.config.segment_bytes,
+                state.config.index_interval_bytes,
+            )
+        };
+        let path = self.storage.path(&name);
+        let mut scanner = Scanner::new(&*file, segment_bytes);
+        let mut sparse: Vec<(u64, u64)> = Vec::new();
+        let mut expected = segment_first;
+        while expected < next_index {
+            let offset = scanner.offset;
+            match scanner.next_batch(expected).await? {
+                ScanStep::Batch { bytes } => {
+                    if sparse.last().is_none_or(|(_, o)| offset - o >= interval) {
+                        sparse.push((expected, offset));
+                    }
+                    scanner.offset += bytes;
+                    expected += 1;
+                }
+                ScanStep::End => {
+                    return Err(Error::SegmentGap {
+                        reason: format!(
+                            "{} ends at index {} but the next segment starts at {next_index}",
+                            path.display(),
+                            expected
+                        ),
+                    });
+                }
+                ScanStep::Invalid(reason) => {
+                    return Err(Error::CorruptFlushedData {
+                        path,
+                        offset,
+                        index: expected,
+                        reason,
+                    });
+                }
+            }
+        }
+        let end = scanner.offset;
+        let mut state = self.state.borrow_mut();
+        let position = state.segment_position(segment_first);
+        let s = &mut state.segments[position];
+        s.sparse = Some(sparse);
+        s.data_end = end;
+        Ok(())
+    }
+}
+
+impl<F> Segment<F> {
+    fn empty(first_index: u64, file: Option<Rc<F>>) -> Self {
+        Segment {
+            first_index,
+            name: segment_name(first_index),
+            file,
+            next_index: first_index,
+            data_end: DATA_START,
+            durable_end: DATA_START,
+            written_end: DATA_START,
+            tail_start: DATA_START,
+            tail: Vec::new(),
+            sparse: Some(Vec::new()),
+        }
+    }
+}
+
+impl<F: StorageFile> State<F> {
+    /// The position of the segment holding `index` (the last one whose first index is at most
+    /// `index`).
+    fn segment_position(&self, index: u64) -> usize {
+        self.segments
+            .partition_point(|s| s.first_index <= index)
+            .saturating_sub(1)
+    }
+
+    fn wake_all(&mut self) {
+        for (_, wakers) in std::mem::take(&mut self.waiters) {
+            for w in wakers {
+                w.wake();
+            }
+        }
+    }
+
+    /// Builds the writes that make pending batches up to `target` durable, within
+    /// `flush_bytes_max` per segment.
+    fn plan_flush(&mut self, target: u64) -> FlushPlan<F> {
+        let mut writes: Vec<SegmentWrite<F>> = Vec::new();
+        let limit = self.config.flush_bytes_max;
+        for p in self.pending.iter().take_while(|p| p.index <= target) {
+            let s = &self.segments[self
+                .segments
+                .partition_point(|s| s.first_index <= p.segment_first)
+                - 1];
+            debug_assert_eq!(s.first_index, p.segment_first);
+            match writes.last_mut() {
+                Some(w) if w.segment_first == p.segment_first => {
+                    if p.end - w.offset > limit {
+                        break;
+                    }
+                    w.data_end = p.end;
+                }
+                _ => writes.push(SegmentWrite {
+                    segment_first: s.first_index,
+                    name: s.name.clone(),
+                    file: s.file.clone(),
+                    offset: s.tail_start,
+                    bytes: Vec::new(),
+                    data_end: p.end,
+                }),
+            }
+        }
+        for w in &mut writes {
+            let s = &self.segments[self
+                .segments
+                .partition_point(|s| s.first_index <= w.segment_first)
+                - 1];
+            let len = align_up(w.data_end - w.offset);
+            let available = us(len).min(s.tail.len());
+            let mut bytes = Vec::with_capacity(us(len));
+            bytes.extend_from_slice(&s.tail[..available]);
+            bytes.resize(us(len), 0);
+            w.bytes = bytes;
+        }
+        FlushPlan {
+            writes,
+            generation: self.generation,
+        }
+    }
+
+    fn complete_flush(&mut self, plan: &FlushPlan<F>, outcome: FlushOutcome<F>) -> Result<()> {
+        self.stats.flushes += 1;
+        for (first, file) in outcome.created {
+            if let Some(s) = self.segments.iter_mut().find(|s| s.first_index == first) {
+                s.file = Some(file);
+            }
+        }
+        for w in &plan.writes[..outcome.completed] {
+            self.stats.syncs += 1;
+            self.stats.bytes_written += w.bytes.len() as u64;
+            let position = self.segment_position(w.segment_first);
+            let s = &mut self.segments[position];
+            debug_assert_eq!(s.first_index, w.segment_first);
+            s.durable_end = s.durable_end.max(w.data_end);
+            s.written_end = s.written_end.max(w.offset + w.bytes.len() as u64);
+            let new_tail_start = align_down(s.durable_end);
+            if new_tail_start > s.tail_start {
+                s.tail.drain(..us(new_tail_start - s.tail_start));
+                s.tail_start = new_tail_start;
+            }
+            while let Some(p) = self.pending.front() {
+                if p.segment_first < w.segment_first
+                    || (p.segment_first == w.segment_first && p.end <= w.data_end)
+                {
+                    self.durable_index = p.index;
+                    self.pending_bytes -= p.end - p.start;
+                    self.pending.pop_front();
+                } else {
+                    break;
+                }
+            }
+        }
+        let durable = self.durable_index;
+        let ready: Vec<u64> = self.waiters.range(..=durable).map(|(i, _)| *i).collect();
+        for i in ready {
+            for w in self.waiters.remove(&i).unwrap_or_default() {
+                w.wake();
+            }
+        }
+        match outcome.error {
+            None => Ok(()),
+            Some(e) => {
+                self.failures += 1;
+                self.last_failure = e.to_string();
+                self.wake_all();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Writes a plan: per segment in order, create it if needed, write, and sync, so an older
+/// segment is complete on disk before a newer one holds any batch.
+async fn execute_flush<S: Storage>(
+    storage: &S,
+    config: &JournalConfig,
+    plan: &FlushPlan<S::File>,
+) -> FlushOutcome<S::File> {
+    let mut outcome = FlushOutcome {
+        completed: 0,
+        created: Vec::new(),
+        error: None,
+    };
+    for w in &plan.writes {
+        let file = match &w.file {
+            Some(f) => f.clone(),
+            None => match create_segment(
+                storage,
+                w.segment_first,
+                plan.generation,
+                config.segment_bytes,
+            )
+            .await
+            {
+                Ok(f) => {
+                    let f = Rc::new(f);
+                    outcome.created.push((w.segment_first, f.clone()));
+                    f
+                }
+                Err(e) => {
+                    outcome.error = Some(e);
+                    return outcome;
+                }
+            },
+        };
+        debug_assert_eq!(w.name, segment_name(w.segment_first));
+        if let Err(e) = file.write_at(w.offset, &w.bytes).await {
+            outcome.error = Some(e);
+            return outcome;
+        }
+        if let Err(e) = file.sync().await {
+            outcome.error = Some(e);
+            return outcome;
+        }
+        outcome.completed += 1;
+    }
+    outcome
+}
+
+/// Creates a segment durably: temp file, header, sync, rename, directory sync.
+async fn create_segment<S: Storage>(
+    storage: &S,
+    first_index: u64,
+    generation: u64,
+    segment_bytes: u64,
+) -> Result<S::File> {
+    let temp = temp_name(first_index);
+    let file = storage.create(&temp, segment_bytes).await?;
+    let header = SegmentHeader {
+        first_index,
+        generation,
+        segment_bytes,
+    };
+    let result = async {
+        file.write_at(0, &header.encode()).await?;
+        file.sync().await?;
+        storage.rename(&temp, &segment_name(first_index)).await?;
+        storage.sync_dir().await
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = storage.remove(&temp).await;
+        return Err(e);
+    }
+    Ok(file)
+}
+
+enum ScanStep {
+    Batch { bytes: u64 },
+    End,
+    Invalid(String),
+}
+
+/// Reads a segment sequentially in large chunks and decodes batches from them.
+struct Scanner<'a, F> {
+    file: &'a F,
+    segment_bytes: u64,
+    offset: u64,
+    buf: Vec<u8>,
+    buf_offset: u64,
+}
+
+const SCAN_CHUNK_BYTES: u64 = 1 << 20;
+
+impl<'a, F: StorageFile> Scanner<'a, F> {
+    fn new(file: &'a F, segment_bytes: u64) -> Self {
+        Scanner {
+            file,
+            segment_bytes,
+            offset: DATA_START,
+            buf: Vec::new(),
+            buf_offset: DATA_START,
+        }
+    }
+
+    /// Makes `[offset, offset + len)` available in `buf` (less at the end of the segment) and
+    /// returns it.
+    async fn bytes(&mut self, offset: u64, len: u64) -> Result<&[u8]> {
+        let end = (offset + len).min(self.segment_bytes);
+        let have_end = self.buf_offset + self.buf.len() as u64;
+        if offset < self.buf_offset || end > have_end {
+            let start = align_down(offset);
+            let read_len = (end - start)
+                .max(SCAN_CHUNK_BYTES)
+                .min(self.segment_bytes - start);
+            self.buf = self.file.read_at(start, us(read_len)).await?;
+            self.buf_offset = start;
+        }
+        let from = us(offset - self.buf_offset).min(self.buf.len());
+        let to = us(end - self.buf_offset).min(self.buf.len());
+        Ok(&self.buf[from..to])
+    }
+
+    async fn next_batch(&mut self, expected: u64) -> Result<ScanStep> {
+        let offset = self.offset;
+        if offset + HEADER_BYTES as u64 > self.segment_bytes {
+            return Ok(ScanStep::End);
+        }
+        let head = self.bytes(offset, HEADER_BYTES as u64).await?;
+        if batch::is_zero_header(head) {
+            return Ok(ScanStep::End);
+        }
+        let header = match batch::decode_header(head) {
+            Ok(h) => h,
+            Err(e) => return Ok(ScanStep::Invalid(e.to_string())),
+        };
+        if header.index != expected {
+            return Ok(ScanStep::Invalid(
+                Error::UnexpectedIndex {
+                    expected,
+                    found: header.index,
+                }
+                .to_string(),
+            ));
+        }
+        let bytes = header.batch_bytes();
+        if offset + bytes > self.segment_bytes {
+            return Ok(ScanStep::Invalid(format!(
+                "batch of {bytes} bytes runs past the end of the segment"
+            )));
+        }
+        let whole = self.bytes(offset, bytes).await?;
+        match batch::decode(whole) {
+            Ok(_) => Ok(ScanStep::Batch { bytes }),
+            Err(e) => Ok(ScanStep::Invalid(e.to_string())),
+        }
+    }
+}
+
+/// Scans the last segment, cuts a torn tail (zeroing it on disk) or fails on damaged flushed
+/// data, and builds the segment's in-memory state.
+async fn recover_last<S: Storage>(
+    storage: &S,
+    config: &JournalConfig,
+    header: SegmentHeader,
+    name: String,
+    file: S::File,
+    report: &mut RecoveryReport,
+) -> Result<Segment<S::File>> {
+    let path = storage.path(&name);
+    let mut scanner = Scanner::new(&file, header.segment_bytes);
+    let mut sparse: Vec<(u64, u64)> = Vec::new();
+    let mut expected = header.first_index;
+    let failure = loop {
+        let offset = scanner.offset;
+        match scanner.next_batch(expected).await? {
+            ScanStep::Batch { bytes } => {
+                if sparse
+                    .last()
+                    .is_none_or(|(_, o)| offset - o >= config.index_interval_bytes)
+                {
+                    sparse.push((expected, offset));
+                }
+                scanner.offset += bytes;
+                expected += 1;
+            }
+            ScanStep::End => break None,
+            ScanStep::Invalid(reason) => break Some(reason),
+        }
+    };
+    let data_end = scanner.offset;
+    if let Some(reason) = failure {
+        // Look for valid data after the damage, within the reach of one torn flush write.
+        let window = config
+            .tear_window_bytes()
+            .min(header.segment_bytes - data_end);
+        let bytes = scanner.bytes(data_end, window).await?.to_vec();
+        for at in 1..bytes.len().saturating_sub(HEADER_BYTES) {
+            if bytes[at..at + 4] == batch::BATCH_MAGIC.to_le_bytes() {
+                if let Ok(h) = batch::decode_header(&bytes[at..]) {
+                    if h.index > expected && h.index < expected + (window / HEADER_BYTES as u64) {
+                        return Err(Error::CorruptFlushedData {
+                            path,
+                            offset: data_end,
+                            index: expected,
+                            reason,
+                        });
+                    }
+                }
+            }
+        }
+        let garbage = bytes
+            .iter()
+            .rposition(|b| *b != 0)
+            .map_or(0, |p| p as u64 + 1);
+        report.dropped_tail = Some(DroppedTail {
+            segment: name.clone(),
+            offset: data_end,
+            index: expected,
+            bytes: garbage,
+            reason,
+        });
+        // Zero the damaged bytes so the next scan ends cleanly where this one cut.
+        let block_start = align_down(data_end);
+        let mut block = file.read_at(block_start, us(BLOCK_BYTES)).await?;
+        block.truncate(us(data_end - block_start));
+        block.resize(us(BLOCK_BYTES), 0);
+        file.write_at(block_start, &block).await?;
+        let zero_to = align_up(data_end + garbage).min(header.segment_bytes);
+        if zero_to > block_start + BLOCK_BYTES {
+            file.zero_range(
+                block_start + BLOCK_BYTES,
+                zero_to - block_start - BLOCK_BYTES,
+            )
+            .await?;
+        }
+        file.sync().await?;
+    }
+    let tail_start = align_down(data_end);
+    let tail = file.read_at(tail_start, us(data_end - tail_start)).await?;
+    Ok(Segment {
+        first_index: header.first_index,
+        name,
+        file: Some(Rc::new(file)),
+        next_index: expected,
+        data_end,
+        durable_end: data_end,
+        written_end: data_end,
+        tail_start,
+        tail,
+        sparse: Some(sparse),
+    })
+}
+
+/// Reads batches in order; see [`Journal::reader`]. A reader survives appends and flushes; after
+/// a truncate, compact or reset it seeks again.
+#[derive(Debug)]
+pub struct Reader {
+    next_index: u64,
+    cursor: Option<Cursor>,
+}
+
+#[derive(Debug, Clone)]
+struct Cursor {
+    segment_first: u64,
+    offset: u64,
+    index: u64,
+    layout_version: u64,
+}
+
+const READ_AHEAD_BYTES: usize = 64 << 10;
+
+impl Reader {
+    /// The index the next call to `next` returns.
+    #[must_use]
+    pub fn next_index(&self) -> u64 {
+        self.next_index
+    }
+
+    /// Positions the cursor at `next_index` (through the sparse index and a short scan).
+    async fn seek<S: Storage>(&mut self, journal: &Journal<S>) -> Result<bool> {
+        loop {
+            let (segment_first, needs_index, layout_version) = {
+                let state = journal.state.borrow();
+                if self.next_index >= state.next_index
+                    || self.next_index < state.segments[0].first_index
+                {
+                    if self.next_index < state.segments[0].first_index {
+                        return Err(Error::IndexOutOfRange {
+                            index: self.next_index,
+                            first: state.segments[0].first_index,
+                            next: state.next_index,
+                        });
+                    }
+                    return Ok(false);
+                }
+                if let Some(c) = &self.cursor {
+                    if c.layout_version == state.layout_version && c.index == self.next_index {
+                        return Ok(true);
+                    }
+                }
+                let s = &state.segments[state.segment_position(self.next_index)];
+                (s.first_index, s.sparse.is_none(), state.layout_version)
+            };
+            if needs_index {
+                journal.index_segment(segment_first).await?;
+                continue;
+            }
+            let (index, offset) = {
+                let state = journal.state.borrow();
+                let s = &state.segments[state.segment_position(self.next_index)];
+                let sparse = s.sparse.as_ref().expect("indexed");
+                let at = sparse.partition_point(|(i, _)| *i <= self.next_index);
+                if at == 0 {
+                    (s.first_index, DATA_START)
+                } else {
+                    sparse[at - 1]
+                }
+            };
+            self.cursor = Some(Cursor {
+                segment_first,
+                offset,
+                index,
+                layout_version,
+            });
+            while self
+                .cursor
+                .as_ref()
+                .is_some_and(|c| c.index < self.next_index)
+            {
+                let cursor = self.cursor.clone().expect("checked");
+                let head = journal
+                    .read_bytes(cursor.segment_first, cursor.offset, HEADER_BYTES)
+                    .await?;
+                let header =
+                    batch::decode_header(&head).map_err(|e| corrupt(journal, &cursor, &e))?;
+                if header.index != cursor.index {
+                    return Err(corrupt(
+                        journal,
+                        &cursor,
+                        &Error::UnexpectedIndex {
+                            expected: cursor.index,
+                            found: header.index,
+                        },
+                    ));
+                }
+                let c = self.cursor.as_mut().expect("checked");
+                c.offset += header.batch_bytes();
+                c.index += 1;
+            }
+            return Ok(true);
+        }
+    }
+
+    /// The next batch, or `None` at the end of the journal.
+    ///
+    /// # Errors
+    /// Checksum or format errors (as [`Error::CorruptFlushedData`]), a compacted index, or I/O.
+    pub async fn next<S: Storage>(&mut self, journal: &Journal<S>) -> Result<Option<Batch>> {
+        if !self.seek(journal).await? {
+            return Ok(None);
+        }
+        let cursor = self.cursor.clone().expect("seek sets the cursor");
+        let mut bytes = journal
+            .read_bytes(cursor.segment_first, cursor.offset, READ_AHEAD_BYTES)
+            .await?;
+        let header = batch::decode_header(&bytes).map_err(|e| corrupt(journal, &cursor, &e))?;
+        let needed = us(header.batch_bytes());
+        if bytes.len() < needed {
+            let more = journal
+                .read_bytes(
+                    cursor.segment_first,
+                    cursor.offset + bytes.len() as u64,
+                    needed - bytes.len(),
+                )
+                .await?;
+            bytes.extend_from_slice(&more);
+        }
+        let decoded = batch::decode(&bytes).map_err(|e| corrupt(journal, &cursor, &e))?;
+        if decoded.header.index != cursor.index {
+            return Err(corrupt(
+                journal,
+                &cursor,
+                &Error::UnexpectedIndex {
+                    expected: cursor.index,
+                    found: decoded.header.index,
+                },
+            ));
+        }
+        let batch = Batch::from(decoded);
+        let next_segment = {
+            let state = journal.state.borrow();
+            let s = &state.segments[state.segment_position(cursor.index)];
+            (s.next_index == cursor.index + 1)
+                .then(|| {
+                    state
+                        .segments
+                        .get(state.segment_position(cursor.index) + 1)
+                        .map(|n| n.first_index)
+                })
+                .flatten()
+        };
+        self.next_index += 1;
+        self.cursor = Some(match next_segment {
+            Some(first) => Cursor {
+                segment_first: first,
+                offset: DATA_START,
+                index: cursor.index + 1,
+                layout_version: cursor.layout_version,
+            },
+            None => Cursor {
+                offset: cursor.offset + header.batch_bytes(),
+                index: cursor.index + 1,
+                ..cursor
+            },
+        });
+        Ok(Some(batch))
+    }
+}
+
+fn corrupt<S: Storage>(journal: &Journal<S>, cursor: &Cursor, e: &Error) -> Error {
+    Error::CorruptFlushedData {
+        path: journal.storage.path(&segment_name(cursor.segment_first)),
+        offset: cursor.offset,
+        index: cursor.index,
+        reason: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemStorage;
+    use futures_lite::future::block_on;
+
+    fn meta(term: u64) -> BatchMeta {
+        BatchMeta {
+            term,
+            timestamp_ms: 1,
+            record_count: 1,
+        }
+    }
+
+    fn small() -> JournalConfig {
+        JournalConfig {
+            segment_bytes: 64 << 10,
+            batch_bytes_max: 8 << 10,
+            flush_bytes_max: 16 << 10,
+            index_interval_bytes: 1024,
+            ..JournalConfig::default()
+        }
+    }
+
+    fn payload(i: u64) -> Vec<u8> {
+        let len = 100 + usize::try_from(i * 37 % 3000).expect("small");
+        (0..len)
+            .map(|j| u8::try_from((i as usize + j) % 251).expect("byte"))
+            .collect()
+    }
+
+    #[test]
+    fn append_flush_read_reopen_across_segments() {
+        block_on(async {
+            let disk = MemStorage::new();
+            let (j, report) = Journal::open(disk.clone(), small()).await.expect("open");
+            assert_eq!(report.next_index, 1);
+            for i in 1..=200 {
+                assert_eq!(j.append(meta(1), &payload(i)).expect("append"), i);
+                if i % 7 == 0 {
+                    j.flush().await.expect("flush");
+                }
+            }
+            assert_eq!(j.read(5).await.expect("read pending").payload, payload(5));
+            j.flush().await.expect("flush");
+            assert_eq!(j.durable_index(), 200);
+            assert!(j.segment_count() > 3, "small segments roll over");
+            for i in 1..=200 {
+                assert_eq!(
+                    j.read(i).await.expect("read").payload,
+                    payload(i),
+                    "index {i}"
+                );
+            }
+            drop(j);
+            disk.crash(7);
+            let (j, report) = Journal::open(disk.clone(), small()).await.expect("reopen");
+            assert_eq!(report.dropped_tail, None);
+            assert_eq!(j.next_index(), 201);
+            let mut reader = j.reader(1);
+            for i in 1..=200 {
+                let b = reader.next(&j).await.expect("next").expect("some");
+                assert_eq!((b.index, b.payload), (i, payload(i)));
+            }
+            assert!(reader.next(&j).await.expect("end").is_none());
+            assert!(matches!(
+                j.read(201).await,
+                Err(Error::IndexOutOfRange { .. })
+            ));
+        });
+    }
+
+    #[test]
+    fn truncate_then_append_and_reopen() {
+        block_on(async {
+            let disk = MemStorage::new();
+            let (j, _) = Journal::open(disk.clone(), small()).await.expect("open");
+            for i in 1..=120 {
+                j.append(meta(1), &payload(i)).expect("append");
+            }
+            j.flush().await.expect("flush");
+            j.truncate_after(50).await.expect("truncate");
+            assert_eq!(j.next_index(), 51);
+            assert_eq!(j.durable_index(), 50);
+            for i in 51..=60 {
+                assert_eq!(j.append(meta(2), &payload(i + 1000)).expect("append"), i);
+            }
+            j.flush().await.expect("flush");
+            drop(j);
+            disk.crash(3);
+            let (j, report) = Journal::open(disk.clone(), small()).await.expect("reopen");
+            assert_eq!(report.dropped_tail, None, "{report:?}");
+            assert_eq!(j.next_index(), 61);
+            for i in 1..=60 {
+                let b = j.read(i).await.expect("read");
+                let (term, p) = if i <= 50 {
+                    (1, payload(i))
+                } else {
+                    (2, payload(i + 1000))
+                };
+                assert_eq!((b.term, b.payload), (term, p), "index {i}");
+            }
+        });
+    }
+}

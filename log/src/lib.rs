@@ -1,0 +1,46 @@
+//! `sluice-log`: the record-batch format and the direct-I/O segmented journal of a partition.
+//!
+//! A partition's log is a sequence of [batches](batch), each one journal entry (and, later, one
+//! Raft entry), stored in preallocated [segment] files written with `O_DIRECT`.
+//!
+//! # Driving a journal
+//!
+//! ```no_run
+//! # async fn example() -> sluice_log::Result<()> {
+//! use std::rc::Rc;
+//! use sluice_log::{BatchMeta, DmaStorage, FlushPolicy, Journal, JournalConfig, spawn_flusher};
+//!
+//! let storage = DmaStorage::open("/var/lib/sluice/partition-1").await?;
+//! let (journal, report) = Journal::open(storage, JournalConfig::default()).await?;
+//! if let Some(cut) = &report.dropped_tail {
+//!     eprintln!("recovery cut a torn tail: {cut:?}");
+//! }
+//! let journal = Rc::new(journal);
+//! spawn_flusher(journal.clone(), FlushPolicy::Immediate);
+//! let meta = BatchMeta { term: 1, timestamp_ms: 0, record_count: 1 };
+//! let index = journal.append(meta, b"payload")?;   // returns at once
+//! journal.wait_durable(index).await?;               // one fdatasync shared by many appends
+//! let batch = journal.read(index).await?;           // checksums verified
+//! # Ok(()) }
+//! ```
+//!
+//! Without a flusher, call [`Journal::flush`] directly (the simulator does). Raft uses
+//! [`Journal::truncate_after`], [`Journal::compact_before`] and [`Journal::reset`].
+//!
+//! The disk is a [`Storage`]: [`DmaStorage`] in production (glommio, io_uring, `O_DIRECT`) and
+//! [`MemStorage`] in tests, an in-memory disk that loses unsynced writes at a simulated crash and
+//! may tear the last one.
+
+pub mod batch;
+mod error;
+pub mod flusher;
+mod journal;
+mod lock;
+pub mod segment;
+pub mod storage;
+
+pub use batch::{Batch, BatchHeader, BatchMeta, BatchRef};
+pub use error::{Error, Result};
+pub use flusher::{FlushPolicy, run_flusher, spawn_flusher};
+pub use journal::{DroppedTail, Journal, JournalConfig, JournalStats, Reader, RecoveryReport};
+pub use storage::{BLOCK_BYTES, DmaStorage, MemStorage, SECTOR_BYTES, Storage, StorageFile};

@@ -1,0 +1,194 @@
+//! The production backend: glommio `DmaFile`s (`O_DIRECT` through io_uring) in one directory.
+//!
+//! Must be used from inside a glommio executor.
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use glommio::io::{DmaFile, OpenOptions};
+
+use super::{Storage, StorageFile, check_aligned};
+use crate::error::{Error, Result};
+
+/// A journal directory on a real disk.
+#[derive(Debug, Clone)]
+pub struct DmaStorage {
+    dir: Rc<PathBuf>,
+}
+
+/// An open `O_DIRECT` file.
+#[derive(Debug)]
+pub struct DmaFileHandle {
+    file: DmaFile,
+    path: PathBuf,
+    size: u64,
+}
+
+const PROBE_NAME: &str = ".sluice-iopoll-probe";
+
+impl DmaStorage {
+    /// Opens (creating if needed) the directory `dir`.
+    ///
+    /// glommio decides per device and per thread, on the first `DmaFile` it opens, whether the
+    /// device supports polled I/O, by reading offset 0 of that file. On an empty file that read
+    /// succeeds without reaching the device, glommio wrongly enables polling, and every later
+    /// read fails with `EOPNOTSUPP` on devices without poll queues (virtio disks among them). So
+    /// the first file opened here is a probe that holds one real block.
+    pub async fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating directory", &dir, e))?;
+        let probe = dir.join(PROBE_NAME);
+        std::fs::write(&probe, vec![0u8; 4096]).map_err(|e| Error::io("writing", &probe, e))?;
+        let file = DmaFile::open(&probe)
+            .await
+            .map_err(|e| Error::io("opening", &probe, e.into()))?;
+        let _ = file.close().await;
+        std::fs::remove_file(&probe).map_err(|e| Error::io("removing", &probe, e))?;
+        Ok(DmaStorage { dir: Rc::new(dir) })
+    }
+
+    /// The directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Storage for DmaStorage {
+    type File = DmaFileHandle;
+
+    async fn list(&self) -> Result<Vec<String>> {
+        let entries =
+            std::fs::read_dir(&*self.dir).map_err(|e| Error::io("listing", &*self.dir, e))?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("listing", &*self.dir, e))?;
+            if let Some(name) = entry.file_name().to_str() {
+                if name != PROBE_NAME {
+                    names.push(name.to_owned());
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    async fn create(&self, name: &str, bytes: u64) -> Result<DmaFileHandle> {
+        let path = self.path(name);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .dma_open(&path)
+            .await
+            .map_err(|e| Error::io("creating", &path, e.into()))?;
+        if let Err(e) = file.pre_allocate(bytes, false).await {
+            let _ = file.close().await;
+            let _ = std::fs::remove_file(&path);
+            return Err(Error::io("preallocating", &path, e.into()));
+        }
+        Ok(DmaFileHandle {
+            file,
+            path,
+            size: bytes,
+        })
+    }
+
+    async fn open(&self, name: &str) -> Result<DmaFileHandle> {
+        let path = self.path(name);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .dma_open(&path)
+            .await
+            .map_err(|e| Error::io("opening", &path, e.into()))?;
+        let size = file
+            .file_size()
+            .await
+            .map_err(|e| Error::io("sizing", &path, e.into()))?;
+        Ok(DmaFileHandle { file, path, size })
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        std::fs::rename(self.path(from), self.path(to))
+            .map_err(|e| Error::io("renaming", self.path(from), e))
+    }
+
+    async fn remove(&self, name: &str) -> Result<()> {
+        std::fs::remove_file(self.path(name)).map_err(|e| Error::io("removing", self.path(name), e))
+    }
+
+    async fn sync_dir(&self) -> Result<()> {
+        let dir =
+            std::fs::File::open(&*self.dir).map_err(|e| Error::io("opening", &*self.dir, e))?;
+        dir.sync_all()
+            .map_err(|e| Error::io("syncing", &*self.dir, e))
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl StorageFile for DmaFileHandle {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    async fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        check_aligned(offset, data.len() as u64)
+            .map_err(|e| Error::io("writing", &self.path, e))?;
+        let mut buffer = self.file.alloc_dma_buffer(data.len());
+        buffer.as_bytes_mut().copy_from_slice(data);
+        let written = self
+            .file
+            .write_at(buffer, offset)
+            .await
+            .map_err(|e| Error::io("writing", &self.path, e.into()))?;
+        if written == data.len() {
+            Ok(())
+        } else {
+            Err(Error::io(
+                "writing",
+                &self.path,
+                std::io::Error::new(
+                    std::io::ErrorKind::WriteZero,
+                    format!("short write: {written} of {} bytes", data.len()),
+                ),
+            ))
+        }
+    }
+
+    async fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let len = len.min(usize::try_from(self.size.saturating_sub(offset)).unwrap_or(usize::MAX));
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let result = self
+            .file
+            .read_at(offset, len)
+            .await
+            .map_err(|e| Error::io("reading", &self.path, e.into()))?;
+        Ok(result.to_vec())
+    }
+
+    async fn sync(&self) -> Result<()> {
+        self.file
+            .fdatasync()
+            .await
+            .map_err(|e| Error::io("syncing", &self.path, e.into()))
+    }
+
+    async fn zero_range(&self, offset: u64, len: u64) -> Result<()> {
+        check_aligned(offset, len).map_err(|e| Error::io("zeroing", &self.path, e))?;
+        if len == 0 {
+            return Ok(());
+        }
+        // Punch a hole: the range reads as zeros at once, and the file keeps its size.
+        self.file
+            .deallocate(offset, len)
+            .await
+            .map_err(|e| Error::io("zeroing", &self.path, e.into()))
+    }
+}

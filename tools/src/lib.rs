@@ -1,0 +1,1 @@
+//! `sluice-tools`: command-line tools around Sluice. Binaries live in `src/bin/`.
