@@ -354,7 +354,7 @@ mod tests {
             prop_assert_eq!(b.header.timestamp_ms, timestamp_ms);
             prop_assert_eq!(b.header.record_count, record_count);
             prop_assert_eq!(b.payload, &payload[..]);
-            prop_assert_eq!(b.header.batch_bytes() as usize, encoded_bytes(payload.len()));
+            prop_assert_eq!(b.header.batch_bytes(), encoded_bytes(payload.len()) as u64);
         }
 
         #[test]

@@ -259,70 +259,7 @@ impl<S: Storage> Journal<S> {
     pub async fn open(storage: S, config: JournalConfig) -> Result<(Self, RecoveryReport)> {
         config.validate()?;
         let mut report = RecoveryReport::default();
-        let mut found: Vec<(SegmentHeader, String, S::File)> = Vec::new();
-        for name in storage.list().await? {
-            if name.ends_with(".seg.tmp") {
-                storage.remove(&name).await?;
-                report.removed_files.push(name);
-                continue;
-            }
-            let Some(first_index) = parse_segment_name(&name) else {
-                if name.ends_with(".seg") {
-                    return Err(Error::NotASegment {
-                        path: storage.path(&name),
-                        reason: "the name is not 20 digits and .seg".into(),
-                    });
-                }
-                continue;
-            };
-            let file = storage.open(&name).await?;
-            let block = file.read_at(0, us(DATA_START)).await?;
-            let header = SegmentHeader::decode(&block).map_err(|e| Error::NotASegment {
-                path: storage.path(&name),
-                reason: e.to_string(),
-            })?;
-            if header.first_index != first_index {
-                return Err(Error::NotASegment {
-                    path: storage.path(&name),
-                    reason: format!(
-                        "its header says first index {}, its name {first_index}",
-                        header.first_index
-                    ),
-                });
-            }
-            if header.segment_bytes != file.size() {
-                return Err(Error::NotASegment {
-                    path: storage.path(&name),
-                    reason: format!(
-                        "its header says {} bytes, the file has {}",
-                        header.segment_bytes,
-                        file.size()
-                    ),
-                });
-            }
-            found.push((header, name, file));
-        }
-        let generation = found
-            .iter()
-            .map(|(h, _, _)| h.generation)
-            .max()
-            .unwrap_or(0);
-        let mut stale = Vec::new();
-        found.retain(|(h, name, _)| {
-            if h.generation < generation {
-                stale.push(name.clone());
-                false
-            } else {
-                true
-            }
-        });
-        for name in stale {
-            storage.remove(&name).await?;
-            report.removed_files.push(name);
-        }
-        if !report.removed_files.is_empty() {
-            storage.sync_dir().await?;
-        }
+        let (mut found, generation) = discover_segments(&storage, &mut report).await?;
         found.sort_by_key(|(h, _, _)| h.first_index);
 
         let mut segments = Vec::with_capacity(found.len().max(1));
@@ -368,7 +305,7 @@ impl<S: Storage> Journal<S> {
         report.segments = segments.len();
         report.first_index = segments[0].first_index;
         report.next_index = next_index;
-        let state = State {
+        let journal_state = State {
             config,
             segments,
             generation,
@@ -388,7 +325,7 @@ impl<S: Storage> Journal<S> {
         Ok((
             Journal {
                 storage,
-                state: RefCell::new(state),
+                state: RefCell::new(journal_state),
                 io: LocalLock::default(),
             },
             report,
@@ -610,16 +547,15 @@ impl<S: Storage> Journal<S> {
     /// [`Error::IndexOutOfRange`], corruption, or I/O.
     pub async fn read(&self, index: u64) -> Result<Batch> {
         let mut reader = self.reader(index);
-        match reader.next(self).await? {
-            Some(batch) => Ok(batch),
-            None => {
-                let state = self.state.borrow();
-                Err(Error::IndexOutOfRange {
-                    index,
-                    first: state.segments[0].first_index,
-                    next: state.next_index,
-                })
-            }
+        if let Some(batch) = reader.next(self).await? {
+            Ok(batch)
+        } else {
+            let state = self.state.borrow();
+            Err(Error::IndexOutOfRange {
+                index,
+                first: state.segments[0].first_index,
+                next: state.next_index,
+            })
         }
     }
 
@@ -840,17 +776,17 @@ impl<S: Storage> Journal<S> {
             s.written_end = offset;
             (block, written_end)
         };
-        if let Some(file) = file {
-            if written_end > offset {
-                file.write_at(new_tail_start, &block).await?;
-                let zero_from = new_tail_start + BLOCK_BYTES;
-                let zero_to = align_up(written_end);
-                if zero_to > zero_from {
-                    file.zero_range(zero_from, zero_to - zero_from).await?;
-                }
-                file.sync().await?;
-                self.state.borrow_mut().stats.syncs += 1;
+        if let Some(file) = file
+            && written_end > offset
+        {
+            file.write_at(new_tail_start, &block).await?;
+            let zero_from = new_tail_start + BLOCK_BYTES;
+            let zero_to = align_up(written_end);
+            if zero_to > zero_from {
+                file.zero_range(zero_from, zero_to - zero_from).await?;
             }
+            file.sync().await?;
+            self.state.borrow_mut().stats.syncs += 1;
         }
         Ok(())
     }
@@ -1095,6 +1031,84 @@ impl<F: StorageFile> State<F> {
     }
 }
 
+/// Lists the segments of a journal directory, validating each header, and removes leftovers:
+/// temporary files of an interrupted creation and segments of an older generation.
+async fn discover_segments<S: Storage>(
+    storage: &S,
+    report: &mut RecoveryReport,
+) -> Result<(Vec<(SegmentHeader, String, S::File)>, u64)> {
+    let mut found: Vec<(SegmentHeader, String, S::File)> = Vec::new();
+    for name in storage.list().await? {
+        if name.ends_with(".seg.tmp") {
+            storage.remove(&name).await?;
+            report.removed_files.push(name);
+            continue;
+        }
+        let Some(first_index) = parse_segment_name(&name) else {
+            #[expect(
+                clippy::case_sensitive_file_extension_comparisons,
+                reason = "segment names are ours, always lowercase"
+            )]
+            let ours = name.ends_with(".seg");
+            if ours {
+                return Err(Error::NotASegment {
+                    path: storage.path(&name),
+                    reason: "the name is not 20 digits and .seg".into(),
+                });
+            }
+            continue;
+        };
+        let file = storage.open(&name).await?;
+        let block = file.read_at(0, us(DATA_START)).await?;
+        let header = SegmentHeader::decode(&block).map_err(|e| Error::NotASegment {
+            path: storage.path(&name),
+            reason: e.to_string(),
+        })?;
+        if header.first_index != first_index {
+            return Err(Error::NotASegment {
+                path: storage.path(&name),
+                reason: format!(
+                    "its header says first index {}, its name {first_index}",
+                    header.first_index
+                ),
+            });
+        }
+        if header.segment_bytes != file.size() {
+            return Err(Error::NotASegment {
+                path: storage.path(&name),
+                reason: format!(
+                    "its header says {} bytes, the file has {}",
+                    header.segment_bytes,
+                    file.size()
+                ),
+            });
+        }
+        found.push((header, name, file));
+    }
+    let generation = found
+        .iter()
+        .map(|(h, _, _)| h.generation)
+        .max()
+        .unwrap_or(0);
+    let mut stale = Vec::new();
+    found.retain(|(h, name, _)| {
+        if h.generation < generation {
+            stale.push(name.clone());
+            false
+        } else {
+            true
+        }
+    });
+    for name in stale {
+        storage.remove(&name).await?;
+        report.removed_files.push(name);
+    }
+    if !report.removed_files.is_empty() {
+        storage.sync_dir().await?;
+    }
+    Ok((found, generation))
+}
+
 /// Writes a plan: per segment in order, create it if needed, write, and sync, so an older
 /// segment is complete on disk before a newer one holds any batch.
 async fn execute_flush<S: Storage>(
@@ -1292,17 +1306,17 @@ async fn recover_last<S: Storage>(
             .min(header.segment_bytes - data_end);
         let bytes = scanner.bytes(data_end, window).await?.to_vec();
         for at in 1..bytes.len().saturating_sub(HEADER_BYTES) {
-            if bytes[at..at + 4] == batch::BATCH_MAGIC.to_le_bytes() {
-                if let Ok(h) = batch::decode_header(&bytes[at..]) {
-                    if h.index > expected && h.index < expected + (window / HEADER_BYTES as u64) {
-                        return Err(Error::CorruptFlushedData {
-                            path,
-                            offset: data_end,
-                            index: expected,
-                            reason,
-                        });
-                    }
-                }
+            if bytes[at..at + 4] == batch::BATCH_MAGIC.to_le_bytes()
+                && let Ok(h) = batch::decode_header(&bytes[at..])
+                && h.index > expected
+                && h.index < expected + (window / HEADER_BYTES as u64)
+            {
+                return Err(Error::CorruptFlushedData {
+                    path,
+                    offset: data_end,
+                    index: expected,
+                    reason,
+                });
             }
         }
         let garbage = bytes
@@ -1390,10 +1404,11 @@ impl Reader {
                     }
                     return Ok(false);
                 }
-                if let Some(c) = &self.cursor {
-                    if c.layout_version == state.layout_version && c.index == self.next_index {
-                        return Ok(true);
-                    }
+                if let Some(c) = &self.cursor
+                    && c.layout_version == state.layout_version
+                    && c.index == self.next_index
+                {
+                    return Ok(true);
                 }
                 let s = &state.segments[state.segment_position(self.next_index)];
                 (s.first_index, s.sparse.is_none(), state.layout_version)
@@ -1550,7 +1565,7 @@ mod tests {
     fn payload(i: u64) -> Vec<u8> {
         let len = 100 + usize::try_from(i * 37 % 3000).expect("small");
         (0..len)
-            .map(|j| u8::try_from((i as usize + j) % 251).expect("byte"))
+            .map(|j| u8::try_from((usize::try_from(i).expect("small") + j) % 251).expect("byte"))
             .collect()
     }
 

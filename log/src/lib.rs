@@ -27,7 +27,7 @@
 //! Without a flusher, call [`Journal::flush`] directly (the simulator does). Raft uses
 //! [`Journal::truncate_after`], [`Journal::compact_before`] and [`Journal::reset`].
 //!
-//! The disk is a [`Storage`]: [`DmaStorage`] in production (glommio, io_uring, `O_DIRECT`) and
+//! The disk is a [`Storage`]: [`DmaStorage`] in production (glommio, `io_uring`, `O_DIRECT`) and
 //! [`MemStorage`] in tests, an in-memory disk that loses unsynced writes at a simulated crash and
 //! may tear the last one.
 

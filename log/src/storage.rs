@@ -1,6 +1,6 @@
 //! The disk as the journal sees it: a directory of files with positional I/O.
 //!
-//! Two backends implement it: [`DmaStorage`] (production: glommio `DmaFile`, `O_DIRECT`, io_uring)
+//! Two backends implement it: [`DmaStorage`] (production: glommio `DmaFile`, `O_DIRECT`, `io_uring`)
 //! and [`MemStorage`] (tests and the simulator: an in-memory disk that can crash, losing every
 //! write not covered by a `sync` and tearing the last one).
 //!

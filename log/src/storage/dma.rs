@@ -1,4 +1,4 @@
-//! The production backend: glommio `DmaFile`s (`O_DIRECT` through io_uring) in one directory.
+//! The production backend: glommio `DmaFile`s (`O_DIRECT` through `io_uring`) in one directory.
 //!
 //! Must be used from inside a glommio executor.
 
@@ -63,10 +63,10 @@ impl Storage for DmaStorage {
         let mut names = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("listing", &*self.dir, e))?;
-            if let Some(name) = entry.file_name().to_str() {
-                if name != PROBE_NAME {
-                    names.push(name.to_owned());
-                }
+            if let Some(name) = entry.file_name().to_str()
+                && name != PROBE_NAME
+            {
+                names.push(name.to_owned());
             }
         }
         names.sort();
