@@ -232,6 +232,9 @@ struct FlushPlan<F> {
 
 struct FlushOutcome<F> {
     completed: usize,
+    /// Writes issued (`completed`, plus the one that failed in `write_at` or `sync`): their
+    /// blocks may be on disk even though the flush failed.
+    issued: usize,
     created: Vec<(u64, Rc<F>)>,
     error: Option<Error>,
 }
@@ -626,6 +629,8 @@ impl<S: Storage> Journal<S> {
         if let Some(segment_first) = cut_offset {
             let offset = self.offset_of(segment_first, cut_index).await?;
             self.cut_segment_at(offset, cut_index).await?;
+        } else {
+            self.prepare_new_last().await?;
         }
         let mut state = self.state.borrow_mut();
         state.next_index = cut_index;
@@ -735,6 +740,41 @@ impl<S: Storage> Journal<S> {
             .as_ref()
             .map(|c| c.offset)
             .expect("seek sets the cursor"))
+    }
+
+    /// Makes the last segment, which a cut at a segment boundary left as it was, ready to take
+    /// appends. Appends write through the last segment's in-memory tail, but an older segment
+    /// loaded at open has neither a tail nor (unless a read indexed it) a sparse index and its
+    /// real data end: it claims to be full. Left so, an append after a lazy scan had set its
+    /// `data_end` found `tail` out of step with it and wrote the batch at the wrong offset.
+    async fn prepare_new_last(&self) -> Result<()> {
+        let segment_first = self
+            .state
+            .borrow()
+            .segments
+            .last()
+            .expect("a segment")
+            .first_index;
+        self.index_segment(segment_first).await?;
+        let (file, data_end) = {
+            let state = self.state.borrow();
+            let s = state.segments.last().expect("a segment");
+            if s.tail_start <= s.data_end {
+                return Ok(());
+            }
+            (
+                s.file.clone().expect("older segments are on disk"),
+                s.data_end,
+            )
+        };
+        let tail_start = align_down(data_end);
+        let tail = file.read_at(tail_start, us(data_end - tail_start)).await?;
+        let mut state = self.state.borrow_mut();
+        let s = state.segments.last_mut().expect("a segment");
+        s.tail = tail;
+        s.tail_start = tail_start;
+        s.durable_end = data_end;
+        Ok(())
     }
 
     /// Cuts the last segment at `offset` (where batch `cut_index` starts) and zeroes the rest on
@@ -987,6 +1027,16 @@ impl<F: StorageFile> State<F> {
                 s.file = Some(file);
             }
         }
+        // A write whose sync failed (or that failed part-way) may still have reached the disk:
+        // count its blocks as written, so a later `truncate_after` zeroes them too. Otherwise
+        // stale batches of a failed flush would linger past a shorter new end, where recovery
+        // reads them as damage after the end (refusing to open) or revives a truncated batch.
+        for w in &plan.writes[outcome.completed..outcome.issued] {
+            let position = self.segment_position(w.segment_first);
+            let s = &mut self.segments[position];
+            debug_assert_eq!(s.first_index, w.segment_first);
+            s.written_end = s.written_end.max(w.offset + w.bytes.len() as u64);
+        }
         for w in &plan.writes[..outcome.completed] {
             self.stats.syncs += 1;
             self.stats.bytes_written += w.bytes.len() as u64;
@@ -1118,6 +1168,7 @@ async fn execute_flush<S: Storage>(
 ) -> FlushOutcome<S::File> {
     let mut outcome = FlushOutcome {
         completed: 0,
+        issued: 0,
         created: Vec::new(),
         error: None,
     };
@@ -1144,6 +1195,7 @@ async fn execute_flush<S: Storage>(
             },
         };
         debug_assert_eq!(w.name, segment_name(w.segment_first));
+        outcome.issued += 1;
         if let Err(e) = file.write_at(w.offset, &w.bytes).await {
             outcome.error = Some(e);
             return outcome;
