@@ -568,6 +568,10 @@ impl<S: Storage> Journal<S> {
         Reader {
             next_index: index,
             cursor: None,
+            chunk: Vec::new(),
+            chunk_segment: 0,
+            chunk_offset: 0,
+            chunk_layout: u64::MAX,
         }
     }
 
@@ -1420,6 +1424,12 @@ async fn recover_last<S: Storage>(
 pub struct Reader {
     next_index: u64,
     cursor: Option<Cursor>,
+    /// Bytes read ahead: `chunk` holds `[chunk_offset, ..)` of segment `chunk_segment` as of
+    /// layout `chunk_layout`. Bytes at an offset never change within one layout version.
+    chunk: Vec<u8>,
+    chunk_segment: u64,
+    chunk_offset: u64,
+    chunk_layout: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -1515,6 +1525,36 @@ impl Reader {
         }
     }
 
+    /// Makes `len` bytes at the cursor available in `chunk` (fewer only where the segment's data
+    /// ends), reading ahead so that consecutive batches come from one read, and returns their
+    /// range in `chunk`.
+    async fn fill<S: Storage>(
+        &mut self,
+        journal: &Journal<S>,
+        cursor: &Cursor,
+        len: usize,
+    ) -> Result<std::ops::Range<usize>> {
+        let chunk_end = self.chunk_offset + self.chunk.len() as u64;
+        let cached = self.chunk_segment == cursor.segment_first
+            && self.chunk_layout == cursor.layout_version
+            && cursor.offset >= self.chunk_offset
+            && cursor.offset + len as u64 <= chunk_end;
+        if !cached {
+            self.chunk = journal
+                .read_bytes(
+                    cursor.segment_first,
+                    cursor.offset,
+                    len.max(READ_AHEAD_BYTES),
+                )
+                .await?;
+            self.chunk_segment = cursor.segment_first;
+            self.chunk_offset = cursor.offset;
+            self.chunk_layout = cursor.layout_version;
+        }
+        let from = us(cursor.offset - self.chunk_offset);
+        Ok(from..(from + len).min(self.chunk.len()))
+    }
+
     /// The next batch, or `None` at the end of the journal.
     ///
     /// # Errors
@@ -1524,22 +1564,14 @@ impl Reader {
             return Ok(None);
         }
         let cursor = self.cursor.clone().expect("seek sets the cursor");
-        let mut bytes = journal
-            .read_bytes(cursor.segment_first, cursor.offset, READ_AHEAD_BYTES)
+        let range = self.fill(journal, &cursor, HEADER_BYTES).await?;
+        let header =
+            batch::decode_header(&self.chunk[range]).map_err(|e| corrupt(journal, &cursor, &e))?;
+        let range = self
+            .fill(journal, &cursor, us(header.batch_bytes()))
             .await?;
-        let header = batch::decode_header(&bytes).map_err(|e| corrupt(journal, &cursor, &e))?;
-        let needed = us(header.batch_bytes());
-        if bytes.len() < needed {
-            let more = journal
-                .read_bytes(
-                    cursor.segment_first,
-                    cursor.offset + bytes.len() as u64,
-                    needed - bytes.len(),
-                )
-                .await?;
-            bytes.extend_from_slice(&more);
-        }
-        let decoded = batch::decode(&bytes).map_err(|e| corrupt(journal, &cursor, &e))?;
+        let bytes = &self.chunk[range];
+        let decoded = batch::decode(bytes).map_err(|e| corrupt(journal, &cursor, &e))?;
         if decoded.header.index != cursor.index {
             return Err(corrupt(
                 journal,
