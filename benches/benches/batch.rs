@@ -35,7 +35,7 @@ fn bench_encode(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(name), &payload, |b, payload| {
             b.iter(|| {
                 out.clear();
-                encode_into(42, META, black_box(payload), &mut out).expect("encodes");
+                encode_into(42, 41, META, black_box(payload), &mut out).expect("encodes");
                 black_box(out.len())
             });
         });
@@ -46,7 +46,7 @@ fn bench_encode(c: &mut Criterion) {
 fn bench_decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("batch_decode");
     for &(bytes, name) in PAYLOAD_SIZES {
-        let encoded = encode(42, META, &payload(bytes)).expect("encodes");
+        let encoded = encode(42, 41, META, &payload(bytes)).expect("encodes");
         group.throughput(bytes_of(bytes));
         group.bench_with_input(BenchmarkId::from_parameter(name), &encoded, |b, encoded| {
             b.iter(|| {

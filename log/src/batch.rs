@@ -12,11 +12,16 @@
 //! |     32 |    8 | `timestamp_ms`   | creation time, milliseconds since the Unix epoch         |
 //! |     40 |    4 | `record_count`   | number of records in the payload                         |
 //! |     44 |    4 | `payload_bytes`  | length of the payload                                    |
-//! |     48 |   16 | reserved         | must be zero                                             |
+//! |     48 |    8 | `durable_index`  | the writer's durable index when this batch was appended  |
+//! |     56 |    8 | reserved         | must be zero                                             |
 //!
 //! A batch is one journal entry and one Raft entry: the journal numbers batches, not records, so
 //! `index` is both the first and the only index of the batch. The records inside the payload are
 //! the engine's business; `record_count` tells readers how many there are without decoding them.
+//!
+//! `durable_index` is a proof carried for free: every batch up to it had been flushed before
+//! this one was appended. Recovery uses it to tell a torn tail (cut it) from damage to flushed
+//! data (refuse to open): a damaged batch that a later valid batch declares durable was flushed.
 //!
 //! The header checksum is checked before any length in the header is trusted, so a damaged
 //! length never sends a reader past the end of its buffer.
@@ -46,10 +51,11 @@ mod offset {
     pub const TIMESTAMP_MS: usize = 32;
     pub const RECORD_COUNT: usize = 40;
     pub const PAYLOAD_BYTES: usize = 44;
-    pub const RESERVED: usize = 48;
+    pub const DURABLE_INDEX: usize = 48;
+    pub const RESERVED: usize = 56;
     pub const CRC_START: usize = 8;
 }
-const _: () = assert!(offset::RESERVED + 16 == HEADER_BYTES);
+const _: () = assert!(offset::RESERVED + 8 == HEADER_BYTES);
 
 /// The decoded header of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +66,7 @@ pub struct BatchHeader {
     pub record_count: u32,
     pub payload_bytes: u32,
     pub payload_crc: u32,
+    pub durable_index: u64,
 }
 
 impl BatchHeader {
@@ -113,11 +120,17 @@ pub fn encoded_bytes(payload_bytes: usize) -> usize {
     HEADER_BYTES + payload_bytes
 }
 
-/// Appends the encoded batch to `out`.
+/// Encodes the header of a batch with this payload. `durable_index` is the writer's durable
+/// index at the time of the append (0 when none).
 ///
 /// # Errors
 /// [`Error::BatchTooLarge`] if the payload exceeds [`PAYLOAD_BYTES_MAX`].
-pub fn encode_into(index: u64, meta: BatchMeta, payload: &[u8], out: &mut Vec<u8>) -> Result<()> {
+pub fn encode_header(
+    index: u64,
+    durable_index: u64,
+    meta: BatchMeta,
+    payload: &[u8],
+) -> Result<[u8; HEADER_BYTES]> {
     let payload_bytes = u32::try_from(payload.len())
         .ok()
         .filter(|n| *n <= PAYLOAD_BYTES_MAX)
@@ -125,20 +138,36 @@ pub fn encode_into(index: u64, meta: BatchMeta, payload: &[u8], out: &mut Vec<u8
             bytes: payload.len() as u64,
             max: u64::from(PAYLOAD_BYTES_MAX),
         })?;
-    let start = out.len();
-    out.resize(start + HEADER_BYTES, 0);
-    let header = &mut out[start..];
-    put_u32(header, offset::MAGIC, BATCH_MAGIC);
-    put_u16(header, offset::VERSION, BATCH_VERSION);
-    put_u16(header, offset::FLAGS, 0);
-    put_u32(header, offset::PAYLOAD_CRC, crc32c::crc32c(payload));
-    put_u64(header, offset::INDEX, index);
-    put_u64(header, offset::TERM, meta.term);
-    put_u64(header, offset::TIMESTAMP_MS, meta.timestamp_ms);
-    put_u32(header, offset::RECORD_COUNT, meta.record_count);
-    put_u32(header, offset::PAYLOAD_BYTES, payload_bytes);
+    let mut header = [0u8; HEADER_BYTES];
+    put_u32(&mut header, offset::MAGIC, BATCH_MAGIC);
+    put_u16(&mut header, offset::VERSION, BATCH_VERSION);
+    put_u16(&mut header, offset::FLAGS, 0);
+    put_u32(&mut header, offset::PAYLOAD_CRC, crc32c::crc32c(payload));
+    put_u64(&mut header, offset::INDEX, index);
+    put_u64(&mut header, offset::TERM, meta.term);
+    put_u64(&mut header, offset::TIMESTAMP_MS, meta.timestamp_ms);
+    put_u32(&mut header, offset::RECORD_COUNT, meta.record_count);
+    put_u32(&mut header, offset::PAYLOAD_BYTES, payload_bytes);
+    put_u64(&mut header, offset::DURABLE_INDEX, durable_index);
     let header_crc = crc32c::crc32c(&header[offset::CRC_START..HEADER_BYTES]);
-    put_u32(header, offset::HEADER_CRC, header_crc);
+    put_u32(&mut header, offset::HEADER_CRC, header_crc);
+    Ok(header)
+}
+
+/// Appends the encoded batch to `out`.
+///
+/// # Errors
+/// As [`encode_header`].
+pub fn encode_into(
+    index: u64,
+    durable_index: u64,
+    meta: BatchMeta,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let header = encode_header(index, durable_index, meta, payload)?;
+    out.reserve(HEADER_BYTES + payload.len());
+    out.extend_from_slice(&header);
     out.extend_from_slice(payload);
     Ok(())
 }
@@ -146,10 +175,10 @@ pub fn encode_into(index: u64, meta: BatchMeta, payload: &[u8], out: &mut Vec<u8
 /// Encodes a batch into a new vector.
 ///
 /// # Errors
-/// As [`encode_into`].
-pub fn encode(index: u64, meta: BatchMeta, payload: &[u8]) -> Result<Vec<u8>> {
+/// As [`encode_header`].
+pub fn encode(index: u64, durable_index: u64, meta: BatchMeta, payload: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(encoded_bytes(payload.len()));
-    encode_into(index, meta, payload, &mut out)?;
+    encode_into(index, durable_index, meta, payload, &mut out)?;
     Ok(out)
 }
 
@@ -225,6 +254,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<BatchHeader> {
         record_count: get_u32(header, offset::RECORD_COUNT),
         payload_bytes,
         payload_crc: get_u32(header, offset::PAYLOAD_CRC),
+        durable_index: get_u64(header, offset::DURABLE_INDEX),
     })
 }
 
@@ -293,13 +323,14 @@ mod tests {
 
     #[test]
     fn layout_is_as_documented() {
-        let bytes = encode(42, meta(), b"abc").expect("encode");
+        let bytes = encode(42, 41, meta(), b"abc").expect("encode");
         assert_eq!(&bytes[0..4], b"SLBS");
         assert_eq!(get_u16(&bytes, 8), BATCH_VERSION);
         assert_eq!(get_u64(&bytes, 16), 42);
         assert_eq!(get_u64(&bytes, 24), 7);
         assert_eq!(get_u32(&bytes, 40), 3);
         assert_eq!(get_u32(&bytes, 44), 3);
+        assert_eq!(get_u64(&bytes, 48), 41);
         assert_eq!(&bytes[64..], b"abc");
         assert_eq!(get_u32(&bytes, 12), crc32c::crc32c(b"abc"));
     }
@@ -307,7 +338,7 @@ mod tests {
     #[test]
     fn every_flipped_byte_is_a_typed_error() {
         let payload: Vec<u8> = (0..200u8).collect();
-        let bytes = encode(9, meta(), &payload).expect("encode");
+        let bytes = encode(9, 8, meta(), &payload).expect("encode");
         for at in 0..bytes.len() {
             for bit in [0x01u8, 0x80, 0xff] {
                 let mut damaged = bytes.clone();
@@ -328,7 +359,7 @@ mod tests {
 
     #[test]
     fn short_input_is_truncated_not_a_panic() {
-        let bytes = encode(1, meta(), &[5; 100]).expect("encode");
+        let bytes = encode(1, 0, meta(), &[5; 100]).expect("encode");
         for len in 0..bytes.len() {
             assert!(decode(&bytes[..len]).is_err());
         }
@@ -343,14 +374,15 @@ mod tests {
 
     proptest! {
         #[test]
-        fn round_trip(index: u64, term: u64, timestamp_ms: u64, record_count: u32,
+        fn round_trip(index: u64, durable_index: u64, term: u64, timestamp_ms: u64, record_count: u32,
                       payload in proptest::collection::vec(any::<u8>(), 0..4096)) {
             let m = BatchMeta { term, timestamp_ms, record_count };
-            let mut bytes = encode(index, m, &payload).expect("encode");
+            let mut bytes = encode(index, durable_index, m, &payload).expect("encode");
             bytes.extend_from_slice(b"trailing bytes are not part of the batch");
             let b = decode(&bytes).expect("decode");
             prop_assert_eq!(b.header.index, index);
             prop_assert_eq!(b.header.term, term);
+            prop_assert_eq!(b.header.durable_index, durable_index);
             prop_assert_eq!(b.header.timestamp_ms, timestamp_ms);
             prop_assert_eq!(b.header.record_count, record_count);
             prop_assert_eq!(b.payload, &payload[..]);

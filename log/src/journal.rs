@@ -18,11 +18,15 @@
 //! sector of it holds the same bytes before and after.
 //!
 //! **Recovery** scans the last segment from its start. Zeros where a header should be are the
-//! clean end. An invalid batch is a torn tail, cut off and reported, unless a valid batch with a
-//! higher index lies after it within the reach of one flush write: writes are sequential and a
-//! crash can only tear the last one, so valid data after the damage means the damage is in data
-//! that was flushed, and opening fails with [`Error::CorruptFlushedData`]. Older segments are
-//! scanned lazily on first read, where any damage is in flushed data.
+//! clean end. An invalid batch is a torn tail, cut off and reported, unless it is provably
+//! flushed: every batch header records the journal's durable index when it was appended, so a
+//! valid batch after the damage that records the damaged index as durable proves the damage is in
+//! flushed data, and opening fails with [`Error::CorruptFlushedData`]. The proof is exact: it can
+//! never fire after a plain crash, because no batch in the flush that was in flight can claim that
+//! flush's batches durable. Without proof (damage within the last flush, where a crash can tear
+//! writes, persisting any subset of them), the tail is cut. Past the end, one flush's reach is
+//! checked for remnants of a torn flush (data after a zeroed gap), which are zeroed and reported.
+//! Older segments are scanned lazily on first read, where any damage is in flushed data.
 //!
 //! **Invariant: beyond a segment's written end there are only zeros.** Segments are preallocated
 //! (reading as zeros), a torn tail found at recovery is zeroed, and `truncate_after` zeroes what it
@@ -38,7 +42,7 @@ use crate::batch::{self, Batch, BatchMeta, HEADER_BYTES};
 use crate::error::{Error, Result};
 use crate::lock::LocalLock;
 use crate::segment::{DATA_START, SegmentHeader, parse_segment_name, segment_name, temp_name};
-use crate::storage::{BLOCK_BYTES, Storage, StorageFile};
+use crate::storage::{BLOCK_BYTES, Storage, StorageFile, WRITE_CHUNK_BYTES};
 
 /// Limits and sizes of a journal. Every buffer and write is bounded by one of these.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,7 +178,7 @@ struct Segment<F> {
     written_end: u64,
     /// Block-aligned start of `tail`; `tail` holds bytes `[tail_start, data_end)`.
     tail_start: u64,
-    tail: Vec<u8>,
+    tail: VecDeque<u8>,
     /// `(index, offset)` every `index_interval_bytes`; `None` until the segment is scanned.
     sparse: Option<Vec<(u64, u64)>>,
 }
@@ -206,6 +210,8 @@ struct State<F> {
     layout_version: u64,
     closed: bool,
     stats: JournalStats,
+    /// A cleared ring buffer kept for the next segment's tail.
+    spare_tail: Option<VecDeque<u8>>,
 }
 
 /// A segmented append-only journal of batches over a [`Storage`].
@@ -216,16 +222,19 @@ pub struct Journal<S: Storage> {
     io: LocalLock,
 }
 
-struct SegmentWrite<F> {
+struct SegmentWrite<F: StorageFile> {
     segment_first: u64,
     name: String,
     file: Option<Rc<F>>,
     offset: u64,
-    bytes: Vec<u8>,
+    /// Block-aligned length written from `offset`.
+    len: u64,
+    /// The data, in chunks of [`WRITE_CHUNK_BYTES`]; taken when the write is issued.
+    buffers: Vec<F::Buffer>,
     data_end: u64,
 }
 
-struct FlushPlan<F> {
+struct FlushPlan<F: StorageFile> {
     writes: Vec<SegmentWrite<F>>,
     generation: u64,
 }
@@ -293,7 +302,7 @@ impl<S: Storage> Journal<S> {
                         durable_end: config.segment_bytes,
                         written_end: config.segment_bytes,
                         tail_start: config.segment_bytes,
-                        tail: Vec::new(),
+                        tail: VecDeque::new(),
                         sparse: None,
                     });
                 } else {
@@ -324,6 +333,7 @@ impl<S: Storage> Journal<S> {
             layout_version: 0,
             closed: false,
             stats: JournalStats::default(),
+            spare_tail: None,
         };
         Ok((
             Journal {
@@ -405,15 +415,20 @@ impl<S: Storage> Journal<S> {
             last.data_end + bytes > state.config.segment_bytes
         };
         if needs_roll {
-            state.segments.push(Segment::empty(index, None));
+            let mut segment = Segment::empty(index, None);
+            segment.tail = state.spare_tail.take().unwrap_or_default();
+            state.segments.push(segment);
         }
+        let durable_index = state.durable_index;
         let interval = state.config.index_interval_bytes;
         let segment = state
             .segments
             .last_mut()
             .expect("a journal always has a segment");
         let start = segment.data_end;
-        batch::encode_into(index, meta, payload, &mut segment.tail)?;
+        let header = batch::encode_header(index, durable_index, meta, payload)?;
+        segment.tail.extend(&header);
+        segment.tail.extend(payload);
         segment.data_end += bytes;
         segment.next_index = index + 1;
         debug_assert_eq!(
@@ -468,15 +483,15 @@ impl<S: Storage> Journal<S> {
                 }
             }
             let _guard = self.io.lock().await;
-            let plan = {
+            let mut plan = {
                 let mut state = self.state.borrow_mut();
                 if state.durable_index >= target || state.pending.is_empty() {
                     return Ok(state.durable_index);
                 }
-                state.plan_flush(target)
+                state.plan_flush(target, &|len| self.storage.alloc_buffer(len))
             };
             let config = self.state.borrow().config.clone();
-            let outcome = execute_flush(&self.storage, &config, &plan).await;
+            let outcome = execute_flush(&self.storage, &config, &mut plan).await;
             self.state.borrow_mut().complete_flush(&plan, outcome)?;
         }
     }
@@ -775,7 +790,7 @@ impl<S: Storage> Journal<S> {
         let tail = file.read_at(tail_start, us(data_end - tail_start)).await?;
         let mut state = self.state.borrow_mut();
         let s = state.segments.last_mut().expect("a segment");
-        s.tail = tail;
+        s.tail = tail.into();
         s.tail_start = tail_start;
         s.durable_end = data_end;
         Ok(())
@@ -803,7 +818,7 @@ impl<S: Storage> Journal<S> {
             let mut state = self.state.borrow_mut();
             let s = state.segments.last_mut().expect("a segment");
             if let Some(bytes) = reloaded {
-                s.tail = bytes;
+                s.tail = bytes.into();
                 s.tail_start = new_tail_start;
             } else {
                 s.tail.truncate(us(offset - tail_start));
@@ -814,7 +829,11 @@ impl<S: Storage> Journal<S> {
             if let Some(sparse) = s.sparse.as_mut() {
                 sparse.retain(|(i, _)| *i < cut_index);
             }
-            let mut block = s.tail[us(new_tail_start - s.tail_start)..].to_vec();
+            let mut block: Vec<u8> = s
+                .tail
+                .range(us(new_tail_start - s.tail_start)..)
+                .copied()
+                .collect();
             block.resize(us(BLOCK_BYTES), 0);
             let written_end = s.written_end;
             s.written_end = offset;
@@ -823,14 +842,8 @@ impl<S: Storage> Journal<S> {
         if let Some(file) = file
             && written_end > offset
         {
-            file.write_at(new_tail_start, &block).await?;
-            let zero_from = new_tail_start + BLOCK_BYTES;
-            let zero_to = align_up(written_end);
-            if zero_to > zero_from {
-                file.zero_range(zero_from, zero_to - zero_from).await?;
-            }
-            file.sync().await?;
-            self.state.borrow_mut().stats.syncs += 1;
+            zero_after(&*file, new_tail_start, &block, align_up(written_end)).await?;
+            self.state.borrow_mut().stats.syncs += 2;
         }
         Ok(())
     }
@@ -876,7 +889,7 @@ impl<S: Storage> Journal<S> {
             if offset >= s.tail_start {
                 let from = us(offset - s.tail_start).min(s.tail.len());
                 let to = (from + len).min(s.tail.len());
-                return Ok(s.tail[from..to].to_vec());
+                return Ok(s.tail.range(from..to).copied().collect());
             }
             let len = len.min(us(s.tail_start - offset));
             (s.file.clone().expect("data below the tail is on disk"), len)
@@ -955,7 +968,7 @@ impl<F> Segment<F> {
             durable_end: DATA_START,
             written_end: DATA_START,
             tail_start: DATA_START,
-            tail: Vec::new(),
+            tail: VecDeque::new(),
             sparse: Some(Vec::new()),
         }
     }
@@ -979,16 +992,11 @@ impl<F: StorageFile> State<F> {
     }
 
     /// Builds the writes that make pending batches up to `target` durable, within
-    /// `flush_bytes_max` per segment.
-    fn plan_flush(&mut self, target: u64) -> FlushPlan<F> {
+    /// `flush_bytes_max` per segment, copying the tail once into buffers from `alloc`.
+    fn plan_flush(&mut self, target: u64, alloc: &dyn Fn(usize) -> F::Buffer) -> FlushPlan<F> {
         let mut writes: Vec<SegmentWrite<F>> = Vec::new();
         let limit = self.config.flush_bytes_max;
         for p in self.pending.iter().take_while(|p| p.index <= target) {
-            let s = &self.segments[self
-                .segments
-                .partition_point(|s| s.first_index <= p.segment_first)
-                - 1];
-            debug_assert_eq!(s.first_index, p.segment_first);
             match writes.last_mut() {
                 Some(w) if w.segment_first == p.segment_first => {
                     if p.end - w.offset > limit {
@@ -996,27 +1004,46 @@ impl<F: StorageFile> State<F> {
                     }
                     w.data_end = p.end;
                 }
-                _ => writes.push(SegmentWrite {
-                    segment_first: s.first_index,
-                    name: s.name.clone(),
-                    file: s.file.clone(),
-                    offset: s.tail_start,
-                    bytes: Vec::new(),
-                    data_end: p.end,
-                }),
+                _ => {
+                    let s = &self.segments[self.segment_position(p.segment_first)];
+                    debug_assert_eq!(s.first_index, p.segment_first);
+                    writes.push(SegmentWrite {
+                        segment_first: s.first_index,
+                        name: s.name.clone(),
+                        file: s.file.clone(),
+                        offset: s.tail_start,
+                        len: 0,
+                        buffers: Vec::new(),
+                        data_end: p.end,
+                    });
+                }
             }
         }
         for w in &mut writes {
-            let s = &self.segments[self
-                .segments
-                .partition_point(|s| s.first_index <= w.segment_first)
-                - 1];
-            let len = align_up(w.data_end - w.offset);
-            let available = us(len).min(s.tail.len());
-            let mut bytes = Vec::with_capacity(us(len));
-            bytes.extend_from_slice(&s.tail[..available]);
-            bytes.resize(us(len), 0);
-            w.bytes = bytes;
+            let s = &self.segments[self.segment_position(w.segment_first)];
+            w.len = align_up(w.data_end - w.offset);
+            let (front, back) = s.tail.as_slices();
+            let mut copied = 0;
+            while copied < w.len {
+                let chunk_len = us((w.len - copied).min(WRITE_CHUNK_BYTES as u64));
+                let mut buffer = alloc(chunk_len);
+                let dst = buffer.as_mut();
+                let from = us(copied);
+                let mut filled = 0;
+                // The data comes from the two halves of the ring buffer; past the tail, zeros.
+                for (part, part_start) in [(front, 0), (back, front.len())] {
+                    let lo = from.max(part_start);
+                    let hi = (from + chunk_len).min(part_start + part.len());
+                    if lo < hi {
+                        dst[lo - from..hi - from]
+                            .copy_from_slice(&part[lo - part_start..hi - part_start]);
+                        filled = filled.max(hi - from);
+                    }
+                }
+                dst[filled..].fill(0);
+                w.buffers.push(buffer);
+                copied += chunk_len as u64;
+            }
         }
         FlushPlan {
             writes,
@@ -1039,20 +1066,36 @@ impl<F: StorageFile> State<F> {
             let position = self.segment_position(w.segment_first);
             let s = &mut self.segments[position];
             debug_assert_eq!(s.first_index, w.segment_first);
-            s.written_end = s.written_end.max(w.offset + w.bytes.len() as u64);
+            s.written_end = s.written_end.max(w.offset + w.len);
         }
+        let last_first = self.segments.last().expect("a segment").first_index;
         for w in &plan.writes[..outcome.completed] {
             self.stats.syncs += 1;
-            self.stats.bytes_written += w.bytes.len() as u64;
+            self.stats.bytes_written += w.len;
             let position = self.segment_position(w.segment_first);
             let s = &mut self.segments[position];
             debug_assert_eq!(s.first_index, w.segment_first);
             s.durable_end = s.durable_end.max(w.data_end);
-            s.written_end = s.written_end.max(w.offset + w.bytes.len() as u64);
+            s.written_end = s.written_end.max(w.offset + w.len);
             let new_tail_start = align_down(s.durable_end);
             if new_tail_start > s.tail_start {
                 s.tail.drain(..us(new_tail_start - s.tail_start));
                 s.tail_start = new_tail_start;
+            }
+            if s.first_index != last_first && s.durable_end == s.data_end {
+                // A finished segment hands its ring buffer to the next roll-over, so a new
+                // segment does not fault in fresh pages for its tail.
+                // It keeps its partial last block (under 4 KiB) so `tail_start` stays aligned.
+                let partial: VecDeque<u8> = s.tail.iter().copied().collect();
+                let mut tail = std::mem::replace(&mut s.tail, partial);
+                tail.clear();
+                if self
+                    .spare_tail
+                    .as_ref()
+                    .is_none_or(|t| t.capacity() < tail.capacity())
+                {
+                    self.spare_tail = Some(tail);
+                }
             }
             while let Some(p) = self.pending.front() {
                 if p.segment_first < w.segment_first
@@ -1168,7 +1211,7 @@ async fn discover_segments<S: Storage>(
 async fn execute_flush<S: Storage>(
     storage: &S,
     config: &JournalConfig,
-    plan: &FlushPlan<S::File>,
+    plan: &mut FlushPlan<S::File>,
 ) -> FlushOutcome<S::File> {
     let mut outcome = FlushOutcome {
         completed: 0,
@@ -1176,7 +1219,7 @@ async fn execute_flush<S: Storage>(
         created: Vec::new(),
         error: None,
     };
-    for w in &plan.writes {
+    for w in &mut plan.writes {
         let file = match &w.file {
             Some(f) => f.clone(),
             None => match create_segment(
@@ -1200,7 +1243,10 @@ async fn execute_flush<S: Storage>(
         };
         debug_assert_eq!(w.name, segment_name(w.segment_first));
         outcome.issued += 1;
-        if let Err(e) = file.write_at(w.offset, &w.bytes).await {
+        if let Err(e) = file
+            .write_buffers(w.offset, std::mem::take(&mut w.buffers))
+            .await
+        {
             outcome.error = Some(e);
             return outcome;
         }
@@ -1211,6 +1257,26 @@ async fn execute_flush<S: Storage>(
         outcome.completed += 1;
     }
     outcome
+}
+
+/// Makes everything from `block_start` to `zero_to` read as zeros except `block`, the new
+/// content of the block at `block_start` (the kept bytes of a cut, zero-padded). The far range is
+/// zeroed and synced first: a crash in between leaves the old bytes up to the block's end and
+/// zeros after them, never old batches stranded behind a zeroed gap.
+async fn zero_after<F: StorageFile>(
+    file: &F,
+    block_start: u64,
+    block: &[u8],
+    zero_to: u64,
+) -> Result<()> {
+    debug_assert_eq!(block.len() as u64, BLOCK_BYTES);
+    let zero_from = block_start + BLOCK_BYTES;
+    if zero_to > zero_from {
+        file.zero_range(zero_from, zero_to - zero_from).await?;
+        file.sync().await?;
+    }
+    file.write_at(block_start, block).await?;
+    file.sync().await
 }
 
 /// Creates a segment durably: temp file, header, sync, rename, directory sync.
@@ -1355,52 +1421,58 @@ async fn recover_last<S: Storage>(
         }
     };
     let data_end = scanner.offset;
-    if let Some(reason) = failure {
-        // Look for valid data after the damage, within the reach of one torn flush write.
-        let window = config
-            .tear_window_bytes()
-            .min(header.segment_bytes - data_end);
-        let bytes = scanner.bytes(data_end, window).await?.to_vec();
-        for at in 1..bytes.len().saturating_sub(HEADER_BYTES) {
-            if bytes[at..at + 4] == batch::BATCH_MAGIC.to_le_bytes()
-                && let Ok(h) = batch::decode_header(&bytes[at..])
-                && h.index > expected
-                && h.index < expected + (window / HEADER_BYTES as u64)
-            {
-                return Err(Error::CorruptFlushedData {
-                    path,
-                    offset: data_end,
-                    index: expected,
-                    reason,
-                });
+    // The flush in flight at a crash wrote at most one tear window from below `data_end`, and
+    // its writes may have landed in any order: look that far past the end for remnants, and one
+    // window more for batches of later flushes that prove damage was in flushed data.
+    let window = config.tear_window_bytes();
+    let reach = if failure.is_some() {
+        2 * window
+    } else {
+        window
+    };
+    let reach = reach.min(header.segment_bytes - data_end);
+    let after = scanner.bytes(data_end, reach).await?.to_vec();
+    if let Some(reason) = &failure {
+        let proof = (1..after.len().saturating_sub(HEADER_BYTES)).find_map(|at| {
+            if after[at..at + 4] != batch::BATCH_MAGIC.to_le_bytes() {
+                return None;
             }
+            let b = batch::decode(&after[at..]).ok()?;
+            (b.header.index > expected && b.header.durable_index >= expected)
+                .then_some(b.header.index)
+        });
+        if let Some(proving) = proof {
+            return Err(Error::CorruptFlushedData {
+                path,
+                offset: data_end,
+                index: expected,
+                reason: format!(
+                    "{reason}; batch {proving}, written after it, records index {expected} as flushed"
+                ),
+            });
         }
-        let garbage = bytes
-            .iter()
-            .rposition(|b| *b != 0)
-            .map_or(0, |p| p as u64 + 1);
+    }
+    let garbage = after
+        .iter()
+        .take(us(window.min(reach)))
+        .rposition(|b| *b != 0)
+        .map_or(0, |p| p as u64 + 1);
+    if failure.is_some() || garbage > 0 {
         report.dropped_tail = Some(DroppedTail {
             segment: name.clone(),
             offset: data_end,
             index: expected,
             bytes: garbage,
-            reason,
+            reason: failure
+                .unwrap_or_else(|| "bytes of an unfinished flush beyond the last batch".to_owned()),
         });
-        // Zero the damaged bytes so the next scan ends cleanly where this one cut.
+        // Zero what was cut so the next scan ends cleanly where this one did.
         let block_start = align_down(data_end);
         let mut block = file.read_at(block_start, us(BLOCK_BYTES)).await?;
         block.truncate(us(data_end - block_start));
         block.resize(us(BLOCK_BYTES), 0);
-        file.write_at(block_start, &block).await?;
         let zero_to = align_up(data_end + garbage).min(header.segment_bytes);
-        if zero_to > block_start + BLOCK_BYTES {
-            file.zero_range(
-                block_start + BLOCK_BYTES,
-                zero_to - block_start - BLOCK_BYTES,
-            )
-            .await?;
-        }
-        file.sync().await?;
+        zero_after(&file, block_start, &block, zero_to).await?;
     }
     let tail_start = align_down(data_end);
     let tail = file.read_at(tail_start, us(data_end - tail_start)).await?;
@@ -1413,7 +1485,7 @@ async fn recover_last<S: Storage>(
         durable_end: data_end,
         written_end: data_end,
         tail_start,
-        tail,
+        tail: tail.into(),
         sparse: Some(sparse),
     })
 }

@@ -43,4 +43,6 @@ pub use batch::{Batch, BatchHeader, BatchMeta, BatchRef};
 pub use error::{Error, Result};
 pub use flusher::{FlushPolicy, run_flusher, spawn_flusher};
 pub use journal::{DroppedTail, Journal, JournalConfig, JournalStats, Reader, RecoveryReport};
-pub use storage::{BLOCK_BYTES, DmaStorage, MemStorage, SECTOR_BYTES, Storage, StorageFile};
+pub use storage::{
+    BLOCK_BYTES, DmaStorage, MemStorage, SECTOR_BYTES, Storage, StorageFile, WRITE_CHUNK_BYTES,
+};

@@ -10,7 +10,7 @@
 mod dma;
 mod mem;
 
-pub use dma::{DmaFileHandle, DmaStorage};
+pub use dma::{DmaFileHandle, DmaStorage, PooledBuffer};
 pub use mem::{MemFileHandle, MemStorage};
 
 use std::path::PathBuf;
@@ -22,11 +22,19 @@ pub const BLOCK_BYTES: u64 = 4096;
 /// The unit a torn write is made of: a crash may persist a prefix of a write's sectors.
 pub const SECTOR_BYTES: u64 = 512;
 const _: () = assert!(BLOCK_BYTES.is_multiple_of(SECTOR_BYTES));
+/// Writes are issued in chunks of at most this size; [`DmaStorage`] pools buffers of it.
+pub const WRITE_CHUNK_BYTES: usize = 1 << 20;
+const _: () = assert!((WRITE_CHUNK_BYTES as u64).is_multiple_of(BLOCK_BYTES));
 
 /// A directory of files. Futures need not be `Send`: a journal lives on one shard for life.
 #[allow(async_fn_in_trait)]
 pub trait Storage {
     type File: StorageFile;
+
+    /// A buffer of `len` bytes (a multiple of [`BLOCK_BYTES`]) to fill and hand to
+    /// [`StorageFile::write_buffers`], so data is copied once into memory the device can take.
+    /// Its content is unspecified: the caller fills every byte.
+    fn alloc_buffer(&self, len: usize) -> <Self::File as StorageFile>::Buffer;
 
     /// The names of the files in the directory.
     async fn list(&self) -> Result<Vec<String>>;
@@ -48,10 +56,16 @@ pub trait Storage {
 /// One open file.
 #[allow(async_fn_in_trait)]
 pub trait StorageFile {
+    /// Memory the file writes from; see [`Storage::alloc_buffer`].
+    type Buffer: AsRef<[u8]> + AsMut<[u8]>;
+
     /// The file's size in bytes.
     fn size(&self) -> u64;
     /// Writes `data` at `offset`; both must be multiples of [`BLOCK_BYTES`].
     async fn write_at(&self, offset: u64, data: &[u8]) -> Result<()>;
+    /// Writes `buffers` back to back from `offset`, possibly all at once: until a `sync`, any
+    /// subset of them may reach the disk, each possibly torn.
+    async fn write_buffers(&self, offset: u64, buffers: Vec<Self::Buffer>) -> Result<()>;
     /// Reads up to `len` bytes at `offset`; fewer only at the end of the file.
     async fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>>;
     /// Makes every completed write durable (`fdatasync`).

@@ -1,8 +1,8 @@
 //! Scenario: bit rot damages a batch that was flushed and acknowledged.
 //!
-//! In the last segment, valid batches after the damage prove it is not a torn tail: opening must
-//! fail with `CorruptFlushedData` naming the batch, rather than silently drop acknowledged
-//! entries. In an older segment (scanned lazily), opening succeeds, and reading or iterating
+//! In the last segment, valid batches appended after the damaged one was flushed record it as
+//! durable (their `durable_index`): that proves the damage is not a torn tail, and opening must
+//! fail with `CorruptFlushedData` naming the batch rather than silently drop acknowledged entries. In an older segment (scanned lazily), opening succeeds, and reading or iterating
 //! through the damaged batch fails with `CorruptFlushedData`: never a panic, never wrong data.
 
 mod common;
@@ -11,13 +11,16 @@ use common::{Model, batches_in, check_log, payload, segment_files, small};
 use futures_lite::future::block_on;
 use sluice_log::{Error, Journal, MemStorage};
 
-/// A flushed journal of 200 batches over several segments.
+/// A journal of 200 batches over several segments, each flushed (acknowledged) before the next
+/// was appended, as a stream of acknowledged appends is.
 async fn flushed_journal() -> (MemStorage, Model) {
     let disk = MemStorage::new();
     let (j, _) = Journal::open(disk.clone(), small()).await.expect("open");
     let mut model = Model::default();
-    model.append_n(&j, 1, 200);
-    j.flush().await.expect("flush");
+    for _ in 0..200 {
+        model.append_n(&j, 1, 1);
+        j.flush().await.expect("flush");
+    }
     assert!(j.segment_count() >= 4, "several segments");
     (disk, model)
 }

@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
             timestamp_ms: b.header.timestamp_ms,
             record_count: b.header.record_count,
         };
-        let again = batch::encode(b.header.index, meta, b.payload).expect("a decoded batch encodes");
+        let again = batch::encode(b.header.index, b.header.durable_index, meta, b.payload).expect("a decoded batch encodes");
         assert_eq!(&again[..], &data[..again.len()]);
     }
     let _ = batch::decode_header(data);

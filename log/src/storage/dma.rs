@@ -2,18 +2,29 @@
 //!
 //! Must be used from inside a glommio executor.
 
+use std::cell::RefCell;
+use std::future::{Future, poll_fn};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 
-use glommio::io::{DmaFile, OpenOptions};
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 
-use super::{Storage, StorageFile, check_aligned};
+use super::{Storage, StorageFile, WRITE_CHUNK_BYTES, check_aligned};
 use crate::error::{Error, Result};
+
+/// Pooled buffers kept for reuse. Reuse matters: a fresh buffer larger than the executor's
+/// registered `io_memory` comes from `mmap`, and faulting its pages in costs more than the copy.
+const POOL_BUFFERS_MAX: usize = 16;
+/// Chunk writes of one `write_buffers` call in flight at once.
+const WRITES_IN_FLIGHT_MAX: usize = 8;
 
 /// A journal directory on a real disk.
 #[derive(Debug, Clone)]
 pub struct DmaStorage {
     dir: Rc<PathBuf>,
+    pool: Rc<BufferPool>,
 }
 
 /// An open `O_DIRECT` file.
@@ -22,6 +33,47 @@ pub struct DmaFileHandle {
     file: DmaFile,
     path: PathBuf,
     size: u64,
+}
+
+#[derive(Debug, Default)]
+struct BufferPool {
+    free: RefCell<Vec<DmaBuffer>>,
+}
+
+/// DMA memory for a write: [`WRITE_CHUNK_BYTES`]-sized buffers return to their pool when dropped.
+#[derive(Debug)]
+pub struct PooledBuffer {
+    buffer: Option<DmaBuffer>,
+    pool: Option<Rc<BufferPool>>,
+}
+
+impl AsRef<[u8]> for PooledBuffer {
+    fn as_ref(&self) -> &[u8] {
+        self.buffer
+            .as_ref()
+            .expect("present until dropped")
+            .as_bytes()
+    }
+}
+
+impl AsMut<[u8]> for PooledBuffer {
+    fn as_mut(&mut self) -> &mut [u8] {
+        self.buffer
+            .as_mut()
+            .expect("present until dropped")
+            .as_bytes_mut()
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        if let (Some(buffer), Some(pool)) = (self.buffer.take(), self.pool.as_ref()) {
+            let mut free = pool.free.borrow_mut();
+            if free.len() < POOL_BUFFERS_MAX {
+                free.push(buffer);
+            }
+        }
+    }
 }
 
 const PROBE_NAME: &str = ".sluice-iopoll-probe";
@@ -44,7 +96,10 @@ impl DmaStorage {
             .map_err(|e| Error::io("opening", &probe, e.into()))?;
         let _ = file.close().await;
         std::fs::remove_file(&probe).map_err(|e| Error::io("removing", &probe, e))?;
-        Ok(DmaStorage { dir: Rc::new(dir) })
+        Ok(DmaStorage {
+            dir: Rc::new(dir),
+            pool: Rc::default(),
+        })
     }
 
     /// The directory.
@@ -56,6 +111,22 @@ impl DmaStorage {
 
 impl Storage for DmaStorage {
     type File = DmaFileHandle;
+
+    fn alloc_buffer(&self, len: usize) -> PooledBuffer {
+        if len == WRITE_CHUNK_BYTES {
+            let reused = self.pool.free.borrow_mut().pop();
+            let buffer = reused.unwrap_or_else(|| glommio::allocate_dma_buffer(len));
+            PooledBuffer {
+                buffer: Some(buffer),
+                pool: Some(self.pool.clone()),
+            }
+        } else {
+            PooledBuffer {
+                buffer: Some(glommio::allocate_dma_buffer(len)),
+                pool: None,
+            }
+        }
+    }
 
     async fn list(&self) -> Result<Vec<String>> {
         let entries =
@@ -132,8 +203,47 @@ impl Storage for DmaStorage {
 }
 
 impl StorageFile for DmaFileHandle {
+    type Buffer = PooledBuffer;
+
     fn size(&self) -> u64 {
         self.size
+    }
+
+    async fn write_buffers(&self, offset: u64, buffers: Vec<PooledBuffer>) -> Result<()> {
+        let mut at = offset;
+        let mut writes: Vec<Pin<Box<dyn Future<Output = Result<()>> + '_>>> = Vec::new();
+        for mut pooled in buffers {
+            let len = pooled.as_ref().len() as u64;
+            check_aligned(at, len).map_err(|e| Error::io("writing", &self.path, e))?;
+            let buffer = Rc::new(pooled.buffer.take().expect("present until dropped"));
+            let pos = at;
+            writes.push(Box::pin(async move {
+                let written = self.file.write_rc_at(buffer.clone(), pos).await;
+                // The write is done with the memory: give it back to the pool.
+                if let Ok(b) = Rc::try_unwrap(buffer) {
+                    pooled.buffer = Some(b);
+                }
+                drop(pooled);
+                let written = written.map_err(|e| Error::io("writing", &self.path, e.into()))?;
+                if written as u64 == len {
+                    Ok(())
+                } else {
+                    Err(Error::io(
+                        "writing",
+                        &self.path,
+                        std::io::Error::new(
+                            std::io::ErrorKind::WriteZero,
+                            format!("short write: {written} of {len} bytes"),
+                        ),
+                    ))
+                }
+            }));
+            at += len;
+        }
+        for group in writes.chunks_mut(WRITES_IN_FLIGHT_MAX) {
+            join_all(group).await?;
+        }
+        Ok(())
     }
 
     async fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
@@ -191,4 +301,28 @@ impl StorageFile for DmaFileHandle {
             .await
             .map_err(|e| Error::io("zeroing", &self.path, e.into()))
     }
+}
+
+/// Polls every future of `group` until all finish; the first error wins (the others still run
+/// to completion, so no write is left in flight with its buffer freed).
+async fn join_all(group: &mut [Pin<Box<dyn Future<Output = Result<()>> + '_>>]) -> Result<()> {
+    let mut done = vec![false; group.len()];
+    let mut first_error = None;
+    poll_fn(|cx| {
+        for (future, done) in group.iter_mut().zip(done.iter_mut()) {
+            if !*done && let Poll::Ready(result) = future.as_mut().poll(cx) {
+                *done = true;
+                if let Err(e) = result {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if done.iter().all(|d| *d) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    first_error.map_or(Ok(()), Err)
 }

@@ -1,8 +1,9 @@
 //! An in-memory disk that models what a real one does at a crash.
 //!
 //! Every file keeps its durable content (as of its last `sync`) and the writes made since. A
-//! crash keeps the durable content and applies a seeded-random prefix of the unsynced writes,
-//! the last applied one possibly torn: only a prefix of its 512-byte sectors persists. Directory
+//! crash keeps the durable content and, for each unsynced write in order, seeded-randomly drops
+//! it, applies it, or tears it (only a prefix of its 512-byte sectors persists): a device with a
+//! volatile cache may persist any subset of the writes it acknowledged. Directory
 //! entries (creations, renames, removals) made since the last `sync_dir` are lost the same way.
 //! A capacity limit makes writes and preallocations fail with `ENOSPC`.
 
@@ -144,9 +145,9 @@ impl MemStorage {
         self.disk.borrow().syncs
     }
 
-    /// Simulates a power loss. Keeps what was synced, applies a random prefix of the unsynced
-    /// writes of each file, and may tear the last one applied at a sector boundary. Directory
-    /// changes since the last `sync_dir` are lost. Handles opened before the crash stop working.
+    /// Simulates a power loss. Keeps what was synced; each unsynced write of each file is
+    /// dropped, applied, or torn at a sector boundary, independently. Directory changes since the
+    /// last `sync_dir` are lost. Handles opened before the crash stop working.
     pub fn crash(&self, seed: u64) {
         let mut rng = SplitMix(seed);
         let mut disk = self.disk.borrow_mut();
@@ -155,19 +156,19 @@ impl MemStorage {
         for file in disk.files.values_mut() {
             let mut content = file.durable.clone();
             let pending = std::mem::take(&mut file.pending);
-            let applied = usize_of(rng.below(pending.len() as u64 + 1));
-            for (i, op) in pending.iter().take(applied).enumerate() {
-                let torn = i + 1 == applied && rng.below(2) == 0;
-                let persisted = if torn {
-                    let op_len = match op {
-                        Pending::Write { data, .. } => data.len() as u64,
-                        Pending::Zero { len, .. } => *len,
-                    };
-                    Some(rng.below(op_len / SECTOR_BYTES + 1) * SECTOR_BYTES)
-                } else {
-                    None
+            for op in &pending {
+                let op_len = match op {
+                    Pending::Write { data, .. } => data.len() as u64,
+                    Pending::Zero { len, .. } => *len,
                 };
-                apply(&mut content, op, persisted);
+                match rng.below(3) {
+                    0 => {}
+                    1 => apply(&mut content, op, None),
+                    _ => {
+                        let sectors = rng.below(op_len / SECTOR_BYTES + 1);
+                        apply(&mut content, op, Some(sectors * SECTOR_BYTES));
+                    }
+                }
             }
             file.durable.clone_from(&content);
             file.current = content;
@@ -224,6 +225,10 @@ impl MemStorage {
 
 impl Storage for MemStorage {
     type File = MemFileHandle;
+
+    fn alloc_buffer(&self, len: usize) -> Vec<u8> {
+        vec![0; len]
+    }
 
     async fn list(&self) -> Result<Vec<String>> {
         Ok(self.disk.borrow().names.keys().cloned().collect())
@@ -327,6 +332,17 @@ impl MemFileHandle {
 }
 
 impl StorageFile for MemFileHandle {
+    type Buffer = Vec<u8>;
+
+    async fn write_buffers(&self, offset: u64, buffers: Vec<Vec<u8>>) -> Result<()> {
+        let mut at = offset;
+        for b in buffers {
+            self.write_at(at, &b).await?;
+            at += b.len() as u64;
+        }
+        Ok(())
+    }
+
     fn size(&self) -> u64 {
         self.disk
             .borrow()

@@ -221,6 +221,10 @@ pub struct FaultyFile {
 impl Storage for FaultyStorage {
     type File = FaultyFile;
 
+    fn alloc_buffer(&self, len: usize) -> Vec<u8> {
+        self.disk.alloc_buffer(len)
+    }
+
     async fn list(&self) -> Result<Vec<String>> {
         self.disk.list().await
     }
@@ -263,6 +267,12 @@ impl Storage for FaultyStorage {
 }
 
 impl StorageFile for FaultyFile {
+    type Buffer = Vec<u8>;
+
+    async fn write_buffers(&self, offset: u64, buffers: Vec<Vec<u8>>) -> Result<()> {
+        self.inner.write_buffers(offset, buffers).await
+    }
+
     fn size(&self) -> u64 {
         self.inner.size()
     }
