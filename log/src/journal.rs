@@ -123,8 +123,11 @@ impl JournalConfig {
         Ok(())
     }
 
+    /// How far past the durable end the writes of a crash's unfinished flushes can reach: two
+    /// flushes (one syncing while the next writes), each at most `flush_bytes_max` (or one batch)
+    /// plus the rewritten partial block.
     fn tear_window_bytes(&self) -> u64 {
-        self.flush_bytes_max.max(self.batch_bytes_max) + 2 * BLOCK_BYTES
+        2 * (self.flush_bytes_max.max(self.batch_bytes_max) + 2 * BLOCK_BYTES)
     }
 }
 
@@ -174,6 +177,9 @@ struct Segment<F> {
     data_end: u64,
     /// Offset up to which data is written and synced.
     durable_end: u64,
+    /// Offset up to which data is written (by completed writes), synced or not; at least
+    /// `durable_end`. The next flush writes from here.
+    issued_end: u64,
     /// Offset below which the disk may hold non-zero data.
     written_end: u64,
     /// Block-aligned start of `tail`; `tail` holds bytes `[tail_start, data_end)`.
@@ -239,6 +245,21 @@ struct FlushPlan<F: StorageFile> {
     generation: u64,
 }
 
+impl<F: StorageFile> FlushPlan<F> {
+    /// One write into an existing segment: it can overlap the previous plan's sync.
+    fn pipelinable(&self) -> bool {
+        self.writes.len() == 1 && self.writes[0].file.is_some()
+    }
+}
+
+/// Writes a pipelinable plan (no sync).
+async fn write_plan<F: StorageFile>(plan: &mut FlushPlan<F>) -> Result<()> {
+    let w = &mut plan.writes[0];
+    let file = w.file.clone().expect("pipelined");
+    file.write_buffers(w.offset, std::mem::take(&mut w.buffers))
+        .await
+}
+
 struct FlushOutcome<F> {
     completed: usize,
     /// Writes issued (`completed`, plus the one that failed in `write_at` or `sync`): their
@@ -246,6 +267,19 @@ struct FlushOutcome<F> {
     issued: usize,
     created: Vec<(u64, Rc<F>)>,
     error: Option<Error>,
+}
+
+impl<F> FlushOutcome<F> {
+    /// The outcome of syncing a plan whose one write completed.
+    fn of_sync(result: Result<()>) -> Self {
+        let ok = result.is_ok();
+        FlushOutcome {
+            completed: usize::from(ok),
+            issued: 1,
+            created: Vec::new(),
+            error: result.err(),
+        }
+    }
 }
 
 fn align_down(v: u64) -> u64 {
@@ -300,6 +334,7 @@ impl<S: Storage> Journal<S> {
                         next_index: next_firsts[i],
                         data_end: config.segment_bytes,
                         durable_end: config.segment_bytes,
+                        issued_end: config.segment_bytes,
                         written_end: config.segment_bytes,
                         tail_start: config.segment_bytes,
                         tail: VecDeque::new(),
@@ -475,24 +510,122 @@ impl<S: Storage> Journal<S> {
     /// # Errors
     /// As [`Journal::flush`].
     pub async fn flush_to(&self, target: u64) -> Result<u64> {
+        {
+            let state = self.state.borrow();
+            if state.durable_index >= target || state.pending.is_empty() {
+                return Ok(state.durable_index);
+            }
+        }
+        let _guard = self.io.lock().await;
+        // Pipeline: while one plan's `fdatasync` runs, the next plan is copied and written, so
+        // the disk streams. Writes never overlap: a plan is written only after the previous
+        // plan's writes completed. A plan that creates a segment or spans two runs alone, so an
+        // older segment is complete on disk before a newer one holds any batch.
+        let mut syncing: Option<FlushPlan<S::File>> = None;
         loop {
-            {
-                let state = self.state.borrow();
-                if state.durable_index >= target || state.pending.is_empty() {
+            let next = {
+                let mut state = self.state.borrow_mut();
+                if state.durable_index >= target && syncing.is_none() {
                     return Ok(state.durable_index);
+                }
+                state
+                    .has_unissued(target)
+                    .then(|| state.plan_flush(target, &|len| self.storage.alloc_buffer(len)))
+            };
+            match (syncing.take(), next) {
+                (None, None) => return Ok(self.durable_index()),
+                (Some(done), None) => self.finish_sync(done).await?,
+                (syncing_plan, Some(mut plan)) if !plan.pipelinable() => {
+                    if let Some(done) = syncing_plan {
+                        self.finish_sync(done).await?;
+                    }
+                    let config = self.state.borrow().config.clone();
+                    let outcome = execute_flush(&self.storage, &config, &mut plan).await;
+                    self.state.borrow_mut().complete_flush(&plan, outcome)?;
+                }
+                (None, Some(mut plan)) => {
+                    let written = write_plan(&mut plan).await;
+                    self.after_write(&plan, written)?;
+                    syncing = Some(plan);
+                }
+                (Some(done), Some(mut plan)) => {
+                    let (synced, written) = self.sync_while_writing(done, &mut plan).await;
+                    if let Err(e) = synced {
+                        // The pipeline stops; the blocks just written may be on disk all the same.
+                        self.state.borrow_mut().note_written(&plan);
+                        return Err(e);
+                    }
+                    self.after_write(&plan, written)?;
+                    syncing = Some(plan);
                 }
             }
-            let _guard = self.io.lock().await;
-            let mut plan = {
-                let mut state = self.state.borrow_mut();
-                if state.durable_index >= target || state.pending.is_empty() {
-                    return Ok(state.durable_index);
-                }
-                state.plan_flush(target, &|len| self.storage.alloc_buffer(len))
-            };
-            let config = self.state.borrow().config.clone();
-            let outcome = execute_flush(&self.storage, &config, &mut plan).await;
-            self.state.borrow_mut().complete_flush(&plan, outcome)?;
+        }
+    }
+
+    /// Syncs a written plan and completes it.
+    async fn finish_sync(&self, plan: FlushPlan<S::File>) -> Result<()> {
+        let result = plan.writes[0]
+            .file
+            .as_ref()
+            .expect("pipelined")
+            .sync()
+            .await;
+        self.state
+            .borrow_mut()
+            .complete_flush(&plan, FlushOutcome::of_sync(result))
+    }
+
+    /// Syncs `done` and writes `plan` at the same time; `done` completes (waking its waiters) as
+    /// soon as its sync returns, without waiting for the writes.
+    async fn sync_while_writing(
+        &self,
+        done: FlushPlan<S::File>,
+        plan: &mut FlushPlan<S::File>,
+    ) -> (Result<()>, Result<()>) {
+        let file = done.writes[0].file.clone().expect("pipelined");
+        let mut sync = std::pin::pin!(file.sync());
+        let mut write = std::pin::pin!(write_plan(plan));
+        let mut synced: Option<Result<()>> = None;
+        let mut written: Option<Result<()>> = None;
+        poll_fn(|cx| {
+            if synced.is_none()
+                && let Poll::Ready(result) = sync.as_mut().poll(cx)
+            {
+                let outcome = FlushOutcome::of_sync(result);
+                synced = Some(self.state.borrow_mut().complete_flush(&done, outcome));
+            }
+            if written.is_none()
+                && let Poll::Ready(result) = write.as_mut().poll(cx)
+            {
+                written = Some(result);
+            }
+            if synced.is_some() && written.is_some() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        (synced.expect("ready"), written.expect("ready"))
+    }
+
+    /// Records a plan's completed writes (or fails the flush if they failed).
+    fn after_write(&self, plan: &FlushPlan<S::File>, written: Result<()>) -> Result<()> {
+        let mut state = self.state.borrow_mut();
+        match written {
+            Ok(()) => {
+                state.note_issued(plan);
+                Ok(())
+            }
+            Err(e) => {
+                let outcome = FlushOutcome {
+                    completed: 0,
+                    issued: 1,
+                    created: Vec::new(),
+                    error: Some(e),
+                };
+                state.complete_flush(plan, outcome)
+            }
         }
     }
 
@@ -793,6 +926,7 @@ impl<S: Storage> Journal<S> {
         s.tail = tail.into();
         s.tail_start = tail_start;
         s.durable_end = data_end;
+        s.issued_end = data_end;
         Ok(())
     }
 
@@ -826,6 +960,7 @@ impl<S: Storage> Journal<S> {
             s.data_end = offset;
             s.next_index = cut_index;
             s.durable_end = s.durable_end.min(offset);
+            s.issued_end = s.issued_end.min(offset);
             if let Some(sparse) = s.sparse.as_mut() {
                 sparse.retain(|(i, _)| *i < cut_index);
             }
@@ -966,6 +1101,7 @@ impl<F> Segment<F> {
             next_index: first_index,
             data_end: DATA_START,
             durable_end: DATA_START,
+            issued_end: DATA_START,
             written_end: DATA_START,
             tail_start: DATA_START,
             tail: VecDeque::new(),
@@ -983,6 +1119,36 @@ impl<F: StorageFile> State<F> {
             .saturating_sub(1)
     }
 
+    /// True when a pending batch up to `target` has not been written yet.
+    fn has_unissued(&self, target: u64) -> bool {
+        self.pending
+            .iter()
+            .take_while(|p| p.index <= target)
+            .any(|p| {
+                let s = &self.segments[self.segment_position(p.segment_first)];
+                p.end > s.issued_end
+            })
+    }
+
+    /// Marks a plan's data as written (not yet synced): the next plan starts after it.
+    fn note_issued(&mut self, plan: &FlushPlan<F>) {
+        self.note_written(plan);
+        for w in &plan.writes {
+            let position = self.segment_position(w.segment_first);
+            let s = &mut self.segments[position];
+            s.issued_end = s.issued_end.max(w.data_end);
+        }
+    }
+
+    /// Records that a plan's blocks may be on disk, so a later truncation zeroes them.
+    fn note_written(&mut self, plan: &FlushPlan<F>) {
+        for w in &plan.writes {
+            let position = self.segment_position(w.segment_first);
+            let s = &mut self.segments[position];
+            s.written_end = s.written_end.max(w.offset + w.len);
+        }
+    }
+
     fn wake_all(&mut self) {
         for (_, wakers) in std::mem::take(&mut self.waiters) {
             for w in wakers {
@@ -997,6 +1163,10 @@ impl<F: StorageFile> State<F> {
         let mut writes: Vec<SegmentWrite<F>> = Vec::new();
         let limit = self.config.flush_bytes_max;
         for p in self.pending.iter().take_while(|p| p.index <= target) {
+            let s = &self.segments[self.segment_position(p.segment_first)];
+            if p.end <= s.issued_end {
+                continue;
+            }
             match writes.last_mut() {
                 Some(w) if w.segment_first == p.segment_first => {
                     if p.end - w.offset > limit {
@@ -1005,13 +1175,12 @@ impl<F: StorageFile> State<F> {
                     w.data_end = p.end;
                 }
                 _ => {
-                    let s = &self.segments[self.segment_position(p.segment_first)];
                     debug_assert_eq!(s.first_index, p.segment_first);
                     writes.push(SegmentWrite {
                         segment_first: s.first_index,
                         name: s.name.clone(),
                         file: s.file.clone(),
-                        offset: s.tail_start,
+                        offset: align_down(s.issued_end),
                         len: 0,
                         buffers: Vec::new(),
                         data_end: p.end,
@@ -1023,12 +1192,14 @@ impl<F: StorageFile> State<F> {
             let s = &self.segments[self.segment_position(w.segment_first)];
             w.len = align_up(w.data_end - w.offset);
             let (front, back) = s.tail.as_slices();
+            // Bytes before the write's start (already written) are skipped in the tail.
+            let skip = us(w.offset - s.tail_start);
             let mut copied = 0;
             while copied < w.len {
                 let chunk_len = us((w.len - copied).min(WRITE_CHUNK_BYTES as u64));
                 let mut buffer = alloc(chunk_len);
                 let dst = buffer.as_mut();
-                let from = us(copied);
+                let from = skip + us(copied);
                 let mut filled = 0;
                 // The data comes from the two halves of the ring buffer; past the tail, zeros.
                 for (part, part_start) in [(front, 0), (back, front.len())] {
@@ -1076,6 +1247,7 @@ impl<F: StorageFile> State<F> {
             let s = &mut self.segments[position];
             debug_assert_eq!(s.first_index, w.segment_first);
             s.durable_end = s.durable_end.max(w.data_end);
+            s.issued_end = s.issued_end.max(w.data_end);
             s.written_end = s.written_end.max(w.offset + w.len);
             let new_tail_start = align_down(s.durable_end);
             if new_tail_start > s.tail_start {
@@ -1119,6 +1291,10 @@ impl<F: StorageFile> State<F> {
         match outcome.error {
             None => Ok(()),
             Some(e) => {
+                // What was written but not synced is not trusted: the next flush rewrites it.
+                for s in &mut self.segments {
+                    s.issued_end = s.durable_end;
+                }
                 self.failures += 1;
                 self.last_failure = e.to_string();
                 self.wake_all();
@@ -1483,6 +1659,7 @@ async fn recover_last<S: Storage>(
         next_index: expected,
         data_end,
         durable_end: data_end,
+        issued_end: data_end,
         written_end: data_end,
         tail_start,
         tail: tail.into(),
