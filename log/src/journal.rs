@@ -42,7 +42,8 @@ use crate::batch::{self, Batch, BatchMeta, HEADER_BYTES};
 use crate::error::{Error, Result};
 use crate::lock::LocalLock;
 use crate::segment::{DATA_START, SegmentHeader, parse_segment_name, segment_name, temp_name};
-use crate::storage::{BLOCK_BYTES, Storage, StorageFile, WRITE_CHUNK_BYTES};
+use crate::storage::{BLOCK_BYTES, Storage, StorageFile};
+use crate::tail::Tail;
 
 /// Limits and sizes of a journal. Every buffer and write is bounded by one of these.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,7 +167,7 @@ pub struct JournalStats {
 }
 
 #[derive(Debug)]
-struct Segment<F> {
+struct Segment<F: StorageFile> {
     first_index: u64,
     name: String,
     /// `None` until a flush creates the file.
@@ -182,9 +183,9 @@ struct Segment<F> {
     issued_end: u64,
     /// Offset below which the disk may hold non-zero data.
     written_end: u64,
-    /// Block-aligned start of `tail`; `tail` holds bytes `[tail_start, data_end)`.
-    tail_start: u64,
-    tail: VecDeque<u8>,
+    /// Bytes `[tail.start(), data_end)`: everything not yet durable plus its block-aligned
+    /// lead-in. Reads at or past `tail.start()` come from here, below it from disk.
+    tail: Tail<F::Buffer>,
     /// `(index, offset)` every `index_interval_bytes`; `None` until the segment is scanned.
     sparse: Option<Vec<(u64, u64)>>,
 }
@@ -198,7 +199,7 @@ struct PendingBatch {
 }
 
 #[derive(Debug)]
-struct State<F> {
+struct State<F: StorageFile> {
     config: JournalConfig,
     segments: Vec<Segment<F>>,
     generation: u64,
@@ -216,8 +217,6 @@ struct State<F> {
     layout_version: u64,
     closed: bool,
     stats: JournalStats,
-    /// A cleared ring buffer kept for the next segment's tail.
-    spare_tail: Option<VecDeque<u8>>,
 }
 
 /// A segmented append-only journal of batches over a [`Storage`].
@@ -336,8 +335,7 @@ impl<S: Storage> Journal<S> {
                         durable_end: config.segment_bytes,
                         issued_end: config.segment_bytes,
                         written_end: config.segment_bytes,
-                        tail_start: config.segment_bytes,
-                        tail: VecDeque::new(),
+                        tail: Tail::new(config.segment_bytes),
                         sparse: None,
                     });
                 } else {
@@ -368,7 +366,6 @@ impl<S: Storage> Journal<S> {
             layout_version: 0,
             closed: false,
             stats: JournalStats::default(),
-            spare_tail: None,
         };
         Ok((
             Journal {
@@ -450,9 +447,7 @@ impl<S: Storage> Journal<S> {
             last.data_end + bytes > state.config.segment_bytes
         };
         if needs_roll {
-            let mut segment = Segment::empty(index, None);
-            segment.tail = state.spare_tail.take().unwrap_or_default();
-            state.segments.push(segment);
+            state.segments.push(Segment::empty(index, None));
         }
         let durable_index = state.durable_index;
         let interval = state.config.index_interval_bytes;
@@ -462,14 +457,12 @@ impl<S: Storage> Journal<S> {
             .expect("a journal always has a segment");
         let start = segment.data_end;
         let header = batch::encode_header(index, durable_index, meta, payload)?;
-        segment.tail.extend(&header);
-        segment.tail.extend(payload);
+        let alloc = |len| self.storage.alloc_buffer(len);
+        segment.tail.push(&header, &alloc);
+        segment.tail.push(payload, &alloc);
         segment.data_end += bytes;
         segment.next_index = index + 1;
-        debug_assert_eq!(
-            segment.tail.len() as u64,
-            segment.data_end - segment.tail_start
-        );
+        debug_assert_eq!(segment.tail.end(), segment.data_end);
         let sparse = segment
             .sparse
             .as_mut()
@@ -911,7 +904,7 @@ impl<S: Storage> Journal<S> {
         let (file, data_end) = {
             let state = self.state.borrow();
             let s = state.segments.last().expect("a segment");
-            if s.tail_start <= s.data_end {
+            if s.tail.start() <= s.data_end {
                 return Ok(());
             }
             (
@@ -923,8 +916,7 @@ impl<S: Storage> Journal<S> {
         let tail = file.read_at(tail_start, us(data_end - tail_start)).await?;
         let mut state = self.state.borrow_mut();
         let s = state.segments.last_mut().expect("a segment");
-        s.tail = tail.into();
-        s.tail_start = tail_start;
+        s.tail = Tail::load(tail_start, &tail, &|len| self.storage.alloc_buffer(len));
         s.durable_end = data_end;
         s.issued_end = data_end;
         Ok(())
@@ -933,10 +925,10 @@ impl<S: Storage> Journal<S> {
     /// Cuts the last segment at `offset` (where batch `cut_index` starts) and zeroes the rest on
     /// disk.
     async fn cut_segment_at(&self, offset: u64, cut_index: u64) -> Result<()> {
-        let (file, tail_start, reload) = {
+        let (file, reload) = {
             let state = self.state.borrow();
             let s = state.segments.last().expect("a segment");
-            (s.file.clone(), s.tail_start, offset < s.tail_start)
+            (s.file.clone(), offset < s.tail.start())
         };
         let new_tail_start = align_down(offset);
         let reloaded = if reload {
@@ -952,10 +944,11 @@ impl<S: Storage> Journal<S> {
             let mut state = self.state.borrow_mut();
             let s = state.segments.last_mut().expect("a segment");
             if let Some(bytes) = reloaded {
-                s.tail = bytes.into();
-                s.tail_start = new_tail_start;
+                s.tail = Tail::load(new_tail_start, &bytes, &|len| {
+                    self.storage.alloc_buffer(len)
+                });
             } else {
-                s.tail.truncate(us(offset - tail_start));
+                s.tail.truncate(offset);
             }
             s.data_end = offset;
             s.next_index = cut_index;
@@ -964,11 +957,7 @@ impl<S: Storage> Journal<S> {
             if let Some(sparse) = s.sparse.as_mut() {
                 sparse.retain(|(i, _)| *i < cut_index);
             }
-            let mut block: Vec<u8> = s
-                .tail
-                .range(us(new_tail_start - s.tail_start)..)
-                .copied()
-                .collect();
+            let mut block = s.tail.read(new_tail_start, us(BLOCK_BYTES));
             block.resize(us(BLOCK_BYTES), 0);
             let written_end = s.written_end;
             s.written_end = offset;
@@ -1021,12 +1010,10 @@ impl<S: Storage> Journal<S> {
                     first: state.segments[0].first_index,
                     next: state.next_index,
                 })?;
-            if offset >= s.tail_start {
-                let from = us(offset - s.tail_start).min(s.tail.len());
-                let to = (from + len).min(s.tail.len());
-                return Ok(s.tail.range(from..to).copied().collect());
+            if offset >= s.tail.start() {
+                return Ok(s.tail.read(offset, len));
             }
-            let len = len.min(us(s.tail_start - offset));
+            let len = len.min(us(s.tail.start() - offset));
             (s.file.clone().expect("data below the tail is on disk"), len)
         };
         let (file, len) = file;
@@ -1092,7 +1079,7 @@ impl<S: Storage> Journal<S> {
     }
 }
 
-impl<F> Segment<F> {
+impl<F: StorageFile> Segment<F> {
     fn empty(first_index: u64, file: Option<Rc<F>>) -> Self {
         Segment {
             first_index,
@@ -1103,8 +1090,7 @@ impl<F> Segment<F> {
             durable_end: DATA_START,
             issued_end: DATA_START,
             written_end: DATA_START,
-            tail_start: DATA_START,
-            tail: VecDeque::new(),
+            tail: Tail::new(DATA_START),
             sparse: Some(Vec::new()),
         }
     }
@@ -1191,30 +1177,7 @@ impl<F: StorageFile> State<F> {
         for w in &mut writes {
             let s = &self.segments[self.segment_position(w.segment_first)];
             w.len = align_up(w.data_end - w.offset);
-            let (front, back) = s.tail.as_slices();
-            // Bytes before the write's start (already written) are skipped in the tail.
-            let skip = us(w.offset - s.tail_start);
-            let mut copied = 0;
-            while copied < w.len {
-                let chunk_len = us((w.len - copied).min(WRITE_CHUNK_BYTES as u64));
-                let mut buffer = alloc(chunk_len);
-                let dst = buffer.as_mut();
-                let from = skip + us(copied);
-                let mut filled = 0;
-                // The data comes from the two halves of the ring buffer; past the tail, zeros.
-                for (part, part_start) in [(front, 0), (back, front.len())] {
-                    let lo = from.max(part_start);
-                    let hi = (from + chunk_len).min(part_start + part.len());
-                    if lo < hi {
-                        dst[lo - from..hi - from]
-                            .copy_from_slice(&part[lo - part_start..hi - part_start]);
-                        filled = filled.max(hi - from);
-                    }
-                }
-                dst[filled..].fill(0);
-                w.buffers.push(buffer);
-                copied += chunk_len as u64;
-            }
+            w.buffers = s.tail.write_buffers(w.offset, w.offset + w.len, alloc);
         }
         FlushPlan {
             writes,
@@ -1239,7 +1202,7 @@ impl<F: StorageFile> State<F> {
             debug_assert_eq!(s.first_index, w.segment_first);
             s.written_end = s.written_end.max(w.offset + w.len);
         }
-        let last_first = self.segments.last().expect("a segment").first_index;
+        let (segment_count, segment_bytes) = (self.segments.len(), self.config.segment_bytes);
         for w in &plan.writes[..outcome.completed] {
             self.stats.syncs += 1;
             self.stats.bytes_written += w.len;
@@ -1249,25 +1212,11 @@ impl<F: StorageFile> State<F> {
             s.durable_end = s.durable_end.max(w.data_end);
             s.issued_end = s.issued_end.max(w.data_end);
             s.written_end = s.written_end.max(w.offset + w.len);
-            let new_tail_start = align_down(s.durable_end);
-            if new_tail_start > s.tail_start {
-                s.tail.drain(..us(new_tail_start - s.tail_start));
-                s.tail_start = new_tail_start;
-            }
-            if s.first_index != last_first && s.durable_end == s.data_end {
-                // A finished segment hands its ring buffer to the next roll-over, so a new
-                // segment does not fault in fresh pages for its tail.
-                // It keeps its partial last block (under 4 KiB) so `tail_start` stays aligned.
-                let partial: VecDeque<u8> = s.tail.iter().copied().collect();
-                let mut tail = std::mem::replace(&mut s.tail, partial);
-                tail.clear();
-                if self
-                    .spare_tail
-                    .as_ref()
-                    .is_none_or(|t| t.capacity() < tail.capacity())
-                {
-                    self.spare_tail = Some(tail);
-                }
+            s.tail.release_before(align_down(s.durable_end));
+            if position + 1 < segment_count && s.durable_end == s.data_end {
+                // A finished segment keeps nothing in memory: reads go to disk (verifying what
+                // is there), and a truncation back into it reloads its last block.
+                s.tail = Tail::new(segment_bytes);
             }
             while let Some(p) = self.pending.front() {
                 if p.segment_first < w.segment_first
@@ -1652,6 +1601,7 @@ async fn recover_last<S: Storage>(
     }
     let tail_start = align_down(data_end);
     let tail = file.read_at(tail_start, us(data_end - tail_start)).await?;
+    let tail = Tail::load(tail_start, &tail, &|len| storage.alloc_buffer(len));
     Ok(Segment {
         first_index: header.first_index,
         name,
@@ -1661,8 +1611,7 @@ async fn recover_last<S: Storage>(
         durable_end: data_end,
         issued_end: data_end,
         written_end: data_end,
-        tail_start,
-        tail: tail.into(),
+        tail,
         sparse: Some(sparse),
     })
 }

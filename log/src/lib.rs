@@ -38,11 +38,13 @@ mod journal;
 mod lock;
 pub mod segment;
 pub mod storage;
+mod tail;
 
 pub use batch::{Batch, BatchHeader, BatchMeta, BatchRef};
 pub use error::{Error, Result};
 pub use flusher::{FlushPolicy, run_flusher, spawn_flusher};
 pub use journal::{DroppedTail, Journal, JournalConfig, JournalStats, Reader, RecoveryReport};
 pub use storage::{
-    BLOCK_BYTES, DmaStorage, MemStorage, SECTOR_BYTES, Storage, StorageFile, WRITE_CHUNK_BYTES,
+    BLOCK_BYTES, DmaStorage, MemBuffer, MemStorage, SECTOR_BYTES, Storage, StorageFile,
+    WRITE_CHUNK_BYTES, WriteBuffer,
 };

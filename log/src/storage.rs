@@ -11,7 +11,7 @@ mod dma;
 mod mem;
 
 pub use dma::{DmaFileHandle, DmaStorage, PooledBuffer};
-pub use mem::{MemFileHandle, MemStorage};
+pub use mem::{MemBuffer, MemFileHandle, MemStorage};
 
 use std::path::PathBuf;
 
@@ -25,6 +25,16 @@ const _: () = assert!(BLOCK_BYTES.is_multiple_of(SECTOR_BYTES));
 /// Writes are issued in chunks of at most this size; [`DmaStorage`] pools buffers of it.
 pub const WRITE_CHUNK_BYTES: usize = 1 << 20;
 const _: () = assert!((WRITE_CHUNK_BYTES as u64).is_multiple_of(BLOCK_BYTES));
+
+/// Memory a file writes from. Cloning shares it (no copy); it is writable only while unshared,
+/// so data handed to a write cannot change under it.
+pub trait WriteBuffer: Clone + AsRef<[u8]> + std::fmt::Debug {
+    /// The bytes, if no clone of this buffer exists.
+    fn get_mut(&mut self) -> Option<&mut [u8]>;
+    /// An unshared copy.
+    #[must_use]
+    fn deep_copy(&self) -> Self;
+}
 
 /// A directory of files. Futures need not be `Send`: a journal lives on one shard for life.
 #[allow(async_fn_in_trait)]
@@ -57,7 +67,7 @@ pub trait Storage {
 #[allow(async_fn_in_trait)]
 pub trait StorageFile {
     /// Memory the file writes from; see [`Storage::alloc_buffer`].
-    type Buffer: AsRef<[u8]> + AsMut<[u8]>;
+    type Buffer: WriteBuffer;
 
     /// The file's size in bytes.
     fn size(&self) -> u64;

@@ -11,12 +11,13 @@ use std::task::Poll;
 
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 
-use super::{Storage, StorageFile, WRITE_CHUNK_BYTES, check_aligned};
+use super::{Storage, StorageFile, WRITE_CHUNK_BYTES, WriteBuffer, check_aligned};
 use crate::error::{Error, Result};
 
-/// Pooled buffers kept for reuse. Reuse matters: a fresh buffer larger than the executor's
-/// registered `io_memory` comes from `mmap`, and faulting its pages in costs more than the copy.
-const POOL_BUFFERS_MAX: usize = 16;
+/// Pooled buffers kept for reuse: enough for the default `pending_bytes_max` of unflushed data.
+/// Reuse matters: a fresh buffer beyond the executor's registered `io_memory` comes from the
+/// heap, and faulting its pages in costs more than the copy into it.
+const POOL_BUFFERS_MAX: usize = 64;
 /// Chunk writes of one `write_buffers` call in flight at once.
 const WRITES_IN_FLIGHT_MAX: usize = 8;
 
@@ -40,34 +41,48 @@ struct BufferPool {
     free: RefCell<Vec<DmaBuffer>>,
 }
 
-/// DMA memory for a write: [`WRITE_CHUNK_BYTES`]-sized buffers return to their pool when dropped.
-#[derive(Debug)]
+/// DMA memory for a write, shared by reference count: [`WRITE_CHUNK_BYTES`]-sized buffers return
+/// to their pool when the last clone is dropped.
+#[derive(Debug, Clone)]
 pub struct PooledBuffer {
-    buffer: Option<DmaBuffer>,
+    buffer: Option<Rc<DmaBuffer>>,
     pool: Option<Rc<BufferPool>>,
+}
+
+impl PooledBuffer {
+    fn rc(&self) -> &Rc<DmaBuffer> {
+        self.buffer.as_ref().expect("present until dropped")
+    }
 }
 
 impl AsRef<[u8]> for PooledBuffer {
     fn as_ref(&self) -> &[u8] {
-        self.buffer
-            .as_ref()
-            .expect("present until dropped")
-            .as_bytes()
+        self.rc().as_bytes()
     }
 }
 
-impl AsMut<[u8]> for PooledBuffer {
-    fn as_mut(&mut self) -> &mut [u8] {
-        self.buffer
-            .as_mut()
-            .expect("present until dropped")
-            .as_bytes_mut()
+impl WriteBuffer for PooledBuffer {
+    fn get_mut(&mut self) -> Option<&mut [u8]> {
+        Rc::get_mut(self.buffer.as_mut().expect("present until dropped"))
+            .map(DmaBuffer::as_bytes_mut)
+    }
+
+    fn deep_copy(&self) -> Self {
+        let bytes = self.as_ref();
+        let mut copy = glommio::allocate_dma_buffer(bytes.len());
+        copy.as_bytes_mut().copy_from_slice(bytes);
+        PooledBuffer {
+            buffer: Some(Rc::new(copy)),
+            pool: self.pool.clone(),
+        }
     }
 }
 
 impl Drop for PooledBuffer {
     fn drop(&mut self) {
-        if let (Some(buffer), Some(pool)) = (self.buffer.take(), self.pool.as_ref()) {
+        if let (Some(buffer), Some(pool)) = (self.buffer.take(), self.pool.as_ref())
+            && let Ok(buffer) = Rc::try_unwrap(buffer)
+        {
             let mut free = pool.free.borrow_mut();
             if free.len() < POOL_BUFFERS_MAX {
                 free.push(buffer);
@@ -117,12 +132,12 @@ impl Storage for DmaStorage {
             let reused = self.pool.free.borrow_mut().pop();
             let buffer = reused.unwrap_or_else(|| glommio::allocate_dma_buffer(len));
             PooledBuffer {
-                buffer: Some(buffer),
+                buffer: Some(Rc::new(buffer)),
                 pool: Some(self.pool.clone()),
             }
         } else {
             PooledBuffer {
-                buffer: Some(glommio::allocate_dma_buffer(len)),
+                buffer: Some(Rc::new(glommio::allocate_dma_buffer(len))),
                 pool: None,
             }
         }
@@ -212,17 +227,13 @@ impl StorageFile for DmaFileHandle {
     async fn write_buffers(&self, offset: u64, buffers: Vec<PooledBuffer>) -> Result<()> {
         let mut at = offset;
         let mut writes: Vec<Pin<Box<dyn Future<Output = Result<()>> + '_>>> = Vec::new();
-        for mut pooled in buffers {
+        for pooled in buffers {
             let len = pooled.as_ref().len() as u64;
             check_aligned(at, len).map_err(|e| Error::io("writing", &self.path, e))?;
-            let buffer = Rc::new(pooled.buffer.take().expect("present until dropped"));
             let pos = at;
             writes.push(Box::pin(async move {
-                let written = self.file.write_rc_at(buffer.clone(), pos).await;
-                // The write is done with the memory: give it back to the pool.
-                if let Ok(b) = Rc::try_unwrap(buffer) {
-                    pooled.buffer = Some(b);
-                }
+                let written = self.file.write_rc_at(pooled.rc().clone(), pos).await;
+                // The write is done with the memory: dropping `pooled` may return it to the pool.
                 drop(pooled);
                 let written = written.map_err(|e| Error::io("writing", &self.path, e.into()))?;
                 if written as u64 == len {

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 
-use super::{SECTOR_BYTES, Storage, StorageFile, check_aligned};
+use super::{SECTOR_BYTES, Storage, StorageFile, WriteBuffer, check_aligned};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -67,6 +67,33 @@ impl Disk {
             .copied()
             .collect();
         self.files.retain(|id, _| live.contains(id));
+    }
+}
+
+/// A shared write buffer of the in-memory disk.
+#[derive(Debug, Clone)]
+pub struct MemBuffer(Rc<Vec<u8>>);
+
+impl MemBuffer {
+    /// A zeroed buffer of `len` bytes.
+    #[must_use]
+    pub fn zeroed(len: usize) -> Self {
+        MemBuffer(Rc::new(vec![0; len]))
+    }
+}
+
+impl AsRef<[u8]> for MemBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl WriteBuffer for MemBuffer {
+    fn get_mut(&mut self) -> Option<&mut [u8]> {
+        Rc::get_mut(&mut self.0).map(Vec::as_mut_slice)
+    }
+    fn deep_copy(&self) -> Self {
+        MemBuffer(Rc::new(self.0.to_vec()))
     }
 }
 
@@ -226,8 +253,8 @@ impl MemStorage {
 impl Storage for MemStorage {
     type File = MemFileHandle;
 
-    fn alloc_buffer(&self, len: usize) -> Vec<u8> {
-        vec![0; len]
+    fn alloc_buffer(&self, len: usize) -> MemBuffer {
+        MemBuffer::zeroed(len)
     }
 
     async fn list(&self) -> Result<Vec<String>> {
@@ -332,13 +359,13 @@ impl MemFileHandle {
 }
 
 impl StorageFile for MemFileHandle {
-    type Buffer = Vec<u8>;
+    type Buffer = MemBuffer;
 
-    async fn write_buffers(&self, offset: u64, buffers: Vec<Vec<u8>>) -> Result<()> {
+    async fn write_buffers(&self, offset: u64, buffers: Vec<MemBuffer>) -> Result<()> {
         let mut at = offset;
         for b in buffers {
-            self.write_at(at, &b).await?;
-            at += b.len() as u64;
+            self.write_at(at, b.as_ref()).await?;
+            at += b.as_ref().len() as u64;
         }
         Ok(())
     }

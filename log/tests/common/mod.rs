@@ -15,7 +15,7 @@ use std::rc::Rc;
 
 use sluice_log::storage::MemFileHandle;
 use sluice_log::{
-    BatchMeta, Error, Journal, JournalConfig, MemStorage, Result, Storage, StorageFile,
+    BatchMeta, Error, Journal, JournalConfig, MemBuffer, MemStorage, Result, Storage, StorageFile,
 };
 
 /// The small-segment configuration of the scenarios: 64 KiB segments roll over often.
@@ -221,7 +221,7 @@ pub struct FaultyFile {
 impl Storage for FaultyStorage {
     type File = FaultyFile;
 
-    fn alloc_buffer(&self, len: usize) -> Vec<u8> {
+    fn alloc_buffer(&self, len: usize) -> MemBuffer {
         self.disk.alloc_buffer(len)
     }
 
@@ -267,9 +267,9 @@ impl Storage for FaultyStorage {
 }
 
 impl StorageFile for FaultyFile {
-    type Buffer = Vec<u8>;
+    type Buffer = MemBuffer;
 
-    async fn write_buffers(&self, offset: u64, buffers: Vec<Vec<u8>>) -> Result<()> {
+    async fn write_buffers(&self, offset: u64, buffers: Vec<MemBuffer>) -> Result<()> {
         self.inner.write_buffers(offset, buffers).await
     }
 
