@@ -236,6 +236,9 @@ struct SegmentWrite<F: StorageFile> {
     len: u64,
     /// The data, in chunks of [`WRITE_CHUNK_BYTES`]; taken when the write is issued.
     buffers: Vec<F::Buffer>,
+    /// End of the bytes this write makes durable: the end of its last batch, or a chunk
+    /// boundary inside a batch where `flush_bytes_max` cut it. Batches ending at or before it
+    /// are durable once the write is synced.
     data_end: u64,
 }
 
@@ -1156,6 +1159,11 @@ impl<F: StorageFile> State<F> {
             match writes.last_mut() {
                 Some(w) if w.segment_first == p.segment_first => {
                     if p.end - w.offset > limit {
+                        // Cut at the last chunk boundary within the limit, even inside a batch,
+                        // so the next write starts on a chunk and shares whole chunks with the
+                        // tail instead of copying its first one.
+                        let boundary = s.tail.chunk_boundary_at_or_below(w.offset + limit);
+                        w.data_end = w.data_end.max(boundary);
                         break;
                     }
                     w.data_end = p.end;

@@ -71,17 +71,31 @@ impl<B: WriteBuffer> Tail<B> {
 
     /// Copies out up to `len` bytes from `offset` (fewer at the end).
     pub(crate) fn read(&self, offset: u64, len: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(len);
-        let end = (offset + len as u64).min(self.end());
-        let mut at = offset.max(self.start);
+        let mut out = vec![0; us((offset + len as u64).min(self.end()).saturating_sub(offset))];
+        self.copy_to(offset, &mut out);
+        out
+    }
+
+    /// Copies bytes from `offset` into `dst` and returns how many there were (fewer than
+    /// `dst.len()` at the end).
+    fn copy_to(&self, offset: u64, dst: &mut [u8]) -> usize {
+        assert!(offset >= self.start);
+        let end = (offset + dst.len() as u64).min(self.end());
+        let mut at = offset;
         while at < end {
             let index = us((at - self.start) / CHUNK);
             let within = us((at - self.start) % CHUNK);
             let n = us(end - at).min(us(CHUNK) - within);
-            out.extend_from_slice(&self.chunks[index].as_ref()[within..within + n]);
+            let to = us(at - offset);
+            dst[to..to + n].copy_from_slice(&self.chunks[index].as_ref()[within..within + n]);
             at += n as u64;
         }
-        out
+        us(end.saturating_sub(offset))
+    }
+
+    /// The last chunk boundary at or below `offset` (the tail's start at least).
+    pub(crate) fn chunk_boundary_at_or_below(&self, offset: u64) -> u64 {
+        self.start + (offset.saturating_sub(self.start) / CHUNK) * CHUNK
     }
 
     /// Drops everything from `end` on.
@@ -127,9 +141,8 @@ impl<B: WriteBuffer> Tail<B> {
             } else {
                 let mut copy = alloc(us(piece_end - at));
                 let dst = copy.get_mut().expect("a new buffer is not shared");
-                let data = self.read(at, us(piece_end - at));
-                dst[..data.len()].copy_from_slice(&data);
-                dst[data.len()..].fill(0);
+                let copied = self.copy_to(at, dst);
+                dst[copied..].fill(0);
                 buffers.push(copy);
             }
             at = piece_end;

@@ -251,10 +251,7 @@ impl StorageFile for DmaFileHandle {
             }));
             at += len;
         }
-        for group in writes.chunks_mut(WRITES_IN_FLIGHT_MAX) {
-            join_all(group).await?;
-        }
-        Ok(())
+        run_window(writes, WRITES_IN_FLIGHT_MAX).await
     }
 
     async fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
@@ -314,24 +311,40 @@ impl StorageFile for DmaFileHandle {
     }
 }
 
-/// Polls every future of `group` until all finish; the first error wins (the others still run
-/// to completion, so no write is left in flight with its buffer freed).
-async fn join_all(group: &mut [Pin<Box<dyn Future<Output = Result<()>> + '_>>]) -> Result<()> {
-    let mut done = vec![false; group.len()];
+/// Runs `futures` keeping up to `window` in flight (a new one starts as soon as one finishes, so
+/// the device queue never drains between groups). The first error wins; every started future
+/// still runs to completion, so no write is left in flight with its buffer released.
+async fn run_window<'a>(
+    futures: Vec<Pin<Box<dyn Future<Output = Result<()>> + 'a>>>,
+    window: usize,
+) -> Result<()> {
+    let mut waiting = futures.into_iter();
+    let mut running: Vec<Pin<Box<dyn Future<Output = Result<()>> + 'a>>> = Vec::new();
     let mut first_error = None;
     poll_fn(|cx| {
-        for (future, done) in group.iter_mut().zip(done.iter_mut()) {
-            if !*done && let Poll::Ready(result) = future.as_mut().poll(cx) {
-                *done = true;
-                if let Err(e) = result {
-                    first_error.get_or_insert(e);
+        loop {
+            while first_error.is_none() && running.len() < window {
+                match waiting.next() {
+                    Some(f) => running.push(f),
+                    None => break,
                 }
             }
-        }
-        if done.iter().all(|d| *d) {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
+            let before = running.len();
+            running.retain_mut(|f| match f.as_mut().poll(cx) {
+                Poll::Ready(result) => {
+                    if let Err(e) = result {
+                        first_error.get_or_insert(e);
+                    }
+                    false
+                }
+                Poll::Pending => true,
+            });
+            if running.is_empty() {
+                return Poll::Ready(());
+            }
+            if running.len() == before {
+                return Poll::Pending;
+            }
         }
     })
     .await;

@@ -474,8 +474,9 @@ struct BatchResults {
     flushes: u64,
 }
 
-/// 64 KiB batches appended as fast as the pending buffer allows; when it is full, waits for the
-/// next flush to complete. Measures until every batch is durable.
+/// 64 KiB batches appended as fast as the pending buffer allows, yielding to the flusher when
+/// glommio asks; when the buffer is full, waits for the next flush to complete. Measures until
+/// every batch is durable.
 async fn batch_phase(dir: &Path, total_bytes: u64, duration: Duration) -> Result<BatchResults> {
     let (journal, flusher) = open_journal(dir).await?;
     let payload: Vec<u8> = (0..BIG_PAYLOAD_BYTES)
@@ -491,6 +492,10 @@ async fn batch_phase(dir: &Path, total_bytes: u64, duration: Duration) -> Result
             Ok(index) => {
                 last = Some(index);
                 bytes += BIG_PAYLOAD_BYTES as u64;
+                // Cooperate as any CPU-bound task on a shard must: without this the appender
+                // runs until the pending buffer is full and the flusher on the same executor
+                // cannot submit writes meanwhile.
+                glommio::yield_if_needed().await;
             }
             Err(LogError::PendingFull { .. }) => {
                 journal.wait_durable(journal.durable_index() + 1).await?;
