@@ -69,7 +69,7 @@ impl Default for JournalConfig {
             segment_bytes: 128 << 20,
             batch_bytes_max: 4 << 20,
             pending_bytes_max: 64 << 20,
-            flush_bytes_max: 8 << 20,
+            flush_bytes_max: 16 << 20,
             index_interval_bytes: 32 << 10,
             first_index: 1,
         }
