@@ -5,27 +5,36 @@
 //! compact, reset) are serialized by a local async lock.
 //!
 //! **Appending** encodes the batch into the in-memory tail of the last segment and returns its
-//! index at once. **Durability** is separate: [`Journal::flush`] writes everything appended before
-//! it with one write and one `fdatasync` per segment touched, and wakes every
-//! [`Journal::wait_durable`] it covers. Concurrent `flush` callers queue on the lock; when one
-//! finishes, the next finds its appends already covered or flushes everything pending, so many
-//! appends share one `fdatasync` (group commit). [`crate::flusher`] runs flushes in the background
-//! by a [`crate::FlushPolicy`].
+//! index at once. The tail is a list of 1 MiB write buffers from the storage (DMA memory in
+//! production), so a batch is copied once; a full buffer is handed to the disk by sharing it.
 //!
-//! **The partial tail block.** `O_DIRECT` writes whole 4 KiB blocks. The tail buffer starts at the
-//! block holding the first unflushed byte, so each flush rewrites that block with its flushed
-//! prefix unchanged plus the new bytes. A torn rewrite cannot damage the flushed prefix: every
-//! sector of it holds the same bytes before and after.
+//! **Durability** is separate: [`Journal::flush`] writes everything appended before it and syncs
+//! it, and wakes every [`Journal::wait_durable`] it covers. Concurrent `flush` callers queue on the
+//! lock; when one finishes, the next finds its appends already covered or flushes everything
+//! pending, so many appends share one `fdatasync` (group commit). A flush with more than
+//! `flush_bytes_max` to write runs as a pipeline of plans: while one plan's `fdatasync` runs, the
+//! next plan is written, so the disk keeps streaming; its waiters wake as soon as its own sync
+//! returns. Plans never write the same block at once, and a plan that creates a segment runs
+//! alone, after everything before it is synced. Durability is counted in bytes: a plan cut at
+//! `flush_bytes_max` ends on a buffer boundary even inside a batch, and a batch is durable when
+//! every byte of it is. [`crate::flusher`] runs flushes in the background by a
+//! [`crate::FlushPolicy`].
+//!
+//! **The partial tail block.** `O_DIRECT` writes whole 4 KiB blocks. A flush starts at the block
+//! holding the first byte not yet written, so it rewrites that block with its written prefix
+//! unchanged plus the new bytes. A torn rewrite cannot damage the prefix: every sector of it holds
+//! the same bytes before and after.
 //!
 //! **Recovery** scans the last segment from its start. Zeros where a header should be are the
 //! clean end. An invalid batch is a torn tail, cut off and reported, unless it is provably
 //! flushed: every batch header records the journal's durable index when it was appended, so a
 //! valid batch after the damage that records the damaged index as durable proves the damage is in
 //! flushed data, and opening fails with [`Error::CorruptFlushedData`]. The proof is exact: it can
-//! never fire after a plain crash, because no batch in the flush that was in flight can claim that
-//! flush's batches durable. Without proof (damage within the last flush, where a crash can tear
-//! writes, persisting any subset of them), the tail is cut. Past the end, one flush's reach is
-//! checked for remnants of a torn flush (data after a zeroed gap), which are zeroed and reported.
+//! never fire after a plain crash, because every batch of the (at most two) flushes in flight was
+//! appended before the older of them completed, so none can claim its batches durable. Without
+//! proof (damage within the flushes in flight, where a crash can tear writes and persist any
+//! subset of them), the tail is cut. Past the end, the reach of two flushes is checked for
+//! remnants of a torn flush (data after a zeroed gap), which are zeroed and reported.
 //! Older segments are scanned lazily on first read, where any damage is in flushed data.
 //!
 //! **Invariant: beyond a segment's written end there are only zeros.** Segments are preallocated
@@ -1041,35 +1050,24 @@ impl<S: Storage> Journal<S> {
         };
         let path = self.storage.path(&name);
         let mut scanner = Scanner::new(&*file, segment_bytes);
-        let mut sparse: Vec<(u64, u64)> = Vec::new();
-        let mut expected = segment_first;
-        while expected < next_index {
-            let offset = scanner.offset;
-            match scanner.next_batch(expected).await? {
-                ScanStep::Batch { bytes } => {
-                    if sparse.last().is_none_or(|(_, o)| offset - o >= interval) {
-                        sparse.push((expected, offset));
-                    }
-                    scanner.offset += bytes;
-                    expected += 1;
-                }
-                ScanStep::End => {
-                    return Err(Error::SegmentGap {
-                        reason: format!(
-                            "{} ends at index {} but the next segment starts at {next_index}",
-                            path.display(),
-                            expected
-                        ),
-                    });
-                }
-                ScanStep::Invalid(reason) => {
-                    return Err(Error::CorruptFlushedData {
-                        path,
-                        offset,
-                        index: expected,
-                        reason,
-                    });
-                }
+        let (sparse, expected, stop) = scanner.scan(segment_first, next_index, interval).await?;
+        match stop {
+            ScanStop::Reached => {}
+            ScanStop::End => {
+                return Err(Error::SegmentGap {
+                    reason: format!(
+                        "{} ends at index {expected} but the next segment starts at {next_index}",
+                        path.display(),
+                    ),
+                });
+            }
+            ScanStop::Invalid(reason) => {
+                return Err(Error::CorruptFlushedData {
+                    path,
+                    offset: scanner.offset,
+                    index: expected,
+                    reason,
+                });
             }
         }
         let end = scanner.offset;
@@ -1440,6 +1438,16 @@ async fn create_segment<S: Storage>(
     Ok(file)
 }
 
+/// Why a scan stopped.
+enum ScanStop {
+    /// It reached the index it was asked to stop before.
+    Reached,
+    /// Zeros where a header should be: the clean end of the data.
+    End,
+    /// A batch that does not verify, at the scanner's offset.
+    Invalid(String),
+}
+
 enum ScanStep {
     Batch { bytes: u64 },
     End,
@@ -1484,6 +1492,38 @@ impl<'a, F: StorageFile> Scanner<'a, F> {
         let from = us(offset - self.buf_offset).min(self.buf.len());
         let to = us(end - self.buf_offset).min(self.buf.len());
         Ok(&self.buf[from..to])
+    }
+
+    /// Walks batches from the data start until index `stop_before`, the clean end, or an invalid
+    /// batch; returns the sparse index (an entry every `interval` bytes), the next index, and why
+    /// it stopped. The scanner's offset is then where the walk stopped.
+    async fn scan(
+        &mut self,
+        first_index: u64,
+        stop_before: u64,
+        interval: u64,
+    ) -> Result<(Vec<(u64, u64)>, u64, ScanStop)> {
+        let mut sparse: Vec<(u64, u64)> = Vec::new();
+        let mut expected = first_index;
+        loop {
+            if expected >= stop_before {
+                return Ok((sparse, expected, ScanStop::Reached));
+            }
+            let offset = self.offset;
+            match self.next_batch(expected).await? {
+                ScanStep::Batch { bytes } => {
+                    if sparse.last().is_none_or(|(_, o)| offset - o >= interval) {
+                        sparse.push((expected, offset));
+                    }
+                    self.offset += bytes;
+                    expected += 1;
+                }
+                ScanStep::End => return Ok((sparse, expected, ScanStop::End)),
+                ScanStep::Invalid(reason) => {
+                    return Ok((sparse, expected, ScanStop::Invalid(reason)));
+                }
+            }
+        }
     }
 
     async fn next_batch(&mut self, expected: u64) -> Result<ScanStep> {
@@ -1534,28 +1574,16 @@ async fn recover_last<S: Storage>(
 ) -> Result<Segment<S::File>> {
     let path = storage.path(&name);
     let mut scanner = Scanner::new(&file, header.segment_bytes);
-    let mut sparse: Vec<(u64, u64)> = Vec::new();
-    let mut expected = header.first_index;
-    let failure = loop {
-        let offset = scanner.offset;
-        match scanner.next_batch(expected).await? {
-            ScanStep::Batch { bytes } => {
-                if sparse
-                    .last()
-                    .is_none_or(|(_, o)| offset - o >= config.index_interval_bytes)
-                {
-                    sparse.push((expected, offset));
-                }
-                scanner.offset += bytes;
-                expected += 1;
-            }
-            ScanStep::End => break None,
-            ScanStep::Invalid(reason) => break Some(reason),
-        }
+    let (sparse, expected, stop) = scanner
+        .scan(header.first_index, u64::MAX, config.index_interval_bytes)
+        .await?;
+    let failure = match stop {
+        ScanStop::Invalid(reason) => Some(reason),
+        ScanStop::End | ScanStop::Reached => None,
     };
     let data_end = scanner.offset;
-    // The flush in flight at a crash wrote at most one tear window from below `data_end`, and
-    // its writes may have landed in any order: look that far past the end for remnants, and one
+    // The flushes in flight at a crash wrote at most one tear window from below `data_end`, and
+    // their writes may have landed in any order: look that far past the end for remnants, and one
     // window more for batches of later flushes that prove damage was in flushed data.
     let window = config.tear_window_bytes();
     let reach = if failure.is_some() {

@@ -217,6 +217,22 @@ impl Storage for DmaStorage {
     }
 }
 
+impl DmaFileHandle {
+    /// Turns a write's result into ours: an error, or a short write, is an I/O error.
+    fn check_written(&self, written: glommio::Result<usize, ()>, len: u64) -> Result<()> {
+        let written = written.map_err(|e| Error::io("writing", &self.path, e.into()))?;
+        if written as u64 == len {
+            Ok(())
+        } else {
+            let short = std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                format!("short write: {written} of {len} bytes"),
+            );
+            Err(Error::io("writing", &self.path, short))
+        }
+    }
+}
+
 impl StorageFile for DmaFileHandle {
     type Buffer = PooledBuffer;
 
@@ -235,19 +251,7 @@ impl StorageFile for DmaFileHandle {
                 let written = self.file.write_rc_at(pooled.rc().clone(), pos).await;
                 // The write is done with the memory: dropping `pooled` may return it to the pool.
                 drop(pooled);
-                let written = written.map_err(|e| Error::io("writing", &self.path, e.into()))?;
-                if written as u64 == len {
-                    Ok(())
-                } else {
-                    Err(Error::io(
-                        "writing",
-                        &self.path,
-                        std::io::Error::new(
-                            std::io::ErrorKind::WriteZero,
-                            format!("short write: {written} of {len} bytes"),
-                        ),
-                    ))
-                }
+                self.check_written(written, len)
             }));
             at += len;
         }
@@ -259,23 +263,8 @@ impl StorageFile for DmaFileHandle {
             .map_err(|e| Error::io("writing", &self.path, e))?;
         let mut buffer = self.file.alloc_dma_buffer(data.len());
         buffer.as_bytes_mut().copy_from_slice(data);
-        let written = self
-            .file
-            .write_at(buffer, offset)
-            .await
-            .map_err(|e| Error::io("writing", &self.path, e.into()))?;
-        if written == data.len() {
-            Ok(())
-        } else {
-            Err(Error::io(
-                "writing",
-                &self.path,
-                std::io::Error::new(
-                    std::io::ErrorKind::WriteZero,
-                    format!("short write: {written} of {} bytes", data.len()),
-                ),
-            ))
-        }
+        let written = self.file.write_at(buffer, offset).await;
+        self.check_written(written, data.len() as u64)
     }
 
     async fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
