@@ -2,6 +2,14 @@
 //!
 //! Appenders call [`Journal::append`] and then [`Journal::wait_durable`]; the flusher turns the
 //! stream of appends into as few `fdatasync`s as the policy allows.
+//!
+//! **Sharing the shard.** glommio notices finished I/O only between task-queue runs or when its
+//! preempt timer fires (100 ms by default). A CPU-bound task on the same executor (an appender in
+//! a tight loop, later the engine) must therefore yield its task queue now and then
+//! (`glommio::executor().yield_task_queue_now()`), or the flusher's completed writes wait to be
+//! noticed and the disk idles. Do not shorten the preempt timer instead: with timers of a few
+//! hundred microseconds, glommio 0.9's reactor loses wake-ups on this VM and the executor sleeps
+//! forever (seen with `sluice-logbench`, also in the raw phase that uses no journal code).
 
 use std::rc::Rc;
 use std::time::Duration;
