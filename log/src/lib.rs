@@ -28,8 +28,8 @@
 //! [`Journal::truncate_after`], [`Journal::compact_before`] and [`Journal::reset`].
 //!
 //! The disk is a [`Storage`]: [`DmaStorage`] in production (glommio, `io_uring`, `O_DIRECT`) and
-//! [`MemStorage`] in tests, an in-memory disk that loses unsynced writes at a simulated crash and
-//! may tear the last one.
+//! [`MemStorage`] in tests, an in-memory disk that, at a simulated crash, drops, applies or tears
+//! each write not yet synced, as a device with a volatile cache may.
 
 pub mod batch;
 mod error;
