@@ -238,7 +238,6 @@ pub struct Journal<S: Storage> {
 
 struct SegmentWrite<F: StorageFile> {
     segment_first: u64,
-    name: String,
     file: Option<Rc<F>>,
     offset: u64,
     /// Block-aligned length written from `offset`.
@@ -1170,7 +1169,6 @@ impl<F: StorageFile> State<F> {
                     debug_assert_eq!(s.first_index, p.segment_first);
                     writes.push(SegmentWrite {
                         segment_first: s.first_index,
-                        name: s.name.clone(),
                         file: s.file.clone(),
                         offset: align_down(s.issued_end),
                         len: 0,
@@ -1372,7 +1370,6 @@ async fn execute_flush<S: Storage>(
                 }
             },
         };
-        debug_assert_eq!(w.name, segment_name(w.segment_first));
         outcome.issued += 1;
         if let Err(e) = file
             .write_buffers(w.offset, std::mem::take(&mut w.buffers))
