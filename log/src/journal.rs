@@ -30,10 +30,10 @@
 //! flushed: every batch header records the journal's durable index when it was appended, so a
 //! valid batch after the damage that records the damaged index as durable proves the damage is in
 //! flushed data, and opening fails with [`Error::CorruptFlushedData`]. The proof is exact: it can
-//! never fire after a plain crash, because every batch of the (at most two) flushes in flight was
-//! appended before the older of them completed, so none can claim its batches durable. Without
+//! never fire after a plain crash, because every batch of the flushes in flight was appended before
+//! the oldest of them completed, so none can claim their batches durable. Without
 //! proof (damage within the flushes in flight, where a crash can tear writes and persist any
-//! subset of them), the tail is cut. Past the end, the reach of two flushes is checked for
+//! subset of them), the tail is cut. Past the end, the reach of the flushes in flight is checked for
 //! remnants of a torn flush (data after a zeroed gap), which are zeroed and reported.
 //! Older segments are scanned lazily on first read, where any damage is in flushed data.
 //!
@@ -43,7 +43,8 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
@@ -133,11 +134,12 @@ impl JournalConfig {
         Ok(())
     }
 
-    /// How far past the durable end the writes of a crash's unfinished flushes can reach: two
-    /// flushes (one syncing while the next writes), each at most `flush_bytes_max` (or one batch)
-    /// plus the rewritten partial block.
+    /// How far past the durable end the writes of a crash's unfinished flushes can reach: the
+    /// plans of the flush pipeline that may be unsynced at once (`PLANS_IN_FLIGHT_MAX`), each at
+    /// most `flush_bytes_max` (or one batch) plus the rewritten partial block.
     fn tear_window_bytes(&self) -> u64 {
-        2 * (self.flush_bytes_max.max(self.batch_bytes_max) + 2 * BLOCK_BYTES)
+        PLANS_IN_FLIGHT_MAX as u64
+            * (self.flush_bytes_max.max(self.batch_bytes_max) + 2 * BLOCK_BYTES)
     }
 }
 
@@ -170,8 +172,12 @@ pub struct DroppedTail {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct JournalStats {
     pub appends: u64,
+    /// Flush plans completed (one or more writes each).
     pub flushes: u64,
+    /// `fdatasync` calls that completed a plan.
     pub syncs: u64,
+    /// Plans made durable by a sync that also covered an earlier plan (the pipeline at work).
+    pub shared_syncs: u64,
     pub bytes_written: u64,
 }
 
@@ -250,46 +256,112 @@ struct SegmentWrite<F: StorageFile> {
     data_end: u64,
 }
 
+/// One step of a flush: a single write into one segment, synced later. A plan never spans two
+/// segments, and a segment is created only once every plan before it is synced, so an older
+/// segment is complete on disk before a newer one holds any batch.
 struct FlushPlan<F: StorageFile> {
-    writes: Vec<SegmentWrite<F>>,
-    generation: u64,
+    write: SegmentWrite<F>,
 }
 
-impl<F: StorageFile> FlushPlan<F> {
-    /// One write into an existing segment: it can overlap the previous plan's sync.
-    fn pipelinable(&self) -> bool {
-        self.writes.len() == 1 && self.writes[0].file.is_some()
-    }
+/// Plans written but not yet synced, at most, counting the one being written. Bounds what a
+/// crash can tear: see [`JournalConfig::tear_window_bytes`].
+const PLANS_IN_FLIGHT_MAX: usize = 4;
+
+/// A write or sync of the flush pipeline.
+type IoFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
+
+/// What finished first in the flush pipeline.
+enum IoEvent {
+    Written(Result<()>),
+    Synced(Result<()>),
 }
 
-/// Writes a pipelinable plan (no sync).
-async fn write_plan<F: StorageFile>(plan: &mut FlushPlan<F>) -> Result<()> {
-    let w = &mut plan.writes[0];
-    let file = w.file.clone().expect("pipelined");
-    file.write_buffers(w.offset, std::mem::take(&mut w.buffers))
-        .await
+/// The flush pipeline. Plans are written one after another without waiting for syncs, so the
+/// disk keeps streaming, and one `fdatasync` at a time covers every plan whose writes had
+/// completed when it started. Writes never overlap: a plan is written only after the previous
+/// plan's writes completed (it may rewrite that plan's partial last block). At most
+/// [`PLANS_IN_FLIGHT_MAX`] plans are unsynced, which bounds what a crash can tear
+/// ([`JournalConfig::tear_window_bytes`]). A plan that starts a segment waits until everything
+/// before it is synced, so an older segment is complete on disk before a newer one holds any
+/// batch.
+struct Pipeline<'a, F: StorageFile> {
+    /// The plan being written.
+    writing: Option<(FlushPlan<F>, IoFuture<'a>)>,
+    /// Plans written and not yet synced, oldest first; the first ones may be under `syncing`.
+    written: VecDeque<FlushPlan<F>>,
+    /// The sync in flight and how many plans of `written` it covers.
+    syncing: Option<(usize, IoFuture<'a>)>,
+    /// A plan that starts a segment, waiting for everything before it to be synced.
+    new_segment: Option<FlushPlan<F>>,
 }
 
-struct FlushOutcome<F> {
-    completed: usize,
-    /// Writes issued (`completed`, plus the one that failed in `write_at` or `sync`): their
-    /// blocks may be on disk even though the flush failed.
-    issued: usize,
-    created: Vec<(u64, Rc<F>)>,
-    error: Option<Error>,
-}
-
-impl<F> FlushOutcome<F> {
-    /// The outcome of syncing a plan whose one write completed.
-    fn of_sync(result: Result<()>) -> Self {
-        let ok = result.is_ok();
-        FlushOutcome {
-            completed: usize::from(ok),
-            issued: 1,
-            created: Vec::new(),
-            error: result.err(),
+impl<F: StorageFile> Default for Pipeline<'_, F> {
+    fn default() -> Self {
+        Pipeline {
+            writing: None,
+            written: VecDeque::new(),
+            syncing: None,
+            new_segment: None,
         }
     }
+}
+
+impl<'a, F: StorageFile + 'a> Pipeline<'a, F> {
+    /// True when the next plan may be made and written now.
+    fn may_plan(&self) -> bool {
+        self.new_segment.is_none()
+            && self.writing.is_none()
+            && self.written.len() + 1 < PLANS_IN_FLIGHT_MAX
+    }
+
+    /// Starts a sync of the written plans, unless one is running.
+    fn start_sync(&mut self) {
+        if self.syncing.is_some() {
+            return;
+        }
+        let Some(front) = self.written.front() else {
+            return;
+        };
+        let file = front
+            .write
+            .file
+            .clone()
+            .expect("a written plan has its file");
+        let covered = self
+            .written
+            .iter()
+            .take_while(|p| p.write.file.as_ref().is_some_and(|f| Rc::ptr_eq(f, &file)))
+            .count();
+        let sync: IoFuture<'a> = Box::pin(async move { file.sync().await });
+        self.syncing = Some((covered, sync));
+    }
+
+    /// Waits until the sync or the write in flight finishes (the sync first if both did).
+    async fn next_event(&mut self) -> IoEvent {
+        poll_fn(|cx| {
+            if let Some((_, sync)) = &mut self.syncing
+                && let Poll::Ready(result) = sync.as_mut().poll(cx)
+            {
+                return Poll::Ready(IoEvent::Synced(result));
+            }
+            if let Some((_, write)) = &mut self.writing
+                && let Poll::Ready(result) = write.as_mut().poll(cx)
+            {
+                return Poll::Ready(IoEvent::Written(result));
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// How a flush plan ended.
+enum PlanEnd {
+    /// Written and synced. `shared` when the same `fdatasync` also completed an earlier plan
+    /// (for the stats).
+    Synced { shared: bool },
+    /// Failed. `issued` when its write was issued: its blocks may be on disk all the same.
+    Failed { error: Error, issued: bool },
 }
 
 fn align_down(v: u64) -> u64 {
@@ -521,96 +593,106 @@ impl<S: Storage> Journal<S> {
             }
         }
         let _guard = self.io.lock().await;
-        // Pipeline: while one plan's `fdatasync` runs, the next plan is copied and written, so
-        // the disk streams. Writes never overlap: a plan is written only after the previous
-        // plan's writes completed. A plan that creates a segment or spans two runs alone, so an
-        // older segment is complete on disk before a newer one holds any batch.
-        let mut syncing: Option<FlushPlan<S::File>> = None;
+        let mut pipe = Pipeline::default();
         loop {
-            let next = {
-                let mut state = self.state.borrow_mut();
-                if state.durable_index >= target && syncing.is_none() {
-                    return Ok(state.durable_index);
-                }
-                state
-                    .has_unissued(target)
-                    .then(|| state.plan_flush(target, &|len| self.storage.alloc_buffer(len)))
-            };
-            match (syncing.take(), next) {
-                (None, None) => return Ok(self.durable_index()),
-                (Some(done), None) => self.finish_sync(done).await?,
-                (syncing_plan, Some(mut plan)) if !plan.pipelinable() => {
-                    if let Some(done) = syncing_plan {
-                        self.finish_sync(done).await?;
+            if pipe.may_plan() {
+                let next = {
+                    let mut state = self.state.borrow_mut();
+                    state.plan_flush(target, &|len| self.storage.alloc_buffer(len))
+                };
+                match next {
+                    Some(plan) if plan.write.file.is_some() => {
+                        pipe.writing = Some(start_write(plan));
                     }
-                    let config = self.state.borrow().config.clone();
-                    let outcome = execute_flush(&self.storage, &config, &mut plan).await;
-                    self.state.borrow_mut().complete_flush(&plan, outcome)?;
+                    Some(plan) => pipe.new_segment = Some(plan),
+                    None => {}
                 }
-                (None, Some(mut plan)) => {
-                    let written = write_plan(&mut plan).await;
-                    self.after_write(&plan, written)?;
-                    syncing = Some(plan);
-                }
-                (Some(done), Some(mut plan)) => {
-                    let (synced, written) = self.sync_while_writing(done, &mut plan).await;
-                    if let Err(e) = synced {
-                        // The pipeline stops; the blocks just written may be on disk all the same.
-                        self.state.borrow_mut().note_written(&plan);
-                        return Err(e);
+            }
+            pipe.start_sync();
+            if pipe.writing.is_none() && pipe.syncing.is_none() {
+                // Nothing in flight, so nothing is written and unsynced either.
+                debug_assert!(pipe.written.is_empty());
+                let Some(plan) = pipe.new_segment.take() else {
+                    return Ok(self.durable_index());
+                };
+                let plan = self.create_segment_for(plan).await?;
+                pipe.writing = Some(start_write(plan));
+                continue;
+            }
+            match pipe.next_event().await {
+                IoEvent::Synced(result) => {
+                    let (covered, _) = pipe.syncing.take().expect("was syncing");
+                    if let Err(e) = result {
+                        // Let the write in flight finish: its blocks may reach the disk, and a
+                        // later truncation must know to zero them.
+                        if let Some((plan, write)) = pipe.writing.take() {
+                            let _ = write.await;
+                            self.state.borrow_mut().note_written(&plan);
+                        }
+                        let failed = pipe.written.pop_front().expect("a sync covers a plan");
+                        return Err(self.fail_plan(&failed, e, true));
                     }
-                    self.after_write(&plan, written)?;
-                    syncing = Some(plan);
+                    self.complete_synced(&mut pipe.written, covered)?;
+                }
+                IoEvent::Written(result) => {
+                    let (plan, _) = pipe.writing.take().expect("was writing");
+                    if result.is_err()
+                        && let Some((covered, sync)) = pipe.syncing.take()
+                    {
+                        // Finish the sync of the plans before: they may be durable now.
+                        if let Err(e) = sync.await {
+                            self.state.borrow_mut().note_written(&plan);
+                            let failed = pipe.written.pop_front().expect("a sync covers a plan");
+                            return Err(self.fail_plan(&failed, e, true));
+                        }
+                        self.complete_synced(&mut pipe.written, covered)?;
+                    }
+                    self.after_write(&plan, result)?;
+                    pipe.written.push_back(plan);
                 }
             }
         }
     }
 
-    /// Syncs a written plan and completes it.
-    async fn finish_sync(&self, plan: FlushPlan<S::File>) -> Result<()> {
-        let result = plan.writes[0]
-            .file
-            .as_ref()
-            .expect("pipelined")
-            .sync()
-            .await;
-        self.state
-            .borrow_mut()
-            .complete_flush(&plan, FlushOutcome::of_sync(result))
+    /// Creates the segment a plan starts, once every plan before it is synced.
+    async fn create_segment_for(&self, mut plan: FlushPlan<S::File>) -> Result<FlushPlan<S::File>> {
+        let (generation, segment_bytes) = {
+            let state = self.state.borrow();
+            (state.generation, state.config.segment_bytes)
+        };
+        let first = plan.write.segment_first;
+        match create_segment(&self.storage, first, generation, segment_bytes).await {
+            Ok(file) => {
+                let file = Rc::new(file);
+                self.state
+                    .borrow_mut()
+                    .set_segment_file(first, file.clone());
+                plan.write.file = Some(file);
+                Ok(plan)
+            }
+            Err(error) => Err(self.fail_plan(&plan, error, false)),
+        }
     }
 
-    /// Syncs `done` and writes `plan` at the same time; `done` completes (waking its waiters) as
-    /// soon as its sync returns, without waiting for the writes.
-    async fn sync_while_writing(
+    /// Completes the first `covered` written plans, synced by one `fdatasync`.
+    fn complete_synced(
         &self,
-        done: FlushPlan<S::File>,
-        plan: &mut FlushPlan<S::File>,
-    ) -> (Result<()>, Result<()>) {
-        let file = done.writes[0].file.clone().expect("pipelined");
-        let mut sync = std::pin::pin!(file.sync());
-        let mut write = std::pin::pin!(write_plan(plan));
-        let mut synced: Option<Result<()>> = None;
-        let mut written: Option<Result<()>> = None;
-        poll_fn(|cx| {
-            if synced.is_none()
-                && let Poll::Ready(result) = sync.as_mut().poll(cx)
-            {
-                let outcome = FlushOutcome::of_sync(result);
-                synced = Some(self.state.borrow_mut().complete_flush(&done, outcome));
-            }
-            if written.is_none()
-                && let Poll::Ready(result) = write.as_mut().poll(cx)
-            {
-                written = Some(result);
-            }
-            if synced.is_some() && written.is_some() {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
-        (synced.expect("ready"), written.expect("ready"))
+        written: &mut VecDeque<FlushPlan<S::File>>,
+        covered: usize,
+    ) -> Result<()> {
+        let mut state = self.state.borrow_mut();
+        for (i, plan) in written.drain(..covered).enumerate() {
+            state.complete_flush(&plan, PlanEnd::Synced { shared: i > 0 })?;
+        }
+        Ok(())
+    }
+
+    /// Fails the flush at `plan`; returns the error to report.
+    fn fail_plan(&self, plan: &FlushPlan<S::File>, error: Error, issued: bool) -> Error {
+        self.state
+            .borrow_mut()
+            .complete_flush(plan, PlanEnd::Failed { error, issued })
+            .expect_err("a failed plan fails the flush")
     }
 
     /// Records a plan's completed writes (or fails the flush if they failed).
@@ -621,15 +703,13 @@ impl<S: Storage> Journal<S> {
                 state.note_issued(plan);
                 Ok(())
             }
-            Err(e) => {
-                let outcome = FlushOutcome {
-                    completed: 0,
-                    issued: 1,
-                    created: Vec::new(),
-                    error: Some(e),
-                };
-                state.complete_flush(plan, outcome)
-            }
+            Err(error) => state.complete_flush(
+                plan,
+                PlanEnd::Failed {
+                    error,
+                    issued: true,
+                },
+            ),
         }
     }
 
@@ -1105,34 +1185,27 @@ impl<F: StorageFile> State<F> {
             .saturating_sub(1)
     }
 
-    /// True when a pending batch up to `target` has not been written yet.
-    fn has_unissued(&self, target: u64) -> bool {
-        self.pending
-            .iter()
-            .take_while(|p| p.index <= target)
-            .any(|p| {
-                let s = &self.segments[self.segment_position(p.segment_first)];
-                p.end > s.issued_end
-            })
-    }
-
     /// Marks a plan's data as written (not yet synced): the next plan starts after it.
     fn note_issued(&mut self, plan: &FlushPlan<F>) {
         self.note_written(plan);
-        for w in &plan.writes {
-            let position = self.segment_position(w.segment_first);
-            let s = &mut self.segments[position];
-            s.issued_end = s.issued_end.max(w.data_end);
-        }
+        let w = &plan.write;
+        let position = self.segment_position(w.segment_first);
+        let s = &mut self.segments[position];
+        s.issued_end = s.issued_end.max(w.data_end);
     }
 
     /// Records that a plan's blocks may be on disk, so a later truncation zeroes them.
     fn note_written(&mut self, plan: &FlushPlan<F>) {
-        for w in &plan.writes {
-            let position = self.segment_position(w.segment_first);
-            let s = &mut self.segments[position];
-            s.written_end = s.written_end.max(w.offset + w.len);
-        }
+        let w = &plan.write;
+        let position = self.segment_position(w.segment_first);
+        let s = &mut self.segments[position];
+        s.written_end = s.written_end.max(w.offset + w.len);
+    }
+
+    /// Records the file a flush just created for a segment.
+    fn set_segment_file(&mut self, first_index: u64, file: Rc<F>) {
+        let position = self.segment_position(first_index);
+        self.segments[position].file = Some(file);
     }
 
     fn wake_all(&mut self) {
@@ -1143,97 +1216,109 @@ impl<F: StorageFile> State<F> {
         }
     }
 
-    /// Builds the writes that make pending batches up to `target` durable, within
-    /// `flush_bytes_max` per segment, copying the tail once into buffers from `alloc`.
-    fn plan_flush(&mut self, target: u64, alloc: &dyn Fn(usize) -> F::Buffer) -> FlushPlan<F> {
-        let mut writes: Vec<SegmentWrite<F>> = Vec::new();
+    /// Builds the next write towards making pending batches up to `target` durable: from the
+    /// first unwritten batch, within `flush_bytes_max` and one segment, copying the tail once
+    /// into buffers from `alloc`. `None` when everything up to `target` is written.
+    fn plan_flush(
+        &mut self,
+        target: u64,
+        alloc: &dyn Fn(usize) -> F::Buffer,
+    ) -> Option<FlushPlan<F>> {
+        let mut plan: Option<FlushPlan<F>> = None;
         let limit = self.config.flush_bytes_max;
         for p in self.pending.iter().take_while(|p| p.index <= target) {
             let s = &self.segments[self.segment_position(p.segment_first)];
             if p.end <= s.issued_end {
                 continue;
             }
-            match writes.last_mut() {
-                Some(w) if w.segment_first == p.segment_first => {
-                    if p.end - w.offset > limit {
-                        // Cut at the last chunk boundary within the limit, even inside a batch,
-                        // so the next write starts on a chunk and shares whole chunks with the
-                        // tail instead of copying its first one.
-                        let boundary = s.tail.chunk_boundary_at_or_below(w.offset + limit);
-                        w.data_end = w.data_end.max(boundary);
-                        break;
-                    }
-                    w.data_end = p.end;
+            if let Some(FlushPlan { write: w }) = &mut plan {
+                if w.segment_first != p.segment_first {
+                    break;
                 }
-                _ => {
-                    debug_assert_eq!(s.first_index, p.segment_first);
-                    writes.push(SegmentWrite {
+                if p.end - w.offset > limit {
+                    // Cut at the last chunk boundary within the limit, even inside a batch, so
+                    // the next write starts on a chunk and shares whole chunks with the tail
+                    // instead of copying its first one.
+                    let boundary = s.tail.chunk_boundary_at_or_below(w.offset + limit);
+                    w.data_end = w.data_end.max(boundary);
+                    break;
+                }
+                w.data_end = p.end;
+            } else {
+                debug_assert_eq!(s.first_index, p.segment_first);
+                plan = Some(FlushPlan {
+                    write: SegmentWrite {
                         segment_first: s.first_index,
                         file: s.file.clone(),
                         offset: align_down(s.issued_end),
                         len: 0,
                         buffers: Vec::new(),
                         data_end: p.end,
-                    });
-                }
+                    },
+                });
             }
         }
-        for w in &mut writes {
-            let s = &self.segments[self.segment_position(w.segment_first)];
-            w.len = align_up(w.data_end - w.offset);
-            w.buffers = s.tail.write_buffers(w.offset, w.offset + w.len, alloc);
-        }
-        FlushPlan {
-            writes,
-            generation: self.generation,
-        }
+        let mut plan = plan?;
+        let w = &mut plan.write;
+        let s = &self.segments[self.segment_position(w.segment_first)];
+        w.len = align_up(w.data_end - w.offset);
+        w.buffers = s.tail.write_buffers(w.offset, w.offset + w.len, alloc);
+        Some(plan)
     }
 
-    fn complete_flush(&mut self, plan: &FlushPlan<F>, outcome: FlushOutcome<F>) -> Result<()> {
+    /// Records how a plan ended: a synced plan makes its batches durable; a failed one marks
+    /// its blocks as possibly written and fails the flush.
+    fn complete_flush(&mut self, plan: &FlushPlan<F>, end: PlanEnd) -> Result<()> {
         self.stats.flushes += 1;
-        for (first, file) in outcome.created {
-            if let Some(s) = self.segments.iter_mut().find(|s| s.first_index == first) {
-                s.file = Some(file);
-            }
-        }
-        // A write whose sync failed (or that failed part-way) may still have reached the disk:
-        // count its blocks as written, so a later `truncate_after` zeroes them too. Otherwise
-        // stale batches of a failed flush would linger past a shorter new end, where recovery
-        // reads them as damage after the end (refusing to open) or revives a truncated batch.
-        for w in &plan.writes[outcome.completed..outcome.issued] {
-            let position = self.segment_position(w.segment_first);
-            let s = &mut self.segments[position];
-            debug_assert_eq!(s.first_index, w.segment_first);
-            s.written_end = s.written_end.max(w.offset + w.len);
-        }
-        let (segment_count, segment_bytes) = (self.segments.len(), self.config.segment_bytes);
-        for w in &plan.writes[..outcome.completed] {
-            self.stats.syncs += 1;
-            self.stats.bytes_written += w.len;
-            let position = self.segment_position(w.segment_first);
-            let s = &mut self.segments[position];
-            debug_assert_eq!(s.first_index, w.segment_first);
-            s.durable_end = s.durable_end.max(w.data_end);
-            s.issued_end = s.issued_end.max(w.data_end);
-            s.written_end = s.written_end.max(w.offset + w.len);
-            s.tail.release_before(align_down(s.durable_end));
-            if position + 1 < segment_count && s.durable_end == s.data_end {
-                // A finished segment keeps nothing in memory: reads go to disk (verifying what
-                // is there), and a truncation back into it reloads its last block.
-                s.tail = Tail::new(segment_bytes);
-            }
-            while let Some(p) = self.pending.front() {
-                if p.segment_first < w.segment_first
-                    || (p.segment_first == w.segment_first && p.end <= w.data_end)
-                {
-                    self.durable_index = p.index;
-                    self.pending_bytes -= p.end - p.start;
-                    self.pending.pop_front();
-                } else {
-                    break;
+        let w = &plan.write;
+        let position = self.segment_position(w.segment_first);
+        debug_assert_eq!(self.segments[position].first_index, w.segment_first);
+        let error = match end {
+            PlanEnd::Failed { error, issued } => {
+                // A write whose sync failed (or that failed part-way) may still have reached the
+                // disk: count its blocks as written, so a later `truncate_after` zeroes them too.
+                // Otherwise stale batches of a failed flush would linger past a shorter new end,
+                // where recovery reads them as damage after the end (refusing to open) or
+                // revives a truncated batch.
+                if issued {
+                    let s = &mut self.segments[position];
+                    s.written_end = s.written_end.max(w.offset + w.len);
                 }
+                Some(error)
             }
-        }
+            PlanEnd::Synced { shared } => {
+                if shared {
+                    self.stats.shared_syncs += 1;
+                } else {
+                    self.stats.syncs += 1;
+                }
+                self.stats.bytes_written += w.len;
+                let (segment_count, segment_bytes) =
+                    (self.segments.len(), self.config.segment_bytes);
+                let s = &mut self.segments[position];
+                s.durable_end = s.durable_end.max(w.data_end);
+                s.issued_end = s.issued_end.max(w.data_end);
+                s.written_end = s.written_end.max(w.offset + w.len);
+                s.tail.release_before(align_down(s.durable_end));
+                if position + 1 < segment_count && s.durable_end == s.data_end {
+                    // A finished segment keeps nothing in memory: reads go to disk (verifying
+                    // what is there), and a truncation back into it reloads its last block.
+                    s.tail = Tail::new(segment_bytes);
+                }
+                while let Some(p) = self.pending.front() {
+                    if p.segment_first < w.segment_first
+                        || (p.segment_first == w.segment_first && p.end <= w.data_end)
+                    {
+                        self.durable_index = p.index;
+                        self.pending_bytes -= p.end - p.start;
+                        self.pending.pop_front();
+                    } else {
+                        break;
+                    }
+                }
+                None
+            }
+        };
         let durable = self.durable_index;
         let ready: Vec<u64> = self.waiters.range(..=durable).map(|(i, _)| *i).collect();
         for i in ready {
@@ -1241,7 +1326,7 @@ impl<F: StorageFile> State<F> {
                 w.wake();
             }
         }
-        match outcome.error {
+        match error {
             None => Ok(()),
             Some(e) => {
                 // What was written but not synced is not trusted: the next flush rewrites it.
@@ -1335,56 +1420,13 @@ async fn discover_segments<S: Storage>(
     Ok((found, generation))
 }
 
-/// Writes a plan: per segment in order, create it if needed, write, and sync, so an older
-/// segment is complete on disk before a newer one holds any batch.
-async fn execute_flush<S: Storage>(
-    storage: &S,
-    config: &JournalConfig,
-    plan: &mut FlushPlan<S::File>,
-) -> FlushOutcome<S::File> {
-    let mut outcome = FlushOutcome {
-        completed: 0,
-        issued: 0,
-        created: Vec::new(),
-        error: None,
-    };
-    for w in &mut plan.writes {
-        let file = match &w.file {
-            Some(f) => f.clone(),
-            None => match create_segment(
-                storage,
-                w.segment_first,
-                plan.generation,
-                config.segment_bytes,
-            )
-            .await
-            {
-                Ok(f) => {
-                    let f = Rc::new(f);
-                    outcome.created.push((w.segment_first, f.clone()));
-                    f
-                }
-                Err(e) => {
-                    outcome.error = Some(e);
-                    return outcome;
-                }
-            },
-        };
-        outcome.issued += 1;
-        if let Err(e) = file
-            .write_buffers(w.offset, std::mem::take(&mut w.buffers))
-            .await
-        {
-            outcome.error = Some(e);
-            return outcome;
-        }
-        if let Err(e) = file.sync().await {
-            outcome.error = Some(e);
-            return outcome;
-        }
-        outcome.completed += 1;
-    }
-    outcome
+/// Starts writing a plan into its (existing) segment file.
+fn start_write<'a, F: StorageFile + 'a>(mut plan: FlushPlan<F>) -> (FlushPlan<F>, IoFuture<'a>) {
+    let w = &mut plan.write;
+    let file = w.file.clone().expect("the segment file exists");
+    let (offset, buffers) = (w.offset, std::mem::take(&mut w.buffers));
+    let write: IoFuture<'a> = Box::pin(async move { file.write_buffers(offset, buffers).await });
+    (plan, write)
 }
 
 /// Makes everything from `block_start` to `zero_to` read as zeros except `block`, the new

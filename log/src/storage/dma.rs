@@ -318,6 +318,10 @@ async fn run_window<'a>(
                     None => break,
                 }
             }
+            // Empty after refilling: every future has finished (or an error stopped the rest).
+            if running.is_empty() {
+                return Poll::Ready(());
+            }
             let before = running.len();
             running.retain_mut(|f| match f.as_mut().poll(cx) {
                 Poll::Ready(result) => {
@@ -328,9 +332,6 @@ async fn run_window<'a>(
                 }
                 Poll::Pending => true,
             });
-            if running.is_empty() {
-                return Poll::Ready(());
-            }
             if running.len() == before {
                 return Poll::Pending;
             }
@@ -338,4 +339,97 @@ async fn run_window<'a>(
     })
     .await;
     first_error.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use futures_lite::future::{block_on, yield_now};
+
+    use super::*;
+
+    type Boxed<'a> = Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
+
+    /// `count` futures, each yielding `yields(i)` times before it finishes; tracks how many run at
+    /// once and how many finished.
+    fn tracked<'a>(
+        count: usize,
+        yields: impl Fn(usize) -> usize,
+        live: &'a Cell<usize>,
+        peak: &'a Cell<usize>,
+        done: &'a Cell<usize>,
+    ) -> Vec<Boxed<'a>> {
+        (0..count)
+            .map(|i| {
+                let n = yields(i);
+                Box::pin(async move {
+                    live.set(live.get() + 1);
+                    peak.set(peak.get().max(live.get()));
+                    for _ in 0..n {
+                        yield_now().await;
+                    }
+                    live.set(live.get() - 1);
+                    done.set(done.get() + 1);
+                    Ok(())
+                }) as Boxed<'a>
+            })
+            .collect()
+    }
+
+    #[test]
+    fn run_window_runs_every_future_within_the_window() {
+        for window in 1..=9 {
+            for pattern in 0..3usize {
+                let (live, peak, done) = (Cell::new(0), Cell::new(0), Cell::new(0));
+                // Ready at once (a whole window can finish in one poll), uneven, and slow.
+                let yields = |i: usize| match pattern {
+                    0 => 0,
+                    1 => i * 7 % 4,
+                    _ => 3,
+                };
+                let futures = tracked(20, yields, &live, &peak, &done);
+                block_on(run_window(futures, window)).expect("no error");
+                assert_eq!(done.get(), 20, "window {window}, pattern {pattern}");
+                assert!(
+                    peak.get() <= window,
+                    "window {window}: {} ran at once",
+                    peak.get()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn run_window_returns_the_first_error_after_the_started_ones_finish() {
+        let started = Cell::new(0);
+        let finished = Cell::new(0);
+        let futures: Vec<Boxed<'_>> = (0..10)
+            .map(|i| {
+                let (started, finished) = (&started, &finished);
+                Box::pin(async move {
+                    started.set(started.get() + 1);
+                    yield_now().await;
+                    finished.set(finished.get() + 1);
+                    if i == 1 {
+                        Err(Error::io(
+                            "writing",
+                            Path::new("x"),
+                            std::io::Error::from_raw_os_error(libc::EIO),
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                }) as Boxed<'_>
+            })
+            .collect();
+        let result = block_on(run_window(futures, 3));
+        assert!(result.is_err(), "the error is returned");
+        assert_eq!(
+            started.get(),
+            finished.get(),
+            "every started write finished"
+        );
+        assert!(started.get() < 10, "no write starts after the error");
+    }
 }

@@ -39,6 +39,9 @@ struct Disk {
     capacity_bytes: Option<u64>,
     syncs: u64,
     fail_writes: bool,
+    /// Seeded scheduling noise: each file operation first yields to the executor up to this
+    /// many times, so concurrent writes and syncs interleave as on a real device.
+    io_delay: Option<(SplitMix, u64)>,
 }
 
 impl Disk {
@@ -164,6 +167,24 @@ impl MemStorage {
     /// Makes every write fail with `EIO` while `fail` is set.
     pub fn set_fail_writes(&self, fail: bool) {
         self.disk.borrow_mut().fail_writes = fail;
+    }
+
+    /// Makes every later file operation (write, sync, zeroing) yield to the executor a
+    /// seeded-random 0..=`max_yields` times before it takes effect, so that flushes and appends
+    /// running concurrently interleave in many orders. `max_yields` 0 turns it off.
+    pub fn set_io_delay(&self, seed: u64, max_yields: u64) {
+        self.disk.borrow_mut().io_delay = (max_yields > 0).then_some((SplitMix(seed), max_yields));
+    }
+
+    /// Yields as [`MemStorage::set_io_delay`] asks.
+    async fn io_delay(disk: &RefCell<Disk>) {
+        let yields = match &mut disk.borrow_mut().io_delay {
+            Some((rng, max)) => rng.below(*max + 1),
+            None => 0,
+        };
+        for _ in 0..yields {
+            futures_lite::future::yield_now().await;
+        }
     }
 
     /// How many file syncs have completed.
@@ -379,6 +400,7 @@ impl StorageFile for MemFileHandle {
     }
 
     async fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        MemStorage::io_delay(&self.disk).await;
         self.with_file("writing", |disk| {
             check_aligned(offset, data.len() as u64)?;
             if disk.fail_writes {
@@ -407,6 +429,7 @@ impl StorageFile for MemFileHandle {
     }
 
     async fn sync(&self) -> Result<()> {
+        MemStorage::io_delay(&self.disk).await;
         self.with_file("syncing", |disk| {
             if disk.fail_writes {
                 return Err(std::io::Error::from_raw_os_error(libc::EIO));
@@ -420,6 +443,7 @@ impl StorageFile for MemFileHandle {
     }
 
     async fn zero_range(&self, offset: u64, len: u64) -> Result<()> {
+        MemStorage::io_delay(&self.disk).await;
         self.with_file("zeroing", |disk| {
             check_aligned(offset, len)?;
             let file = disk.files.get_mut(&self.id).expect("checked");
