@@ -52,7 +52,7 @@ use crate::batch::{self, Batch, BatchMeta, HEADER_BYTES};
 use crate::error::{Error, Result};
 use crate::lock::LocalLock;
 use crate::segment::{DATA_START, SegmentHeader, parse_segment_name, segment_name, temp_name};
-use crate::storage::{BLOCK_BYTES, Storage, StorageFile};
+use crate::storage::{BLOCK_BYTES, Storage, StorageFile, WRITE_CHUNK_BYTES};
 use crate::tail::Tail;
 
 /// Limits and sizes of a journal. Every buffer and write is bounded by one of these.
@@ -307,11 +307,15 @@ impl<F: StorageFile> Default for Pipeline<'_, F> {
 }
 
 impl<'a, F: StorageFile + 'a> Pipeline<'a, F> {
-    /// True when the next plan may be made and written now.
-    fn may_plan(&self) -> bool {
+    /// True when the next plan may be made and written now, given `unwritten` bytes waiting.
+    /// One plan is written while the previous one syncs; more only in streaming mode, when at
+    /// least a write chunk waits: small appends then gather into the next plan instead of each
+    /// paying a write and a sync.
+    fn may_plan(&self, unwritten: u64) -> bool {
         self.new_segment.is_none()
             && self.writing.is_none()
             && self.written.len() + 1 < PLANS_IN_FLIGHT_MAX
+            && (self.written.len() < 2 || unwritten >= WRITE_CHUNK_BYTES as u64)
     }
 
     /// Starts a sync of the written plans, unless one is running.
@@ -595,7 +599,11 @@ impl<S: Storage> Journal<S> {
         let _guard = self.io.lock().await;
         let mut pipe = Pipeline::default();
         loop {
-            if pipe.may_plan() {
+            let unwritten = self
+                .state
+                .borrow()
+                .unwritten_bytes(target, WRITE_CHUNK_BYTES as u64);
+            if pipe.may_plan(unwritten) {
                 let next = {
                     let mut state = self.state.borrow_mut();
                     state.plan_flush(target, &|len| self.storage.alloc_buffer(len))
@@ -633,6 +641,9 @@ impl<S: Storage> Journal<S> {
                         return Err(self.fail_plan(&failed, e, true));
                     }
                     self.complete_synced(&mut pipe.written, covered)?;
+                    // Let the appenders just woken append again before the next plan is cut,
+                    // so their batches ride on it instead of waiting for one more write.
+                    futures_lite::future::yield_now().await;
                 }
                 IoEvent::Written(result) => {
                     let (plan, _) = pipe.writing.take().expect("was writing");
@@ -1183,6 +1194,21 @@ impl<F: StorageFile> State<F> {
         self.segments
             .partition_point(|s| s.first_index <= index)
             .saturating_sub(1)
+    }
+
+    /// Bytes of pending batches up to `target` not written yet, counted up to `enough`.
+    fn unwritten_bytes(&self, target: u64, enough: u64) -> u64 {
+        let mut bytes = 0;
+        for p in self.pending.iter().take_while(|p| p.index <= target) {
+            let s = &self.segments[self.segment_position(p.segment_first)];
+            if p.end > s.issued_end {
+                bytes += p.end - p.start.max(s.issued_end);
+                if bytes >= enough {
+                    break;
+                }
+            }
+        }
+        bytes
     }
 
     /// Marks a plan's data as written (not yet synced): the next plan starts after it.
