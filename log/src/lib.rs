@@ -45,6 +45,6 @@ pub use error::{Error, Result};
 pub use flusher::{FlushPolicy, run_flusher, spawn_flusher};
 pub use journal::{DroppedTail, Journal, JournalConfig, JournalStats, Reader, RecoveryReport};
 pub use storage::{
-    BLOCK_BYTES, DmaStorage, MemBuffer, MemStorage, SECTOR_BYTES, Storage, StorageFile,
+    BLOCK_BYTES, DmaStorage, IoDelay, MemBuffer, MemStorage, SECTOR_BYTES, Storage, StorageFile,
     WRITE_CHUNK_BYTES, WriteBuffer,
 };

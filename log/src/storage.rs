@@ -11,7 +11,7 @@ mod dma;
 mod mem;
 
 pub use dma::{DmaFileHandle, DmaStorage, PooledBuffer};
-pub use mem::{MemBuffer, MemFileHandle, MemStorage};
+pub use mem::{IoDelay, MemBuffer, MemFileHandle, MemStorage};
 
 use std::path::PathBuf;
 

@@ -41,7 +41,7 @@ struct Disk {
     fail_writes: bool,
     /// Seeded scheduling noise: each file operation first yields to the executor up to this
     /// many times, so concurrent writes and syncs interleave as on a real device.
-    io_delay: Option<(SplitMix, u64)>,
+    io_delay: Option<(SplitMix, IoDelay)>,
 }
 
 impl Disk {
@@ -71,6 +71,22 @@ impl Disk {
             .collect();
         self.files.retain(|id, _| live.contains(id));
     }
+}
+
+/// Scheduling noise of a [`MemStorage`]: the most times an operation yields before it takes
+/// effect. Slow syncs and fast writes let the flush pipeline run several plans ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoDelay {
+    /// For writes and zeroing.
+    pub write_yields_max: u64,
+    /// For syncs.
+    pub sync_yields_max: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum IoKind {
+    Write,
+    Sync,
 }
 
 /// A shared write buffer of the in-memory disk.
@@ -169,17 +185,22 @@ impl MemStorage {
         self.disk.borrow_mut().fail_writes = fail;
     }
 
-    /// Makes every later file operation (write, sync, zeroing) yield to the executor a
-    /// seeded-random 0..=`max_yields` times before it takes effect, so that flushes and appends
-    /// running concurrently interleave in many orders. `max_yields` 0 turns it off.
-    pub fn set_io_delay(&self, seed: u64, max_yields: u64) {
-        self.disk.borrow_mut().io_delay = (max_yields > 0).then_some((SplitMix(seed), max_yields));
+    /// Makes every later file operation yield to the executor a seeded-random number of times
+    /// (up to the maximum `delay` gives for its kind) before it takes effect, so that flushes and
+    /// appends running concurrently interleave in many orders. `None` turns it off.
+    pub fn set_io_delay(&self, seed: u64, delay: Option<IoDelay>) {
+        self.disk.borrow_mut().io_delay = delay.map(|d| (SplitMix(seed), d));
     }
 
-    /// Yields as [`MemStorage::set_io_delay`] asks.
-    async fn io_delay(disk: &RefCell<Disk>) {
+    /// Yields as [`MemStorage::set_io_delay`] asks, for an operation of `kind`.
+    async fn io_delay(disk: &RefCell<Disk>, kind: IoKind) {
         let yields = match &mut disk.borrow_mut().io_delay {
-            Some((rng, max)) => rng.below(*max + 1),
+            Some((rng, delay)) => rng.below(
+                match kind {
+                    IoKind::Write => delay.write_yields_max,
+                    IoKind::Sync => delay.sync_yields_max,
+                } + 1,
+            ),
             None => 0,
         };
         for _ in 0..yields {
@@ -400,7 +421,7 @@ impl StorageFile for MemFileHandle {
     }
 
     async fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
-        MemStorage::io_delay(&self.disk).await;
+        MemStorage::io_delay(&self.disk, IoKind::Write).await;
         self.with_file("writing", |disk| {
             check_aligned(offset, data.len() as u64)?;
             if disk.fail_writes {
@@ -429,7 +450,7 @@ impl StorageFile for MemFileHandle {
     }
 
     async fn sync(&self) -> Result<()> {
-        MemStorage::io_delay(&self.disk).await;
+        MemStorage::io_delay(&self.disk, IoKind::Sync).await;
         self.with_file("syncing", |disk| {
             if disk.fail_writes {
                 return Err(std::io::Error::from_raw_os_error(libc::EIO));
@@ -443,7 +464,7 @@ impl StorageFile for MemFileHandle {
     }
 
     async fn zero_range(&self, offset: u64, len: u64) -> Result<()> {
-        MemStorage::io_delay(&self.disk).await;
+        MemStorage::io_delay(&self.disk, IoKind::Write).await;
         self.with_file("zeroing", |disk| {
             check_aligned(offset, len)?;
             let file = disk.files.get_mut(&self.id).expect("checked");
