@@ -11,11 +11,13 @@
 //! **Durability** is separate: [`Journal::flush`] writes everything appended before it and syncs
 //! it, and wakes every [`Journal::wait_durable`] it covers. Concurrent `flush` callers queue on the
 //! lock; when one finishes, the next finds its appends already covered or flushes everything
-//! pending, so many appends share one `fdatasync` (group commit). A flush with more than
-//! `flush_bytes_max` to write runs as a pipeline of plans: while one plan's `fdatasync` runs, the
-//! next plan is written, so the disk keeps streaming; its waiters wake as soon as its own sync
-//! returns. Plans never write the same block at once, and a plan that creates a segment runs
-//! alone, after everything before it is synced. Durability is counted in bytes: a plan cut at
+//! pending, so many appends share one `fdatasync` (group commit). A flush runs as a pipeline of
+//! plans, each one write of at most `flush_bytes_max` into one segment: while a sync runs, the
+//! next plan is written, and once a write chunk or more is waiting (streaming), plans keep being
+//! written ahead of the syncs, up to four unsynced; one `fdatasync` completes every plan written
+//! when it started, waking its waiters. Plans never write the same block at once, and a plan
+//! that starts a segment waits until everything before it is synced. Durability is counted in
+//! bytes: a plan cut at
 //! `flush_bytes_max` ends on a buffer boundary even inside a batch, and a batch is durable when
 //! every byte of it is. [`crate::flusher`] runs flushes in the background by a
 //! [`crate::FlushPolicy`].
