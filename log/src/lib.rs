@@ -1,4 +1,5 @@
-//! `sluice-log`: the record-batch format and the direct-I/O segmented journal of a partition.
+//! `sluice-log`: the record-batch format, the direct-I/O segmented journal, and the Raft
+//! replication core of a partition, with the deterministic simulator that tests it.
 //!
 //! A partition's log is a sequence of [batches](batch), each one journal entry (and, later, one
 //! Raft entry), stored in preallocated [segment] files written with `O_DIRECT`.
@@ -30,13 +31,24 @@
 //! The disk is a [`Storage`]: [`DmaStorage`] in production (glommio, `io_uring`, `O_DIRECT`) and
 //! [`MemStorage`] in tests, an in-memory disk that, at a simulated crash, drops, applies or tears
 //! each write not yet synced, as a device with a volatile cache may.
+//!
+//! # Raft
+//!
+//! [`raft::Raft`] is a sans-IO state machine: inputs (`handle_tick`, `handle_message`,
+//! `propose`, `handle_flushed`) and one numbered [`raft::Ready`] of outputs (entries for the
+//! journal, hard state to persist, messages, the commit index); its module docs show the driver
+//! loop. Each Raft entry is one journal batch, at the same index, carrying its term.
+//! [`sim::cluster`] drives several replicas under a seeded faulty network and crashing disks and
+//! checks Raft's safety rules after every step.
 
 pub mod batch;
 mod error;
 pub mod flusher;
 mod journal;
 mod lock;
+pub mod raft;
 pub mod segment;
+pub mod sim;
 pub mod storage;
 mod tail;
 

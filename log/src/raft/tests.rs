@@ -1,0 +1,479 @@
+//! Unit tests of the Raft core with a tiny lock-step harness: an in-memory journal per replica,
+//! a message queue, explicit flushes and a manual clock. The seeded simulator exercises faults
+//! at scale; these pin down single behaviours.
+
+use std::collections::BTreeSet;
+
+use super::*;
+
+struct Node {
+    raft: Raft,
+    /// The journal: entries as the driver wrote them.
+    journal: Vec<Entry>,
+    durable: u64,
+    persisted: HardState,
+    committed: u64,
+    /// Flush automatically after every Ready.
+    auto_flush: bool,
+}
+
+struct Cluster {
+    nodes: BTreeMap<ReplicaId, Node>,
+    queue: VecDeque<Message>,
+    /// Pairs (from, to) whose messages are dropped.
+    cut: BTreeSet<(ReplicaId, ReplicaId)>,
+    now_ms: u64,
+    /// Journal reads served for lagging followers.
+    reads: u64,
+}
+
+fn config(id: ReplicaId, ids: &[ReplicaId]) -> RaftConfig {
+    RaftConfig {
+        heartbeat_interval_ms: 10,
+        election_timeout_ms: 100,
+        append_bytes_max: 4096,
+        inflight_appends_max: 4,
+        entry_cache_bytes_max: 1 << 20,
+        ..RaftConfig::new(id, ids)
+    }
+}
+
+impl Cluster {
+    fn new(ids: &[ReplicaId]) -> Self {
+        Self::with_configs(ids.iter().map(|&id| config(id, ids)).collect())
+    }
+
+    fn with_configs(configs: Vec<RaftConfig>) -> Self {
+        let nodes = configs
+            .into_iter()
+            .map(|c| {
+                let id = c.id;
+                let log = RaftLog::recovered(0, 0, vec![], 0, c.entry_cache_bytes_max);
+                let raft = Raft::new(c, HardState::default(), log, 0, 42);
+                (
+                    id,
+                    Node {
+                        raft,
+                        journal: Vec::new(),
+                        durable: 0,
+                        persisted: HardState::default(),
+                        committed: 0,
+                        auto_flush: true,
+                    },
+                )
+            })
+            .collect();
+        Cluster {
+            nodes,
+            queue: VecDeque::new(),
+            cut: BTreeSet::new(),
+            now_ms: 0,
+            reads: 0,
+        }
+    }
+
+    fn node(&mut self, id: ReplicaId) -> &mut Node {
+        self.nodes.get_mut(&id).expect("node")
+    }
+
+    /// Carries out every node's Ready until nothing moves.
+    fn settle(&mut self) {
+        for _ in 0..10_000 {
+            let mut moved = false;
+            let ids: Vec<ReplicaId> = self.nodes.keys().copied().collect();
+            for id in ids {
+                let node = self.nodes.get_mut(&id).expect("node");
+                let ready = node.raft.ready();
+                if !ready.is_empty() {
+                    moved = true;
+                }
+                if let Some(t) = ready.truncate_after {
+                    assert!(t >= node.committed, "node {id} truncates committed {t}");
+                    node.journal.truncate(usize::try_from(t).expect("small"));
+                    node.durable = node.durable.min(t);
+                }
+                for e in &ready.entries {
+                    assert_eq!(
+                        e.index,
+                        node.journal.len() as u64 + 1,
+                        "node {id} appends in order"
+                    );
+                    node.journal.push(e.clone());
+                }
+                if let Some(h) = ready.hard_state {
+                    node.persisted = h;
+                }
+                // Messages that depend on term or vote leave only after they are persisted.
+                for m in ready.messages_after_persist.iter().chain(&ready.messages) {
+                    assert!(
+                        m.term <= node.persisted.term
+                            || matches!(
+                                m.body,
+                                MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { .. }
+                            ),
+                        "node {id} sends term {} before persisting it ({})",
+                        m.term,
+                        node.persisted.term
+                    );
+                }
+                self.queue.extend(ready.messages);
+                self.queue.extend(ready.messages_after_persist);
+                if let Some(c) = ready.commit_index {
+                    assert!(c >= node.committed, "commit index went back on {id}");
+                    assert!(c <= node.journal.len() as u64 || node.raft.role() != Role::Leader);
+                    node.committed = c;
+                }
+                self.reads += ready.reads.len() as u64;
+                for read in ready.reads {
+                    let from = usize::try_from(read.from_index - 1).expect("small");
+                    let entries: Vec<Entry> =
+                        node.journal[from..].iter().take(8).cloned().collect();
+                    node.raft.handle_log_read(read.peer, entries);
+                }
+                node.raft.advance(ready.number);
+                if node.auto_flush && node.durable < node.journal.len() as u64 {
+                    node.durable = node.journal.len() as u64;
+                    node.raft.handle_flushed(node.durable);
+                    moved = true;
+                }
+            }
+            while let Some(m) = self.queue.pop_front() {
+                moved = true;
+                if self.cut.contains(&(m.from, m.to)) {
+                    continue;
+                }
+                if let Some(node) = self.nodes.get_mut(&m.to) {
+                    node.raft.handle_message(m);
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the cluster never settled");
+    }
+
+    /// Advances the clock in steps of `step_ms`, settling after each.
+    fn run_for(&mut self, ms: u64, step_ms: u64) {
+        let end = self.now_ms + ms;
+        while self.now_ms < end {
+            self.now_ms += step_ms;
+            let now = self.now_ms;
+            for node in self.nodes.values_mut() {
+                node.raft.handle_tick(now);
+            }
+            self.settle();
+        }
+    }
+
+    fn leaders(&self) -> Vec<ReplicaId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.raft.role() == Role::Leader)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn leader(&self) -> ReplicaId {
+        let leaders = self.leaders();
+        assert_eq!(leaders.len(), 1, "exactly one leader: {leaders:?}");
+        leaders[0]
+    }
+
+    fn isolate(&mut self, id: ReplicaId) {
+        let ids: Vec<ReplicaId> = self.nodes.keys().copied().collect();
+        for other in ids {
+            if other != id {
+                self.cut.insert((id, other));
+                self.cut.insert((other, id));
+            }
+        }
+    }
+
+    fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    fn propose(&mut self, leader: ReplicaId, payload: &[u8]) -> u64 {
+        self.node(leader)
+            .raft
+            .propose(Rc::from(payload.to_vec()))
+            .expect("the leader takes proposals")
+    }
+}
+
+#[test]
+fn a_single_replica_elects_itself_and_commits_after_its_flush() {
+    let mut c = Cluster::new(&[1]);
+    c.run_for(300, 10);
+    assert_eq!(c.leader(), 1);
+    c.node(1).auto_flush = false;
+    let index = c.propose(1, b"a");
+    c.settle();
+    assert!(
+        c.node(1).committed < index,
+        "not committed before it is durable"
+    );
+    let len = c.node(1).journal.len() as u64;
+    c.node(1).raft.handle_flushed(len);
+    c.settle();
+    assert_eq!(c.node(1).committed, index);
+}
+
+#[test]
+fn three_replicas_elect_one_leader_and_replicate() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.run_for(500, 10);
+    let leader = c.leader();
+    let term = c.node(leader).raft.term();
+    for i in 0..20u8 {
+        c.propose(leader, &[i]);
+    }
+    c.run_for(50, 10);
+    let last = c.node(leader).journal.len() as u64;
+    let journal = c.nodes[&leader].journal.clone();
+    for id in [1, 2, 3] {
+        let n = c.node(id);
+        assert_eq!(n.raft.term(), term);
+        assert_eq!(
+            n.journal.len() as u64,
+            last,
+            "replica {id} holds every entry"
+        );
+        assert_eq!(
+            n.committed, last,
+            "replica {id} knows everything is committed"
+        );
+        assert_eq!(n.journal, journal);
+    }
+}
+
+#[test]
+fn commit_counts_only_flushed_replicas() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.run_for(500, 10);
+    let leader = c.leader();
+    let followers: Vec<ReplicaId> = [1, 2, 3].into_iter().filter(|i| *i != leader).collect();
+    for f in &followers {
+        c.node(*f).auto_flush = false;
+    }
+    let before = c.node(leader).committed;
+    let index = c.propose(leader, b"x");
+    c.run_for(50, 10);
+    assert_eq!(
+        c.node(leader).committed,
+        before,
+        "followers hold the entry unflushed: not committed"
+    );
+    let f = followers[0];
+    let len = c.node(f).journal.len() as u64;
+    c.node(f).raft.handle_flushed(len);
+    c.run_for(30, 10);
+    assert_eq!(
+        c.node(leader).committed,
+        index,
+        "leader + one flushed follower is a quorum"
+    );
+}
+
+#[test]
+fn the_leader_flushes_in_parallel_and_its_own_flush_counts() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.run_for(500, 10);
+    let leader = c.leader();
+    let followers: Vec<ReplicaId> = [1, 2, 3].into_iter().filter(|i| *i != leader).collect();
+    c.node(leader).auto_flush = false;
+    c.node(followers[0]).auto_flush = false;
+    let index = c.propose(leader, b"x");
+    c.run_for(30, 10);
+    assert!(
+        c.node(leader).committed < index,
+        "one flushed replica of three is no quorum"
+    );
+    let len = c.node(leader).journal.len() as u64;
+    c.node(leader).raft.handle_flushed(len);
+    c.settle();
+    assert_eq!(
+        c.node(leader).committed,
+        index,
+        "the leader's own durable index counts"
+    );
+}
+
+#[test]
+fn a_partitioned_follower_does_not_disrupt_the_leader_when_it_returns() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.run_for(500, 10);
+    let leader = c.leader();
+    let term = c.node(leader).raft.term();
+    let lone = [1, 2, 3]
+        .into_iter()
+        .find(|i| *i != leader)
+        .expect("a follower");
+    c.isolate(lone);
+    c.run_for(2000, 10);
+    assert_eq!(
+        c.node(lone).raft.term(),
+        term,
+        "pre-vote keeps the lone replica's term"
+    );
+    assert_eq!(c.leader(), leader);
+    c.heal();
+    c.run_for(500, 10);
+    assert_eq!(c.leader(), leader, "the leader stays");
+    assert_eq!(c.node(leader).raft.term(), term, "no new term");
+}
+
+#[test]
+fn an_isolated_leader_steps_down_and_the_majority_elects_another() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.run_for(500, 10);
+    let old = c.leader();
+    c.isolate(old);
+    c.run_for(1000, 10);
+    assert_ne!(
+        c.node(old).raft.role(),
+        Role::Leader,
+        "check-quorum: the minority leader steps down"
+    );
+    let new = c.leader();
+    assert_ne!(new, old);
+    assert!(matches!(
+        c.node(old).raft.propose(Rc::from(vec![1])),
+        Err(ProposeError::NotLeader { .. })
+    ));
+    c.heal();
+    c.run_for(500, 10);
+    assert_eq!(c.leader(), new);
+}
+
+#[test]
+fn conflicting_uncommitted_entries_are_truncated() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.run_for(500, 10);
+    let old = c.leader();
+    c.propose(old, b"committed");
+    c.run_for(50, 10);
+    let committed = c.node(old).committed;
+    // The old leader appends entries nobody else receives, then loses leadership.
+    c.isolate(old);
+    for i in 0..5u8 {
+        c.propose(old, &[b'x', i]);
+    }
+    c.run_for(1000, 10);
+    let new = c.leader();
+    assert_ne!(new, old);
+    c.propose(new, b"new");
+    c.run_for(50, 10);
+    c.heal();
+    c.run_for(500, 10);
+    let journal = c.nodes[&new].journal.clone();
+    assert_eq!(
+        c.node(old).journal,
+        journal,
+        "the old leader's suffix was replaced"
+    );
+    assert!(journal.iter().all(|e| e.payload.first() != Some(&b'x')));
+    assert!(c.node(old).committed >= committed);
+}
+
+#[test]
+fn the_highest_priority_replica_becomes_leader() {
+    for top in [1, 2, 3] {
+        let ids = [1, 2, 3];
+        let configs = ids
+            .iter()
+            .map(|&id| {
+                let mut c = config(id, &ids);
+                for r in &mut c.replicas {
+                    r.priority = if r.id == top { 3 } else { 1 };
+                }
+                c
+            })
+            .collect();
+        let mut c = Cluster::with_configs(configs);
+        c.run_for(500, 10);
+        assert_eq!(c.leader(), top, "priority {top} stands first");
+    }
+}
+
+#[test]
+fn leadership_moves_to_the_named_replica() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.run_for(500, 10);
+    let old = c.leader();
+    let target = [1, 2, 3].into_iter().find(|i| *i != old).expect("another");
+    c.propose(old, b"before");
+    c.node(old)
+        .raft
+        .transfer_leadership(target)
+        .expect("leader");
+    assert_eq!(
+        c.node(old).raft.propose(Rc::from(vec![1])),
+        Err(ProposeError::Transferring)
+    );
+    c.run_for(100, 10);
+    assert_eq!(c.leader(), target);
+    let index = c.propose(target, b"after");
+    c.run_for(50, 10);
+    assert!(c.nodes.values().all(|n| n.committed >= index));
+}
+
+#[test]
+fn a_lagging_follower_is_served_from_the_journal() {
+    let ids = [1, 2, 3];
+    let configs = ids
+        .iter()
+        .map(|&id| RaftConfig {
+            entry_cache_bytes_max: 300,
+            ..config(id, &ids)
+        })
+        .collect();
+    let mut c = Cluster::with_configs(configs);
+    c.run_for(500, 10);
+    let leader = c.leader();
+    let lagging = ids.into_iter().find(|i| *i != leader).expect("follower");
+    c.isolate(lagging);
+    for i in 0..30u8 {
+        c.propose(leader, &[i; 50]);
+    }
+    c.run_for(50, 10);
+    c.heal();
+    c.run_for(500, 10);
+    assert_eq!(c.nodes[&lagging].journal, c.nodes[&leader].journal);
+    assert!(c.reads > 0, "entries past the cache came from the journal");
+}
+
+#[test]
+fn votes_go_out_only_after_term_and_vote_are_persisted() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    // The harness asserts, for every message, that its term was persisted first.
+    c.run_for(500, 10);
+    let leader = c.leader();
+    let r = &mut c.node(leader).raft;
+    let ready = r.ready();
+    assert!(ready.hard_state.is_none());
+    r.advance(ready.number);
+    c.isolate(leader);
+    c.run_for(1000, 10);
+    assert_ne!(c.leader(), leader);
+}
+
+#[test]
+fn invalid_configurations_name_the_rule() {
+    let mut c = RaftConfig::new(4, &[1, 2, 3]);
+    assert!(
+        c.validate()
+            .expect_err("4 is not a replica")
+            .contains("not among")
+    );
+    c = RaftConfig::new(1, &[1, 1, 2]);
+    assert!(c.validate().expect_err("duplicate").contains("unique"));
+    c = RaftConfig::new(1, &[1, 2, 3]);
+    c.election_timeout_ms = c.heartbeat_interval_ms;
+    assert!(
+        c.validate()
+            .expect_err("timeouts")
+            .contains("election timeout")
+    );
+}

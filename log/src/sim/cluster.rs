@@ -1,0 +1,778 @@
+//! One partition's replicas under faults: the deterministic Raft simulation.
+//!
+//! Each replica is a real [`Raft`] core driven over a real [`Journal`] on its own [`MemStorage`]
+//! disk, with its hard state in a small durable record. A [`SimNetwork`] carries messages. Time is
+//! virtual (1 ms a step). One seed, split into independent streams, drives the network faults,
+//! disk latencies and crash tears, the workload, and the fault schedule, so a seed replays a run
+//! exactly.
+//!
+//! A run has a fault phase (message loss, duplication and delays, partitions symmetric and
+//! one-way, crashes that lose unflushed writes and may tear the flush in progress, restarts,
+//! slow disks) and then a calm phase: everything heals, every replica restarts, and the cluster
+//! must elect a leader and commit new proposals within a bounded number of steps. The
+//! [`Checker`] runs after every step, and once at the end over the healed cluster.
+
+use std::fmt;
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::{Context, Waker};
+
+use futures_lite::future::block_on;
+
+use super::check::{Checker, EntryView, ReplicaView};
+use super::network::{NetworkFaults, SimNetwork};
+use super::rng::{Rng, Streams};
+use crate::raft::{
+    Entry, HardState, InjectedBug, Message, Raft, RaftConfig, RaftLog, ReplicaId, Role,
+};
+use crate::{BatchMeta, IoDelay, Journal, JournalConfig, MemStorage};
+
+/// How a simulation runs.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub replicas: u64,
+    /// Total steps (1 ms of virtual time each), fault phase and calm phase together.
+    pub steps: u64,
+    /// Steps at the end without faults, in which the cluster must make progress.
+    pub calm_steps: u64,
+    /// Chance per step, per mille, that the client proposes.
+    pub propose_per_mille: u32,
+    /// A deliberate bug in every replica (checker self-tests).
+    pub bug: Option<InjectedBug>,
+}
+
+impl SimConfig {
+    /// The default run for `seed`: three replicas, 4000 steps of which the last 1500 are calm.
+    #[must_use]
+    pub fn new(seed: u64) -> Self {
+        SimConfig {
+            seed,
+            replicas: 3,
+            steps: 4000,
+            calm_steps: 1500,
+            propose_per_mille: 300,
+            bug: None,
+        }
+    }
+
+    /// The command that replays this run.
+    #[must_use]
+    pub fn replay_command(&self) -> String {
+        let mut cmd = format!(
+            "cargo run --release -p sluice-tools --bin sluice-sim -- --seed {} --steps {} --replicas {}",
+            self.seed, self.steps, self.replicas
+        );
+        if let Some(bug) = self.bug {
+            cmd = format!("{cmd} --bug {bug:?}");
+        }
+        cmd
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimReport {
+    pub seed: u64,
+    pub proposals: u64,
+    pub acknowledged: u64,
+    pub commits: u64,
+    pub crashes: u64,
+    pub torn_flushes: u64,
+    pub elections: u64,
+    pub messages_delivered: u64,
+    pub messages_dropped: u64,
+}
+
+/// A failed run: the rule broken and how to replay it.
+#[derive(Debug, Clone)]
+pub struct SimFailure {
+    pub seed: u64,
+    pub step: u64,
+    pub reason: String,
+    pub replay: String,
+}
+
+impl fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "seed {} failed at step {}: {}\nreplay: {}",
+            self.seed, self.step, self.reason, self.replay
+        )
+    }
+}
+
+/// The network of the fault phase: lossy, duplicating and reordering, with delays up to a
+/// fraction of the election timeout (longer ones would make elections all but impossible).
+const FAULTY_NETWORK: NetworkFaults = NetworkFaults {
+    loss_per_mille: 30,
+    duplicate_per_mille: 20,
+    delay_min_ms: 1,
+    delay_max_ms: 40,
+};
+
+/// Test timeouts: short, so a run covers many elections.
+const HEARTBEAT_MS: u64 = 10;
+const ELECTION_TIMEOUT_MS: u64 = 100;
+/// A flush takes this long normally, and up to `SLOW_FLUSH_MS_MAX` on a slow disk.
+const FLUSH_MS_MAX: u64 = 4;
+const SLOW_FLUSH_MS_MAX: u64 = 60;
+/// Fault chances per step, per mille.
+const CRASH_PER_MILLE: u32 = 2;
+/// Of crashes, how many per mille take down two replicas at once, and all of them (a power cut).
+const CRASH_TWO_PER_MILLE: u32 = 250;
+const CRASH_ALL_PER_MILLE: u32 = 150;
+const RESTART_PER_MILLE: u32 = 20;
+const PARTITION_PER_MILLE: u32 = 3;
+const ONE_WAY_PER_MILLE: u32 = 2;
+const HEAL_PER_MILLE: u32 = 8;
+/// Chance per step that a replica's disk turns slow (or fast again).
+const SLOW_DISK_TOGGLE_PER_MILLE: u32 = 3;
+/// In the calm phase, a leader and a newly acknowledged proposal must appear within this many
+/// steps.
+const LIVENESS_STEPS_MAX: u64 = 1000;
+/// Bounds the entries a replica may hold, so a run's memory is bounded.
+const ENTRIES_MAX: usize = 200_000;
+
+fn journal_config() -> JournalConfig {
+    JournalConfig {
+        segment_bytes: 256 << 10,
+        batch_bytes_max: 8 << 10,
+        flush_bytes_max: 32 << 10,
+        index_interval_bytes: 4 << 10,
+        ..JournalConfig::default()
+    }
+}
+
+fn raft_config(id: ReplicaId, replicas: u64) -> RaftConfig {
+    let ids: Vec<ReplicaId> = (1..=replicas).collect();
+    RaftConfig {
+        heartbeat_interval_ms: HEARTBEAT_MS,
+        election_timeout_ms: ELECTION_TIMEOUT_MS,
+        append_bytes_max: 16 << 10,
+        inflight_appends_max: 4,
+        entry_cache_bytes_max: 64 << 10,
+        ..RaftConfig::new(id, &ids)
+    }
+}
+
+/// A proposal's payload: its id, little-endian.
+fn encode_proposal(id: u64) -> Rc<[u8]> {
+    Rc::from(id.to_le_bytes().to_vec())
+}
+
+fn decode_proposal(payload: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(payload).ok().map(u64::from_le_bytes)
+}
+
+struct Live {
+    raft: Raft,
+    journal: Journal<MemStorage>,
+    /// When the flush in progress completes, if one is.
+    flush_done_ms: Option<u64>,
+}
+
+struct Replica {
+    id: ReplicaId,
+    disk: MemStorage,
+    /// The durable hard-state record (a small file with its own fsync, in a real driver).
+    hard: HardState,
+    live: Option<Live>,
+    /// What the journal holds, mirrored for the checkers.
+    shadow: Vec<EntryView>,
+    /// Flushes take up to `SLOW_FLUSH_MS_MAX` while set.
+    slow_disk: bool,
+}
+
+/// A client proposal waiting for its acknowledgement.
+struct Pending {
+    id: u64,
+    replica: ReplicaId,
+    index: u64,
+    term: u64,
+}
+
+/// The simulation of one partition.
+#[expect(
+    missing_debug_implementations,
+    reason = "its state is the replicas' journals; SimReport says what happened"
+)]
+pub struct Simulation {
+    config: SimConfig,
+    streams: Streams,
+    replicas: Vec<Replica>,
+    network: SimNetwork<Message>,
+    checker: Checker,
+    disk_rng: Rng,
+    faults_rng: Rng,
+    workload_rng: Rng,
+    now_ms: u64,
+    next_proposal: u64,
+    pending: Vec<Pending>,
+    report: SimReport,
+    last_leader_term: u64,
+}
+
+impl Simulation {
+    /// Sets up the replicas of `config`.
+    ///
+    /// # Panics
+    /// On a journal error in the in-memory disk (a simulator bug).
+    #[must_use]
+    pub fn new(config: SimConfig) -> Self {
+        let streams = Streams::new(config.seed);
+        let network = SimNetwork::new(streams.network(), FAULTY_NETWORK);
+        let mut sim = Simulation {
+            replicas: Vec::new(),
+            network,
+            checker: Checker::new(),
+            disk_rng: streams.disk(),
+            faults_rng: streams.faults(),
+            workload_rng: streams.workload(),
+            now_ms: 0,
+            next_proposal: 1,
+            pending: Vec::new(),
+            report: SimReport {
+                seed: config.seed,
+                ..SimReport::default()
+            },
+            last_leader_term: 0,
+            streams,
+            config,
+        };
+        for id in 1..=sim.config.replicas {
+            let disk = MemStorage::new();
+            sim.replicas.push(Replica {
+                id,
+                disk,
+                hard: HardState::default(),
+                live: None,
+                shadow: Vec::new(),
+                slow_disk: false,
+            });
+            sim.start(id);
+        }
+        sim
+    }
+
+    /// Runs every step; the report, or the first violation.
+    ///
+    /// # Errors
+    /// [`SimFailure`] with the seed, the step, the broken rule and the replay command.
+    pub fn run(mut self) -> Result<SimReport, SimFailure> {
+        let calm_from = self.config.steps.saturating_sub(self.config.calm_steps);
+        let mut calm_acked_at: Option<u64> = None;
+        let mut acked_before_calm = 0;
+        for step in 0..self.config.steps {
+            if step == calm_from {
+                self.calm_down();
+                acked_before_calm = self.report.acknowledged;
+            }
+            if step < calm_from {
+                self.inject_faults();
+            }
+            self.step().map_err(|reason| self.failure(step, reason))?;
+            if step >= calm_from
+                && calm_acked_at.is_none()
+                && self.report.acknowledged > acked_before_calm
+            {
+                calm_acked_at = Some(step);
+            }
+            if step >= calm_from + LIVENESS_STEPS_MAX && calm_acked_at.is_none() {
+                return Err(self.failure(
+                    step,
+                    format!(
+                        "liveness: no proposal acknowledged within {LIVENESS_STEPS_MAX} steps after faults stopped; {}",
+                        self.describe()
+                    ),
+                ));
+            }
+        }
+        if self.report.acknowledged == 0 {
+            return Err(self.failure(self.config.steps, "the run committed nothing".into()));
+        }
+        self.settle_and_check_final()
+            .map_err(|reason| self.failure(self.config.steps, reason))?;
+        let stats = self.network.stats();
+        self.report.messages_delivered = stats.delivered;
+        self.report.messages_dropped = stats.dropped();
+        Ok(self.report)
+    }
+
+    /// Each replica's state, for failure messages.
+    fn describe(&self) -> String {
+        let replicas: Vec<String> = self
+            .replicas
+            .iter()
+            .map(|r| match &r.live {
+                None => format!("{}: down", r.id),
+                Some(l) => format!(
+                    "{}: {:?} term {} leader {:?} commit {} last {} durable {}",
+                    r.id,
+                    l.raft.role(),
+                    l.raft.term(),
+                    l.raft.leader(),
+                    l.raft.commit_index(),
+                    l.raft.log().last_index(),
+                    l.raft.log().durable_index()
+                ),
+            })
+            .collect();
+        format!("replicas [{}]", replicas.join("; "))
+    }
+
+    fn failure(&self, step: u64, reason: String) -> SimFailure {
+        SimFailure {
+            seed: self.config.seed,
+            step,
+            reason,
+            replay: self.config.replay_command(),
+        }
+    }
+
+    // ------------------------------------------------------------ replicas
+
+    fn position(id: ReplicaId) -> usize {
+        usize::try_from(id - 1).expect("small ids")
+    }
+
+    /// (Re)starts replica `id` from its disk: recovery, then a Raft core over what survived.
+    fn start(&mut self, id: ReplicaId) {
+        let now = self.now_ms;
+        let seed = self.streams.node(id).next_u64() ^ now;
+        let (replicas, bug) = (self.config.replicas, self.config.bug);
+        let position = Self::position(id);
+        let replica = &mut self.replicas[position];
+        let (journal, _) = block_on(Journal::open(replica.disk.clone(), journal_config()))
+            .unwrap_or_else(|e| panic!("replica {id}: the journal must recover: {e}"));
+        replica.disk.set_io_delay(
+            seed,
+            Some(IoDelay {
+                write_yields_max: 2,
+                sync_yields_max: 4,
+            }),
+        );
+        // Rebuild the term runs and the shadow from the recovered journal.
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        let mut shadow = Vec::new();
+        let mut reader = journal.reader(journal.first_index());
+        while let Some(batch) =
+            block_on(reader.next(&journal)).unwrap_or_else(|e| panic!("replica {id}: read: {e}"))
+        {
+            if runs.last().is_none_or(|r| r.1 != batch.term) {
+                runs.push((batch.index, batch.term));
+            }
+            shadow.push(EntryView {
+                index: batch.index,
+                term: batch.term,
+                proposal: decode_proposal(&batch.payload),
+            });
+        }
+        let last = journal.next_index() - 1;
+        let log = RaftLog::recovered(
+            0,
+            0,
+            runs,
+            last,
+            raft_config(id, replicas).entry_cache_bytes_max,
+        );
+        let mut raft = Raft::new(raft_config(id, replicas), replica.hard, log, now, seed);
+        if let Some(bug) = bug {
+            raft.inject_bug(bug);
+        }
+        replica.shadow = shadow;
+        replica.live = Some(Live {
+            raft,
+            journal,
+            flush_done_ms: None,
+        });
+    }
+
+    /// Power loss on replica `id`: unflushed appends are lost, and a flush of them may be caught
+    /// part-way, its writes torn.
+    fn crash(&mut self, id: ReplicaId) {
+        let tear = self.disk_rng.chance(500);
+        let polls = self.disk_rng.below(12);
+        let crash_seed = self.disk_rng.next_u64();
+        let position = Self::position(id);
+        let replica = &mut self.replicas[position];
+        let Some(live) = replica.live.take() else {
+            return;
+        };
+        if tear && live.journal.pending_bytes() > 0 {
+            // Part of the flush reaches the disk: poll it a few times, then pull the plug.
+            {
+                let mut flush = pin!(live.journal.flush());
+                let mut cx = Context::from_waker(Waker::noop());
+                for _ in 0..polls {
+                    if flush.as_mut().poll(&mut cx).is_ready() {
+                        break;
+                    }
+                }
+            }
+            self.report.torn_flushes += 1;
+        }
+        drop(live);
+        replica.disk.crash(crash_seed);
+        replica.shadow.clear();
+        self.network.clear_node(id);
+        self.checker.note_restart(id);
+        self.report.crashes += 1;
+    }
+
+    fn live_ids(&self) -> Vec<ReplicaId> {
+        self.replicas
+            .iter()
+            .filter(|r| r.live.is_some())
+            .map(|r| r.id)
+            .collect()
+    }
+
+    // ------------------------------------------------------------ faults
+
+    fn inject_faults(&mut self) {
+        let rng = &mut self.faults_rng;
+        let n = self.config.replicas;
+        if rng.chance(CRASH_PER_MILLE) {
+            let mut ids: Vec<u64> = (1..=n).collect();
+            rng.shuffle(&mut ids);
+            let roll = rng.below(1000);
+            let count = if roll < u64::from(CRASH_ALL_PER_MILLE) {
+                ids.len()
+            } else if roll < u64::from(CRASH_ALL_PER_MILLE + CRASH_TWO_PER_MILLE) {
+                2.min(ids.len())
+            } else {
+                1
+            };
+            for id in ids.into_iter().take(count) {
+                self.crash(id);
+            }
+        }
+        for replica in &mut self.replicas {
+            if self.faults_rng.chance(SLOW_DISK_TOGGLE_PER_MILLE) {
+                replica.slow_disk = !replica.slow_disk;
+            }
+        }
+        let down: Vec<ReplicaId> = self
+            .replicas
+            .iter()
+            .filter(|r| r.live.is_none())
+            .map(|r| r.id)
+            .collect();
+        for id in down {
+            if self.faults_rng.chance(RESTART_PER_MILLE) {
+                self.start(id);
+            }
+        }
+        if n < 2 {
+            return; // no links to cut
+        }
+        let rng = &mut self.faults_rng;
+        if rng.chance(PARTITION_PER_MILLE) {
+            let mut ids: Vec<u64> = (1..=n).collect();
+            rng.shuffle(&mut ids);
+            let cut = usize::try_from(1 + rng.below(n - 1)).expect("small");
+            let (a, b) = ids.split_at(cut);
+            self.network.partition(a, b);
+        }
+        let rng = &mut self.faults_rng;
+        if rng.chance(ONE_WAY_PER_MILLE) {
+            let from = 1 + rng.below(n);
+            let to = 1 + rng.below(n);
+            if from != to {
+                self.network.block_one_way(from, to);
+            }
+        }
+        if self.faults_rng.chance(HEAL_PER_MILLE) {
+            self.network.heal();
+        }
+    }
+
+    /// Ends the fault phase: heal the network, calm it, restart every replica.
+    fn calm_down(&mut self) {
+        self.network.heal();
+        self.network.set_faults(NetworkFaults::calm());
+        for replica in &mut self.replicas {
+            replica.slow_disk = false;
+        }
+        for id in 1..=self.config.replicas {
+            if self.replicas[Self::position(id)].live.is_none() {
+                self.start(id);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ one step
+
+    fn step(&mut self) -> Result<(), String> {
+        self.now_ms += 1;
+        let now = self.now_ms;
+        for id in self.live_ids() {
+            self.with_raft(id, |raft| raft.handle_tick(now));
+        }
+        for delivery in self.network.deliver_due(now) {
+            let id = delivery.to;
+            if self.replicas[Self::position(id)].live.is_some() {
+                self.with_raft(id, |raft| raft.handle_message(delivery.msg));
+            }
+        }
+        self.complete_flushes()?;
+        self.propose();
+        for id in self.live_ids() {
+            self.drive(id)?;
+        }
+        self.start_flushes();
+        self.acknowledge();
+        self.check()
+    }
+
+    fn with_raft(&mut self, id: ReplicaId, f: impl FnOnce(&mut Raft)) {
+        let position = Self::position(id);
+        if let Some(live) = self.replicas[position].live.as_mut() {
+            f(&mut live.raft);
+        }
+    }
+
+    /// Carries out replica `id`'s `Ready` against its journal, hard state and the network.
+    fn drive(&mut self, id: ReplicaId) -> Result<(), String> {
+        let now = self.now_ms;
+        let position = Self::position(id);
+        let replica = &mut self.replicas[position];
+        let live = replica.live.as_mut().expect("live");
+        let ready = live.raft.ready();
+        if let Some(index) = ready.truncate_after {
+            block_on(live.journal.truncate_after(index))
+                .map_err(|e| format!("replica {id}: truncate_after({index}): {e}"))?;
+            replica
+                .shadow
+                .truncate(usize::try_from(index).expect("small"));
+        }
+        for entry in &ready.entries {
+            let meta = BatchMeta {
+                term: entry.term,
+                timestamp_ms: now,
+                record_count: 1,
+            };
+            let index = live
+                .journal
+                .append(meta, &entry.payload)
+                .map_err(|e| format!("replica {id}: append {}: {e}", entry.index))?;
+            if index != entry.index {
+                return Err(format!(
+                    "replica {id}: Raft entry {} landed at journal index {index}",
+                    entry.index
+                ));
+            }
+            replica.shadow.push(EntryView {
+                index: entry.index,
+                term: entry.term,
+                proposal: decode_proposal(&entry.payload),
+            });
+        }
+        if replica.shadow.len() > ENTRIES_MAX {
+            return Err(format!(
+                "replica {id} holds more than {ENTRIES_MAX} entries"
+            ));
+        }
+        if let Some(hard) = ready.hard_state {
+            replica.hard = hard;
+        }
+        for read in &ready.reads {
+            let mut entries = Vec::new();
+            let mut bytes = 0;
+            let mut reader = live.journal.reader(read.from_index);
+            while bytes < read.bytes_max {
+                match block_on(reader.next(&live.journal)) {
+                    Ok(Some(batch)) => {
+                        bytes += batch.payload.len() as u64 + 64;
+                        entries.push(Entry {
+                            index: batch.index,
+                            term: batch.term,
+                            payload: Rc::from(batch.payload),
+                        });
+                    }
+                    Ok(None) => break,
+                    Err(e) => return Err(format!("replica {id}: read for {}: {e}", read.peer)),
+                }
+            }
+            live.raft.handle_log_read(read.peer, entries);
+        }
+        if let Some(commit) = ready.commit_index {
+            self.report.commits += 1;
+            let _ = commit;
+        }
+        live.raft.advance(ready.number);
+        // Hard state is durable at once here, so both kinds of messages leave now.
+        for msg in ready
+            .messages
+            .into_iter()
+            .chain(ready.messages_after_persist)
+        {
+            self.network.send(now, msg.from, msg.to, msg);
+        }
+        Ok(())
+    }
+
+    /// Schedules a flush on every replica with unflushed appends and none in progress.
+    fn start_flushes(&mut self) {
+        let now = self.now_ms;
+        for replica in &mut self.replicas {
+            let Some(live) = replica.live.as_mut() else {
+                continue;
+            };
+            if live.flush_done_ms.is_none() && live.journal.pending_bytes() > 0 {
+                let max = if replica.slow_disk {
+                    SLOW_FLUSH_MS_MAX
+                } else {
+                    FLUSH_MS_MAX
+                };
+                live.flush_done_ms = Some(now + 1 + self.disk_rng.below(max));
+            }
+        }
+    }
+
+    /// Completes the flushes that are due and reports them to Raft.
+    fn complete_flushes(&mut self) -> Result<(), String> {
+        let now = self.now_ms;
+        for replica in &mut self.replicas {
+            let id = replica.id;
+            let Some(live) = replica.live.as_mut() else {
+                continue;
+            };
+            if live.flush_done_ms.is_some_and(|at| at <= now) {
+                live.flush_done_ms = None;
+                let durable = block_on(live.journal.flush())
+                    .map_err(|e| format!("replica {id}: flush: {e}"))?;
+                live.raft.handle_flushed(durable);
+            }
+        }
+        Ok(())
+    }
+
+    fn propose(&mut self) {
+        if !self.workload_rng.chance(self.config.propose_per_mille) {
+            return;
+        }
+        // The client sends to whoever says it leads (the newest term, if several do).
+        let leader = self
+            .replicas
+            .iter()
+            .filter_map(|r| r.live.as_ref().map(|l| (r.id, &l.raft)))
+            .filter(|(_, raft)| raft.role() == Role::Leader)
+            .max_by_key(|(_, raft)| raft.term())
+            .map(|(id, raft)| (id, raft.term()));
+        let Some((leader, term)) = leader else {
+            return;
+        };
+        let id = self.next_proposal;
+        let position = Self::position(leader);
+        let live = self.replicas[position].live.as_mut().expect("live");
+        if let Ok(index) = live.raft.propose(encode_proposal(id)) {
+            self.next_proposal += 1;
+            self.report.proposals += 1;
+            self.checker.note_proposed(id);
+            self.pending.push(Pending {
+                id,
+                replica: leader,
+                index,
+                term,
+            });
+        }
+    }
+
+    /// Acknowledges proposals whose entry the replica that took them knows is committed.
+    fn acknowledge(&mut self) {
+        let mut still = Vec::with_capacity(self.pending.len());
+        for p in std::mem::take(&mut self.pending) {
+            let replica = &self.replicas[Self::position(p.replica)];
+            let Some(live) = replica.live.as_ref() else {
+                continue; // crashed: the client never hears back
+            };
+            let at = usize::try_from(p.index - 1).expect("small");
+            let entry = replica.shadow.get(at);
+            if entry.is_none_or(|e| e.term != p.term || e.proposal != Some(p.id)) {
+                continue; // replaced: lost, never acknowledged
+            }
+            if live.raft.commit_index() >= p.index {
+                self.checker.note_acknowledged(p.id);
+                self.report.acknowledged += 1;
+            } else {
+                still.push(p);
+            }
+        }
+        self.pending = still;
+        let term = self
+            .replicas
+            .iter()
+            .filter_map(|r| r.live.as_ref())
+            .filter(|l| l.raft.role() == Role::Leader)
+            .map(|l| l.raft.term())
+            .max()
+            .unwrap_or(0);
+        if term > self.last_leader_term {
+            self.last_leader_term = term;
+            self.report.elections += 1;
+        }
+    }
+
+    fn check(&mut self) -> Result<(), String> {
+        self.checker
+            .check_step(&views(&self.replicas))
+            .map_err(|v| v.to_string())
+    }
+
+    /// After the run: with the network calm, give the cluster time to replicate everything,
+    /// then check the acknowledged proposals against the committed log.
+    fn settle_and_check_final(&mut self) -> Result<(), String> {
+        for _ in 0..LIVENESS_STEPS_MAX {
+            self.step()?;
+            let commits: Vec<u64> = self
+                .replicas
+                .iter()
+                .filter_map(|r| r.live.as_ref().map(|l| l.raft.commit_index()))
+                .collect();
+            let lasts: Vec<u64> = self
+                .replicas
+                .iter()
+                .map(|r| r.shadow.len() as u64)
+                .collect();
+            if commits.iter().all(|c| Some(c) == commits.first())
+                && lasts.iter().all(|l| commits.first() == Some(l))
+                && self.pending.is_empty()
+            {
+                break;
+            }
+        }
+        self.checker
+            .check_final(&views(&self.replicas))
+            .map_err(|v| v.to_string())
+    }
+}
+
+/// What the checkers see of the live replicas.
+fn views(replicas: &[Replica]) -> Vec<ReplicaView<'_>> {
+    replicas
+        .iter()
+        .filter_map(|r| {
+            r.live.as_ref().map(|l| ReplicaView {
+                id: r.id,
+                term: l.raft.term(),
+                is_leader: l.raft.role() == Role::Leader,
+                commit_index: l.raft.commit_index(),
+                first_index: 1,
+                entries: &r.shadow,
+            })
+        })
+        .collect()
+}
+
+/// Runs one seed with the default configuration.
+///
+/// # Errors
+/// As [`Simulation::run`].
+pub fn run_seed(seed: u64, steps: u64) -> Result<SimReport, SimFailure> {
+    let mut config = SimConfig::new(seed);
+    config.steps = steps.max(config.calm_steps + LIVENESS_STEPS_MAX);
+    Simulation::new(config).run()
+}
