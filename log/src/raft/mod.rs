@@ -916,41 +916,37 @@ impl Raft {
         while p.inflight.front().is_some_and(|l| *l <= p.match_index) {
             p.inflight.pop_front();
         }
-        match reject {
-            Some(hint) => {
-                if hint.rejected_index <= p.match_index || hint.follower_last_index < p.match_index
-                {
-                    // The follower lacks what was taken as matching: entries it had not flushed
-                    // were lost in a crash (or the rejection is an old one). Believe it, but
-                    // never below what it flushed, which no crash takes away.
-                    p.match_index = hint
-                        .follower_last_index
-                        .min(hint.rejected_index.saturating_sub(1))
-                        .max(p.durable_index);
-                }
-                let next = if hint.follower_last_index < hint.rejected_index {
-                    hint.follower_last_index + 1
-                } else if hint.conflict_term > 0 {
-                    // Skip the follower's whole conflicting term, or up to our own entries of
-                    // that term when we have them.
-                    let ours = self
-                        .log
-                        .last_index_with_term_at_most(hint.conflict_term, hint.rejected_index - 1);
-                    hint.conflict_term_first_index
-                        .max(ours.min(hint.rejected_index - 1) + 1)
-                } else {
-                    hint.rejected_index
-                };
-                p.reset_to_probe(next.min(hint.rejected_index));
+        if let Some(hint) = reject {
+            if hint.rejected_index <= p.match_index || hint.follower_last_index < p.match_index {
+                // The follower lacks what was taken as matching: entries it had not flushed
+                // were lost in a crash (or the rejection is an old one). Believe it, but
+                // never below what it flushed, which no crash takes away.
+                p.match_index = hint
+                    .follower_last_index
+                    .min(hint.rejected_index.saturating_sub(1))
+                    .max(p.durable_index);
             }
-            None => {
-                if p.probing {
-                    p.probing = false;
-                    p.next_index = p.match_index + 1;
-                    p.inflight.clear();
-                }
-                p.next_index = p.next_index.max(p.match_index + 1);
+            let next = if hint.follower_last_index < hint.rejected_index {
+                hint.follower_last_index + 1
+            } else if hint.conflict_term > 0 {
+                // Skip the follower's whole conflicting term, or up to our own entries of
+                // that term when we have them.
+                let ours = self
+                    .log
+                    .last_index_with_term_at_most(hint.conflict_term, hint.rejected_index - 1);
+                hint.conflict_term_first_index
+                    .max(ours.min(hint.rejected_index - 1) + 1)
+            } else {
+                hint.rejected_index
+            };
+            p.reset_to_probe(next.min(hint.rejected_index));
+        } else {
+            if p.probing {
+                p.probing = false;
+                p.next_index = p.match_index + 1;
+                p.inflight.clear();
             }
+            p.next_index = p.next_index.max(p.match_index + 1);
         }
         self.maybe_commit();
         self.maybe_send_timeout_now();
