@@ -171,6 +171,39 @@ impl RaftLog {
         self.durable_index = self.durable_index.min(index);
     }
 
+    /// Forgets entries up to `index` (term `term`), now in a snapshot.
+    ///
+    /// # Panics
+    /// If `index` is past the durable end or its term does not match.
+    pub fn compact(&mut self, index: u64, term: u64) {
+        if index <= self.snapshot_index {
+            return;
+        }
+        assert!(
+            index <= self.durable_index,
+            "compacting past the durable end"
+        );
+        assert_eq!(self.term_at(index), Some(term), "snapshot term at {index}");
+        let keep = self.runs.partition_point(|r| r.0 <= index);
+        // The run holding `index` continues after it, starting at `index + 1`.
+        let mut runs: Vec<(u64, u64)> = self.runs[keep..].to_vec();
+        if index < self.last_index && runs.first().is_none_or(|r| r.0 > index + 1) {
+            runs.insert(0, (index + 1, self.runs[keep - 1].1));
+        }
+        self.runs = runs;
+        self.snapshot_index = index;
+        self.snapshot_term = term;
+        while self.cache.front().is_some_and(|e| e.index <= index) {
+            let e = self.cache.pop_front().expect("not empty");
+            self.cache_bytes -= e.size_bytes();
+        }
+    }
+
+    /// Starts over after a snapshot up to `index` was installed: nothing after it is held.
+    pub fn reset(&mut self, index: u64, term: u64) {
+        *self = RaftLog::recovered(index, term, Vec::new(), index, self.cache_bytes_max);
+    }
+
     /// Records that the journal is durable up to `index` (clamped to what this view holds).
     pub fn set_durable(&mut self, index: u64) {
         self.durable_index = self.durable_index.max(index.min(self.last_index));
@@ -259,5 +292,34 @@ mod tests {
         assert_eq!(log.cached_entries(31, 100), Some(vec![]));
         assert_eq!(log.term_at(10), Some(3));
         assert_eq!(log.term_at(9), None);
+    }
+
+    #[test]
+    fn compaction_keeps_the_terms_after_the_snapshot() {
+        let mut log = RaftLog::recovered(0, 0, vec![], 0, 1 << 20);
+        for (i, t) in [(1, 1), (2, 1), (3, 1), (4, 2), (5, 2)] {
+            log.append(entry(i, t));
+        }
+        log.set_durable(5);
+        log.compact(2, 1);
+        assert_eq!(log.snapshot_index(), 2);
+        assert_eq!(log.term_at(2), Some(1));
+        assert_eq!(log.term_at(1), None);
+        assert_eq!(log.term_at(3), Some(1));
+        assert_eq!(log.term_at(4), Some(2));
+        assert!(log.cached_entries(2, 1 << 20).is_none());
+        assert_eq!(log.cached_entries(3, 1 << 20).expect("cached").len(), 3);
+        log.compact(5, 2);
+        assert_eq!(
+            (log.last_index(), log.last_term(), log.term_at(5)),
+            (5, 2, Some(2))
+        );
+        log.append(entry(6, 3));
+        assert_eq!(log.term_at(6), Some(3));
+        log.reset(9, 4);
+        assert_eq!(
+            (log.last_index(), log.last_term(), log.durable_index()),
+            (9, 4, 9)
+        );
     }
 }

@@ -79,6 +79,20 @@ pub enum MessageBody {
     },
     /// "Start an election now": the leader hands over to this replica.
     TimeoutNow,
+    /// One chunk of the snapshot up to `snapshot_index` (opaque bytes from `offset`); `done` on
+    /// the last. Sent to a follower whose next entry the leader has compacted.
+    InstallSnapshot {
+        snapshot_index: u64,
+        snapshot_term: u64,
+        offset: u64,
+        data: Rc<[u8]>,
+        done: bool,
+    },
+    /// How many bytes of the snapshot the follower holds (where the next chunk starts).
+    InstallSnapshotResponse {
+        snapshot_index: u64,
+        received_bytes: u64,
+    },
 }
 
 /// Why a follower refused an append, and where the leader should look next.
@@ -104,12 +118,34 @@ pub struct LogRead {
     pub bytes_max: u64,
 }
 
+/// A request to the leader's driver: read `bytes_max` bytes at `offset` of its snapshot up to
+/// `snapshot_index` for `peer`, and hand them to [`super::Raft::handle_snapshot_chunk`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotRead {
+    pub peer: ReplicaId,
+    pub snapshot_index: u64,
+    pub offset: u64,
+    pub bytes_max: u64,
+}
+
+/// A chunk of an incoming snapshot for the follower's driver to store, in order from offset 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    pub snapshot_index: u64,
+    pub snapshot_term: u64,
+    pub offset: u64,
+    pub data: Rc<[u8]>,
+}
+
 /// Everything Raft asks of its driver at one point, numbered. The driver, in this order:
 /// 1. truncates the journal after `truncate_after` (if set), then appends `entries`;
 /// 2. persists `hard_state` (if set) durably;
 /// 3. sends `messages` at once (they need nothing on disk: the leader's appends go out while its
 ///    own flush runs) and `messages_after_persist` only once step 2 is durable;
-/// 4. serves `reads`, applies entries up to `commit_index`;
+/// 4. serves `reads` and `snapshot_reads`, stores `snapshot_chunks` (in order), and when
+///    `install_snapshot` is set, makes the stored snapshot its state, resets the journal to start
+///    after it, and calls [`super::Raft::handle_snapshot_installed`]; applies entries up to
+///    `commit_index`;
 /// 5. calls [`super::Raft::advance`] with `number`, and reports flushes with
 ///    [`super::Raft::handle_flushed`] as the journal makes entries durable.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -124,6 +160,10 @@ pub struct Ready {
     /// The new commit index, when it moved.
     pub commit_index: Option<u64>,
     pub reads: Vec<LogRead>,
+    pub snapshot_reads: Vec<SnapshotRead>,
+    pub snapshot_chunks: Vec<SnapshotChunk>,
+    /// `(snapshot_index, snapshot_term)`: every chunk is stored; install it.
+    pub install_snapshot: Option<(u64, u64)>,
 }
 
 impl Ready {
@@ -137,5 +177,8 @@ impl Ready {
             && self.messages_after_persist.is_empty()
             && self.commit_index.is_none()
             && self.reads.is_empty()
+            && self.snapshot_reads.is_empty()
+            && self.snapshot_chunks.is_empty()
+            && self.install_snapshot.is_none()
     }
 }

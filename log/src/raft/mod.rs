@@ -35,9 +35,12 @@
 //! - **Persistence order**: whenever term or vote change, every message of that `Ready` waits
 //!   until the hard state is durable.
 //!
-//! Not yet: snapshots. A follower whose next entry was compacted cannot be served; the leader
-//! reports it in [`Raft::peers_needing_snapshot`] and the driver must not compact past the
-//! slowest follower until snapshot transfer exists.
+//! - **Snapshots**: the driver takes them (their content is opaque to Raft) and reports each
+//!   with [`Raft::handle_compacted`]. A follower whose next entry is compacted receives the
+//!   snapshot in chunks of `snapshot_chunk_bytes`, one in flight at a time, read through
+//!   [`SnapshotRead`]s; it stores them ([`SnapshotChunk`]), installs the snapshot and resets its
+//!   journal when told (`Ready::install_snapshot`), and reports back with
+//!   [`Raft::handle_snapshot_installed`].
 
 mod log;
 mod message;
@@ -48,7 +51,7 @@ use std::rc::Rc;
 pub use self::log::RaftLog;
 pub use self::message::{
     ENTRY_OVERHEAD_BYTES, Entry, HardState, LogRead, Message, MessageBody, Ready, RejectHint,
-    ReplicaId,
+    ReplicaId, SnapshotChunk, SnapshotRead,
 };
 
 /// Named limits and timeouts of a Raft group. Defaults as Zeebe's (heartbeat 250 ms, election
@@ -68,6 +71,8 @@ pub struct RaftConfig {
     pub inflight_appends_max: usize,
     /// Recent entries kept in memory to replicate without reading the journal.
     pub entry_cache_bytes_max: u64,
+    /// Largest snapshot chunk sent in one message.
+    pub snapshot_chunk_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +99,7 @@ impl RaftConfig {
             append_bytes_max: 1 << 20,
             inflight_appends_max: 8,
             entry_cache_bytes_max: 64 << 20,
+            snapshot_chunk_bytes: 1 << 20,
         }
     }
 
@@ -121,8 +127,14 @@ impl RaftConfig {
         {
             return Err("the election timeout must exceed a positive heartbeat interval".into());
         }
-        if self.append_bytes_max == 0 || self.inflight_appends_max == 0 {
-            return Err("append_bytes_max and inflight_appends_max must be positive".into());
+        if self.append_bytes_max == 0
+            || self.inflight_appends_max == 0
+            || self.snapshot_chunk_bytes == 0
+        {
+            return Err(
+                "append_bytes_max, inflight_appends_max and snapshot_chunk_bytes must be positive"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -174,8 +186,29 @@ struct Progress {
     progressed_ms: u64,
     /// A journal read for this follower is outstanding.
     reading: bool,
-    /// Its next entry is compacted: only a snapshot can help.
-    needs_snapshot: bool,
+    /// The snapshot being sent, when its next entry is compacted.
+    snapshot: Option<SnapshotSend>,
+}
+
+/// A snapshot on its way to one follower.
+#[derive(Debug, Clone, Copy)]
+struct SnapshotSend {
+    index: u64,
+    term: u64,
+    /// Bytes the follower confirmed: the next chunk starts here.
+    acked_bytes: u64,
+    /// A chunk is being read or is on its way.
+    busy: bool,
+}
+
+/// A snapshot arriving from the leader.
+#[derive(Debug, Clone, Copy)]
+struct SnapshotReceive {
+    index: u64,
+    term: u64,
+    received_bytes: u64,
+    /// Every chunk is stored; the driver is installing it.
+    installing: bool,
 }
 
 impl Progress {
@@ -189,7 +222,7 @@ impl Progress {
             heard_ms: now_ms,
             progressed_ms: now_ms,
             reading: false,
-            needs_snapshot: false,
+            snapshot: None,
         }
     }
 
@@ -241,6 +274,8 @@ pub struct Raft {
     /// Follower: an acknowledgement is owed once the new entries are flushed.
     ack_pending: bool,
     transfer: Option<(ReplicaId, u64)>,
+    /// Follower: a snapshot being received.
+    receiving: Option<SnapshotReceive>,
     rng: Rng,
     /// The journal's last index as of the last `Ready` handed out (lowered by a truncation not
     /// yet handed out): flush reports above it are about entries that are not (or no longer) on
@@ -298,6 +333,7 @@ impl Raft {
             matched_index: 0,
             ack_pending: false,
             transfer: None,
+            receiving: None,
             rng: Rng(seed ^ config.id.rotate_left(17)),
             handed_last_index,
             out: Ready::default(),
@@ -345,14 +381,86 @@ impl Raft {
         &self.log
     }
 
-    /// Followers the leader cannot serve because their next entry is compacted.
+    /// Followers being sent a snapshot.
     #[must_use]
-    pub fn peers_needing_snapshot(&self) -> Vec<ReplicaId> {
+    pub fn peers_receiving_snapshot(&self) -> Vec<ReplicaId> {
         self.progress
             .iter()
-            .filter(|(_, p)| p.needs_snapshot)
+            .filter(|(_, p)| p.snapshot.is_some())
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// The driver took a snapshot up to `index` (whose entry has `term`) and may drop entries up
+    /// to it from the journal.
+    ///
+    /// # Panics
+    /// If `index` is not committed and durable here, or `term` is not its term.
+    pub fn handle_compacted(&mut self, index: u64, term: u64) {
+        assert!(
+            index <= self.commit_index,
+            "a snapshot holds only committed entries"
+        );
+        self.log.compact(index, term);
+    }
+
+    /// Hands over a chunk of the snapshot the driver read for `peer` (see [`SnapshotRead`]).
+    pub fn handle_snapshot_chunk(
+        &mut self,
+        peer: ReplicaId,
+        snapshot_index: u64,
+        offset: u64,
+        data: Rc<[u8]>,
+        done: bool,
+    ) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(p) = self.progress.get_mut(&peer) else {
+            return;
+        };
+        let Some(send) = p.snapshot.as_mut() else {
+            return;
+        };
+        if send.index != snapshot_index || send.acked_bytes != offset {
+            send.busy = false;
+            return; // stale: asked again on the next round
+        }
+        let snapshot_term = send.term;
+        let term = self.hard.term;
+        let body = MessageBody::InstallSnapshot {
+            snapshot_index,
+            snapshot_term,
+            offset,
+            data,
+            done,
+        };
+        self.send(peer, term, body);
+    }
+
+    /// The driver installed the snapshot of `Ready::install_snapshot`: its journal now starts
+    /// after `index`.
+    ///
+    /// # Panics
+    /// If no such snapshot was being installed.
+    pub fn handle_snapshot_installed(&mut self, index: u64, term: u64) {
+        let receiving = self
+            .receiving
+            .take()
+            .expect("a snapshot was being installed");
+        assert!(
+            receiving.installing && receiving.index == index && receiving.term == term,
+            "installed snapshot {index}/{term} is not the one received"
+        );
+        self.log.reset(index, term);
+        self.out.entries.clear();
+        self.out.truncate_after = None;
+        self.handed_last_index = index;
+        self.matched_index = index;
+        self.set_commit(index);
+        if let Some(leader) = self.leader {
+            self.send_append_ack(leader);
+        }
     }
 
     /// The next time `handle_tick` has something to do.
@@ -575,6 +683,26 @@ impl Raft {
                     self.become_candidate(true);
                 }
             }
+            MessageBody::InstallSnapshot {
+                snapshot_index,
+                snapshot_term,
+                offset,
+                data,
+                done,
+            } => self.on_install_snapshot(
+                msg.from,
+                SnapshotChunk {
+                    snapshot_index,
+                    snapshot_term,
+                    offset,
+                    data,
+                },
+                done,
+            ),
+            MessageBody::InstallSnapshotResponse {
+                snapshot_index,
+                received_bytes,
+            } => self.on_install_snapshot_response(msg.from, snapshot_index, received_bytes),
         }
     }
 
@@ -782,6 +910,9 @@ impl Raft {
         }
         self.leader_contact_ms = Some(self.now_ms);
         self.reset_election_deadline();
+        if self.receiving.is_some_and(|r| r.installing) {
+            return; // the log is about to be replaced; the leader sends again
+        }
         // Entries at or below the snapshot are committed and already part of it.
         let snapshot = self.log.snapshot_index();
         let (prev_index, prev_term, entries) = if prev_index < snapshot {
@@ -887,7 +1018,75 @@ impl Raft {
         self.send(to, term, body);
     }
 
+    fn on_install_snapshot(&mut self, from: ReplicaId, chunk: SnapshotChunk, done: bool) {
+        if self.role != Role::Follower || self.leader != Some(from) {
+            let term = self.hard.term;
+            self.become_follower(term, Some(from));
+        }
+        self.leader_contact_ms = Some(self.now_ms);
+        self.reset_election_deadline();
+        let (index, term) = (chunk.snapshot_index, chunk.snapshot_term);
+        if self.log.term_at(index) == Some(term) {
+            // Already held (as entries or an earlier snapshot): log matching covers the rest.
+            self.matched_index = self.matched_index.max(index);
+            self.set_commit(index.min(self.matched_index));
+            self.send_append_ack(from);
+            return;
+        }
+        let receiving = match self.receiving {
+            Some(r) if r.index == index && r.term == term => r,
+            Some(r) if r.installing => return, // finish that one first
+            _ => SnapshotReceive {
+                index,
+                term,
+                received_bytes: 0,
+                installing: false,
+            },
+        };
+        let mut receiving = receiving;
+        if !receiving.installing && chunk.offset == receiving.received_bytes {
+            receiving.received_bytes += chunk.data.len() as u64;
+            self.out.snapshot_chunks.push(chunk);
+            if done {
+                receiving.installing = true;
+                self.out.install_snapshot = Some((index, term));
+            }
+        }
+        self.receiving = Some(receiving);
+        let term_now = self.hard.term;
+        let body = MessageBody::InstallSnapshotResponse {
+            snapshot_index: index,
+            received_bytes: receiving.received_bytes,
+        };
+        self.send(from, term_now, body);
+    }
+
     // ---------------------------------------------------------------- replication: leader
+
+    fn on_install_snapshot_response(
+        &mut self,
+        from: ReplicaId,
+        snapshot_index: u64,
+        received_bytes: u64,
+    ) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let now = self.now_ms;
+        let Some(p) = self.progress.get_mut(&from) else {
+            return;
+        };
+        p.heard_ms = now;
+        if let Some(send) = p.snapshot.as_mut()
+            && send.index == snapshot_index
+        {
+            if received_bytes > send.acked_bytes {
+                p.progressed_ms = now;
+            }
+            send.acked_bytes = received_bytes;
+            send.busy = false;
+        }
+    }
 
     fn on_append_response(
         &mut self,
@@ -913,6 +1112,9 @@ impl Raft {
         }
         p.match_index = p.match_index.max(last_index);
         p.durable_index = p.durable_index.max(durable_index);
+        if p.snapshot.is_some_and(|s| p.match_index >= s.index) {
+            p.snapshot = None;
+        }
         while p.inflight.front().is_some_and(|l| *l <= p.match_index) {
             p.inflight.pop_front();
         }
@@ -984,6 +1186,14 @@ impl Raft {
         let stall_ms = 2 * self.config.heartbeat_interval_ms;
         for peer in self.peers.clone() {
             let p = self.progress.get_mut(&peer).expect("a progress per peer");
+            // A snapshot chunk or its answer lost: send from what the follower confirmed.
+            if let Some(send) = p.snapshot.as_mut()
+                && send.busy
+                && now >= p.progressed_ms + stall_ms
+            {
+                send.busy = false;
+                p.progressed_ms = now;
+            }
             // Appends or answers lost on the way: start over from what is known to match.
             if !p.inflight.is_empty() && now >= p.progressed_ms + stall_ms {
                 let next = p.match_index + 1;
@@ -1023,7 +1233,7 @@ impl Raft {
                 }
                 let from = p.next_index;
                 if from <= self.log.snapshot_index() {
-                    self.progress.get_mut(&peer).expect("peer").needs_snapshot = true;
+                    self.send_snapshot(peer);
                     break;
                 }
                 if let Some(entries) = self.log.cached_entries(from, self.config.append_bytes_max) {
@@ -1041,6 +1251,43 @@ impl Raft {
         }
     }
 
+    /// Asks the driver for the next chunk of the snapshot `peer` needs, one at a time.
+    fn send_snapshot(&mut self, peer: ReplicaId) {
+        let (index, term) = (
+            self.log.snapshot_index(),
+            self.log
+                .term_at(self.log.snapshot_index())
+                .expect("the snapshot's term"),
+        );
+        let bytes_max = self.config.snapshot_chunk_bytes;
+        let p = self.progress.get_mut(&peer).expect("a progress per peer");
+        let send = p.snapshot.get_or_insert(SnapshotSend {
+            index,
+            term,
+            acked_bytes: 0,
+            busy: false,
+        });
+        if send.index != index {
+            // A newer snapshot: start over with it.
+            *send = SnapshotSend {
+                index,
+                term,
+                acked_bytes: 0,
+                busy: false,
+            };
+        }
+        if send.busy {
+            return;
+        }
+        send.busy = true;
+        self.out.snapshot_reads.push(SnapshotRead {
+            peer,
+            snapshot_index: index,
+            offset: send.acked_bytes,
+            bytes_max,
+        });
+    }
+
     fn send_entries(&mut self, peer: ReplicaId, entries: Vec<Entry>) {
         let first = entries.first().expect("entries to send").index;
         let last = entries.last().expect("entries to send").index;
@@ -1049,7 +1296,6 @@ impl Raft {
         let p = self.progress.get_mut(&peer).expect("a progress per peer");
         p.next_index = last + 1;
         p.inflight.push_back(last);
-        p.needs_snapshot = false;
         let body = MessageBody::Append {
             prev_index,
             prev_term,

@@ -15,6 +15,39 @@ struct Node {
     committed: u64,
     /// Flush automatically after every Ready.
     auto_flush: bool,
+    /// The latest snapshot: index, term, bytes (the entries up to it, encoded).
+    snapshot: Option<(u64, u64, Vec<u8>)>,
+    /// Chunks of an incoming snapshot.
+    incoming: Vec<u8>,
+}
+
+/// The harness's snapshot format: each entry as term, payload length, payload.
+fn encode_snapshot(entries: &[Entry]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in entries {
+        out.extend_from_slice(&e.term.to_le_bytes());
+        out.extend_from_slice(&(e.payload.len() as u64).to_le_bytes());
+        out.extend_from_slice(&e.payload);
+    }
+    out
+}
+
+fn decode_snapshot(mut bytes: &[u8]) -> Vec<Entry> {
+    let mut entries = Vec::new();
+    while !bytes.is_empty() {
+        let term = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+        let len = usize::try_from(u64::from_le_bytes(
+            bytes[8..16].try_into().expect("8 bytes"),
+        ))
+        .expect("small");
+        entries.push(Entry {
+            index: entries.len() as u64 + 1,
+            term,
+            payload: Rc::from(bytes[16..16 + len].to_vec()),
+        });
+        bytes = &bytes[16 + len..];
+    }
+    entries
 }
 
 struct Cluster {
@@ -25,6 +58,8 @@ struct Cluster {
     now_ms: u64,
     /// Journal reads served for lagging followers.
     reads: u64,
+    snapshot_reads: u64,
+    installs: u64,
 }
 
 fn config(id: ReplicaId, ids: &[ReplicaId]) -> RaftConfig {
@@ -59,6 +94,8 @@ impl Cluster {
                         persisted: HardState::default(),
                         committed: 0,
                         auto_flush: true,
+                        snapshot: None,
+                        incoming: Vec::new(),
                     },
                 )
             })
@@ -69,6 +106,8 @@ impl Cluster {
             cut: BTreeSet::new(),
             now_ms: 0,
             reads: 0,
+            snapshot_reads: 0,
+            installs: 0,
         }
     }
 
@@ -129,6 +168,33 @@ impl Cluster {
                     let entries: Vec<Entry> =
                         node.journal[from..].iter().take(8).cloned().collect();
                     node.raft.handle_log_read(read.peer, entries);
+                }
+                for read in ready.snapshot_reads {
+                    self.snapshot_reads += 1;
+                    let (index, _, data) = node.snapshot.as_ref().expect("a snapshot to send");
+                    assert_eq!(*index, read.snapshot_index);
+                    let from = usize::try_from(read.offset).expect("small").min(data.len());
+                    let to =
+                        (from + usize::try_from(read.bytes_max).expect("small")).min(data.len());
+                    let chunk: Rc<[u8]> = Rc::from(data[from..to].to_vec());
+                    let index = *index;
+                    let done = to == data.len();
+                    node.raft
+                        .handle_snapshot_chunk(read.peer, index, read.offset, chunk, done);
+                }
+                for chunk in ready.snapshot_chunks {
+                    assert_eq!(chunk.offset, node.incoming.len() as u64, "chunks in order");
+                    node.incoming.extend_from_slice(&chunk.data);
+                }
+                if let Some((index, term)) = ready.install_snapshot {
+                    let entries = decode_snapshot(&node.incoming);
+                    assert_eq!(entries.len() as u64, index, "node {id}: the whole snapshot");
+                    node.journal = entries;
+                    node.durable = index;
+                    node.committed = node.committed.max(index);
+                    node.snapshot = Some((index, term, std::mem::take(&mut node.incoming)));
+                    node.raft.handle_snapshot_installed(index, term);
+                    self.installs += 1;
                 }
                 node.raft.advance(ready.number);
                 if node.auto_flush && node.durable < node.journal.len() as u64 {
@@ -192,6 +258,17 @@ impl Cluster {
 
     fn heal(&mut self) {
         self.cut.clear();
+    }
+
+    /// Takes a snapshot on `id` up to what it has committed and flushed.
+    fn compact(&mut self, id: ReplicaId) -> u64 {
+        let node = self.node(id);
+        let index = node.raft.commit_index().min(node.durable);
+        let upto = usize::try_from(index).expect("small");
+        let term = node.journal[upto - 1].term;
+        node.snapshot = Some((index, term, encode_snapshot(&node.journal[..upto])));
+        node.raft.handle_compacted(index, term);
+        index
     }
 
     fn propose(&mut self, leader: ReplicaId, payload: &[u8]) -> u64 {
@@ -476,4 +553,54 @@ fn invalid_configurations_name_the_rule() {
             .expect_err("timeouts")
             .contains("election timeout")
     );
+}
+
+#[test]
+fn a_follower_behind_the_snapshot_receives_it_in_chunks() {
+    let ids = [1, 2, 3];
+    let configs = ids
+        .iter()
+        .map(|&id| RaftConfig {
+            snapshot_chunk_bytes: 256,
+            entry_cache_bytes_max: 1000,
+            ..config(id, &ids)
+        })
+        .collect();
+    let mut c = Cluster::with_configs(configs);
+    c.run_for(500, 10);
+    let leader = c.leader();
+    let lagging = ids.into_iter().find(|i| *i != leader).expect("follower");
+    c.isolate(lagging);
+    for i in 0..40u8 {
+        c.propose(leader, &[i; 40]);
+    }
+    c.run_for(50, 10);
+    let snapshot = c.compact(leader);
+    assert!(snapshot > 30);
+    for i in 0..5u8 {
+        c.propose(leader, &[b's', i]);
+    }
+    c.heal();
+    c.run_for(500, 10);
+    assert!(c.installs >= 1, "the lagging follower installed a snapshot");
+    assert!(
+        c.snapshot_reads > 4,
+        "in several chunks ({})",
+        c.snapshot_reads
+    );
+    let (leader_journal, follower_journal) = (
+        c.nodes[&leader].journal.clone(),
+        c.nodes[&lagging].journal.clone(),
+    );
+    assert_eq!(
+        follower_journal, leader_journal,
+        "same log after the snapshot"
+    );
+    assert_eq!(
+        c.nodes[&lagging].snapshot.as_ref().map(|s| s.0),
+        Some(snapshot)
+    );
+    let index = c.propose(leader, b"after");
+    c.run_for(50, 10);
+    assert!(c.nodes.values().all(|n| n.committed >= index));
 }
