@@ -22,6 +22,7 @@ fn many_seeds_keep_every_invariant_and_make_progress() {
     let mut acknowledged = 0;
     let mut crashes = 0;
     let mut torn = 0;
+    let mut installed = 0;
     for seed in first..first + seeds {
         match run_seed(seed, 4000) {
             Ok(report) => {
@@ -29,6 +30,7 @@ fn many_seeds_keep_every_invariant_and_make_progress() {
                 acknowledged += report.acknowledged;
                 crashes += report.crashes;
                 torn += report.torn_flushes;
+                installed += report.snapshots_installed;
             }
             Err(failure) => {
                 eprintln!("{failure}");
@@ -38,11 +40,12 @@ fn many_seeds_keep_every_invariant_and_make_progress() {
     }
     eprintln!(
         "{seeds} seeds: {acknowledged} proposals acknowledged, {commits} commit advances, \
-         {crashes} crashes ({torn} during a flush)"
+         {crashes} crashes ({torn} during a flush), {installed} snapshots installed from a leader"
     );
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
     assert!(crashes > seeds / 2, "crashes happen ({crashes})");
     assert!(torn > 0, "some crashes cut a flush");
+    assert!(installed > 0, "some followers catch up by snapshot");
 }
 
 /// The checkers bite: with a known bug in every replica, some seed fails. Returns the first

@@ -449,6 +449,12 @@ impl Raft {
             .take()
             .expect("a snapshot was being installed");
         assert!(
+            index > self.commit_index,
+            "replica {}: installing snapshot {index} behind commit {}",
+            self.config.id,
+            self.commit_index
+        );
+        assert!(
             receiving.installing && receiving.index == index && receiving.term == term,
             "installed snapshot {index}/{term} is not the one received"
         );
@@ -507,6 +513,12 @@ impl Raft {
     }
 
     fn set_commit(&mut self, index: u64) {
+        assert!(
+            index <= self.log.last_index(),
+            "replica {}: commit {index} beyond the last index {}",
+            self.config.id,
+            self.log.last_index()
+        );
         if index > self.commit_index {
             self.commit_index = index;
             self.commit_dirty = true;
@@ -1026,10 +1038,12 @@ impl Raft {
         self.leader_contact_ms = Some(self.now_ms);
         self.reset_election_deadline();
         let (index, term) = (chunk.snapshot_index, chunk.snapshot_term);
-        if self.log.term_at(index) == Some(term) {
-            // Already held (as entries or an earlier snapshot): log matching covers the rest.
-            self.matched_index = self.matched_index.max(index);
-            self.set_commit(index.min(self.matched_index));
+        let own_snapshot = self.log.snapshot_index();
+        if index <= own_snapshot || self.log.term_at(index) == Some(term) {
+            // Already held, as entries or in a snapshot of our own (committed entries are the
+            // same everywhere): log matching covers everything before it.
+            self.matched_index = self.matched_index.max(index.max(own_snapshot));
+            self.set_commit(index.min(self.log.last_index()));
             self.send_append_ack(from);
             return;
         }

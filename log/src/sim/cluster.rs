@@ -24,6 +24,7 @@ use super::network::{NetworkFaults, SimNetwork};
 use super::rng::{Rng, Streams};
 use crate::raft::{
     Entry, HardState, InjectedBug, Message, Raft, RaftConfig, RaftLog, ReplicaId, Role,
+    SnapshotChunk, SnapshotRead,
 };
 use crate::{BatchMeta, IoDelay, Journal, JournalConfig, MemStorage};
 
@@ -79,6 +80,8 @@ pub struct SimReport {
     pub commits: u64,
     pub crashes: u64,
     pub torn_flushes: u64,
+    pub snapshots_taken: u64,
+    pub snapshots_installed: u64,
     pub elections: u64,
     pub messages_delivered: u64,
     pub messages_dropped: u64,
@@ -134,6 +137,9 @@ const SLOW_DISK_TOGGLE_PER_MILLE: u32 = 3;
 const LIVENESS_STEPS_MAX: u64 = 1000;
 /// Bounds the entries a replica may hold, so a run's memory is bounded.
 const ENTRIES_MAX: usize = 200_000;
+/// A replica snapshots (and compacts its journal) once this many committed, flushed entries
+/// have accumulated after its last snapshot.
+const SNAPSHOT_EVERY_ENTRIES: u64 = 300;
 
 fn journal_config() -> JournalConfig {
     JournalConfig {
@@ -153,6 +159,7 @@ fn raft_config(id: ReplicaId, replicas: u64) -> RaftConfig {
         append_bytes_max: 16 << 10,
         inflight_appends_max: 4,
         entry_cache_bytes_max: 64 << 10,
+        snapshot_chunk_bytes: 4 << 10,
         ..RaftConfig::new(id, &ids)
     }
 }
@@ -179,10 +186,183 @@ struct Replica {
     /// The durable hard-state record (a small file with its own fsync, in a real driver).
     hard: HardState,
     live: Option<Live>,
-    /// What the journal holds, mirrored for the checkers.
+    /// What the journal holds after the snapshot, mirrored for the checkers: entry `i` has
+    /// index `base() + 1 + i`.
     shadow: Vec<EntryView>,
+    /// The latest snapshot (durable): the committed entries up to its index, as the "state".
+    snapshot: Option<SimSnapshot>,
+    /// Chunks of a snapshot arriving from the leader (lost at a crash).
+    incoming: Vec<u8>,
     /// Flushes take up to `SLOW_FLUSH_MS_MAX` while set.
     slow_disk: bool,
+}
+
+impl Replica {
+    /// The index the shadow starts after: the snapshot's.
+    fn base(&self) -> u64 {
+        self.snapshot.as_ref().map_or(0, |s| s.index)
+    }
+
+    /// The entry at `index`, from the snapshot or the journal.
+    fn entry(&self, index: u64) -> Option<EntryView> {
+        let base = self.base();
+        if index == 0 {
+            return None;
+        }
+        if index <= base {
+            let snapshot = self.snapshot.as_ref().expect("base > 0");
+            return snapshot
+                .entries
+                .get(usize::try_from(index - 1).ok()?)
+                .copied();
+        }
+        self.shadow
+            .get(usize::try_from(index - base - 1).ok()?)
+            .copied()
+    }
+
+    /// Reads chunks of this replica's snapshot for the leader's Raft to send.
+    fn serve_snapshot_reads(&mut self, reads: &[SnapshotRead]) -> Result<(), String> {
+        let id = self.id;
+        let live = self.live.as_mut().expect("live");
+        for read in reads {
+            let snapshot = self
+                .snapshot
+                .as_ref()
+                .ok_or_else(|| format!("replica {id}: asked to send a snapshot it lacks"))?;
+            if snapshot.index != read.snapshot_index {
+                return Err(format!(
+                    "replica {id}: asked for snapshot {} but holds {}",
+                    read.snapshot_index, snapshot.index
+                ));
+            }
+            let len = snapshot.bytes.len();
+            let from = usize::try_from(read.offset).expect("small").min(len);
+            let to = (from + usize::try_from(read.bytes_max).expect("small")).min(len);
+            let chunk: Rc<[u8]> = Rc::from(&snapshot.bytes[from..to]);
+            live.raft.handle_snapshot_chunk(
+                read.peer,
+                snapshot.index,
+                read.offset,
+                chunk,
+                to == len,
+            );
+        }
+        Ok(())
+    }
+
+    /// Stores incoming snapshot chunks, and installs the snapshot when told: it becomes the
+    /// state, the journal restarts after it. True when one was installed.
+    fn store_snapshot(
+        &mut self,
+        chunks: &[SnapshotChunk],
+        install: Option<(u64, u64)>,
+    ) -> Result<bool, String> {
+        let id = self.id;
+        for chunk in chunks {
+            if chunk.offset == 0 {
+                self.incoming.clear();
+            }
+            if chunk.offset != self.incoming.len() as u64 {
+                return Err(format!(
+                    "replica {id}: snapshot chunk at {} but {} bytes held",
+                    chunk.offset,
+                    self.incoming.len()
+                ));
+            }
+            self.incoming.extend_from_slice(&chunk.data);
+        }
+        let Some((index, term)) = install else {
+            return Ok(false);
+        };
+        let snapshot = SimSnapshot::decode(&self.incoming, index, term).ok_or_else(|| {
+            format!("replica {id}: the snapshot received for {index} is not entries 1..={index}")
+        })?;
+        self.snapshot = Some(snapshot);
+        self.incoming.clear();
+        let live = self.live.as_mut().expect("live");
+        block_on(live.journal.reset(index + 1))
+            .map_err(|e| format!("replica {id}: journal reset: {e}"))?;
+        self.shadow.clear();
+        live.raft.handle_snapshot_installed(index, term);
+        Ok(true)
+    }
+
+    /// Takes a snapshot up to what is committed and flushed, once enough has accumulated, and
+    /// compacts the journal below it.
+    fn maybe_snapshot(&mut self) -> Result<bool, String> {
+        let id = self.id;
+        let base = self.base();
+        let Some(live) = self.live.as_mut() else {
+            return Ok(false);
+        };
+        let upto = live
+            .raft
+            .commit_index()
+            .min(live.raft.log().durable_index());
+        if upto < base + SNAPSHOT_EVERY_ENTRIES {
+            return Ok(false);
+        }
+        let take = usize::try_from(upto - base).expect("small");
+        let mut entries = self.snapshot.take().map(|s| s.entries).unwrap_or_default();
+        entries.extend(self.shadow.drain(..take));
+        let snapshot = SimSnapshot::new(entries);
+        let term = snapshot.term;
+        self.snapshot = Some(snapshot);
+        block_on(live.journal.compact_before(upto + 1))
+            .map_err(|e| format!("replica {id}: compact_before({}): {e}", upto + 1))?;
+        live.raft.handle_compacted(upto, term);
+        Ok(true)
+    }
+}
+
+/// A replica's snapshot: the state machine here is the committed log itself, so a snapshot is the
+/// list of entries up to its index, encoded for transfer (24 bytes an entry).
+struct SimSnapshot {
+    index: u64,
+    term: u64,
+    entries: Vec<EntryView>,
+    bytes: Rc<[u8]>,
+}
+
+impl SimSnapshot {
+    fn new(entries: Vec<EntryView>) -> Self {
+        let last = entries.last().expect("a snapshot holds entries");
+        let (index, term) = (last.index, last.term);
+        let mut bytes = Vec::with_capacity(entries.len() * 24);
+        for e in &entries {
+            bytes.extend_from_slice(&e.index.to_le_bytes());
+            bytes.extend_from_slice(&e.term.to_le_bytes());
+            bytes.extend_from_slice(&e.proposal.unwrap_or(u64::MAX).to_le_bytes());
+        }
+        SimSnapshot {
+            index,
+            term,
+            entries,
+            bytes: Rc::from(bytes),
+        }
+    }
+
+    /// Decodes transferred bytes; `None` unless they hold entries `1..=index` exactly.
+    fn decode(bytes: &[u8], index: u64, term: u64) -> Option<Self> {
+        if !bytes.len().is_multiple_of(24) {
+            return None;
+        }
+        let word = |c: &[u8], i: usize| {
+            u64::from_le_bytes(c[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+        };
+        let entries: Vec<EntryView> = bytes
+            .chunks_exact(24)
+            .map(|c| EntryView {
+                index: word(c, 0),
+                term: word(c, 1),
+                proposal: Some(word(c, 2)).filter(|p| *p != u64::MAX),
+            })
+            .collect();
+        let contiguous = entries.iter().zip(1..).all(|(e, i)| e.index == i);
+        let last = entries.last()?;
+        (contiguous && last.index == index && last.term == term).then(|| SimSnapshot::new(entries))
+    }
 }
 
 /// A client proposal waiting for its acknowledgement.
@@ -249,6 +429,8 @@ impl Simulation {
                 hard: HardState::default(),
                 live: None,
                 shadow: Vec::new(),
+                snapshot: None,
+                incoming: Vec::new(),
                 slow_disk: false,
             });
             sim.start(id);
@@ -272,7 +454,8 @@ impl Simulation {
             if step < calm_from {
                 self.inject_faults();
             }
-            self.step().map_err(|reason| self.failure(step, reason))?;
+            self.step()
+                .map_err(|reason| self.failure(step, format!("{reason}; {}", self.describe())))?;
             if step >= calm_from
                 && calm_acked_at.is_none()
                 && self.report.acknowledged > acked_before_calm
@@ -353,10 +536,14 @@ impl Simulation {
                 sync_yields_max: 4,
             }),
         );
-        // Rebuild the term runs and the shadow from the recovered journal.
+        // Rebuild the term runs and the shadow from the recovered journal, after the snapshot.
+        let (base, base_term) = replica
+            .snapshot
+            .as_ref()
+            .map_or((0, 0), |s| (s.index, s.term));
         let mut runs: Vec<(u64, u64)> = Vec::new();
         let mut shadow = Vec::new();
-        let mut reader = journal.reader(journal.first_index());
+        let mut reader = journal.reader(journal.first_index().max(base + 1));
         while let Some(batch) =
             block_on(reader.next(&journal)).unwrap_or_else(|e| panic!("replica {id}: read: {e}"))
         {
@@ -370,9 +557,13 @@ impl Simulation {
             });
         }
         let last = journal.next_index() - 1;
+        assert!(
+            last >= base,
+            "replica {id}: the journal ends before its snapshot"
+        );
         let log = RaftLog::recovered(
-            0,
-            0,
+            base,
+            base_term,
             runs,
             last,
             raft_config(id, replicas).entry_cache_bytes_max,
@@ -416,6 +607,7 @@ impl Simulation {
         drop(live);
         replica.disk.crash(crash_seed);
         replica.shadow.clear();
+        replica.incoming.clear();
         self.network.clear_node(id);
         self.checker.note_restart(id);
         self.report.crashes += 1;
@@ -506,6 +698,13 @@ impl Simulation {
     // ------------------------------------------------------------ one step
 
     fn step(&mut self) -> Result<(), String> {
+        // Snapshots first: only entries the checkers saw committed at the end of the last step
+        // may leave the logs they see.
+        for position in 0..self.replicas.len() {
+            if self.replicas[position].maybe_snapshot()? {
+                self.report.snapshots_taken += 1;
+            }
+        }
         self.now_ms += 1;
         let now = self.now_ms;
         for id in self.live_ids() {
@@ -544,9 +743,10 @@ impl Simulation {
         if let Some(index) = ready.truncate_after {
             block_on(live.journal.truncate_after(index))
                 .map_err(|e| format!("replica {id}: truncate_after({index}): {e}"))?;
+            let base = replica.snapshot.as_ref().map_or(0, |s| s.index);
             replica
                 .shadow
-                .truncate(usize::try_from(index).expect("small"));
+                .truncate(usize::try_from(index - base).expect("small"));
         }
         for entry in &ready.entries {
             let meta = BatchMeta {
@@ -570,6 +770,11 @@ impl Simulation {
                 proposal: decode_proposal(&entry.payload),
             });
         }
+        replica.serve_snapshot_reads(&ready.snapshot_reads)?;
+        if replica.store_snapshot(&ready.snapshot_chunks, ready.install_snapshot)? {
+            self.report.snapshots_installed += 1;
+        }
+        let live = replica.live.as_mut().expect("live");
         if replica.shadow.len() > ENTRIES_MAX {
             return Err(format!(
                 "replica {id} holds more than {ENTRIES_MAX} entries"
@@ -689,8 +894,7 @@ impl Simulation {
             let Some(live) = replica.live.as_ref() else {
                 continue; // crashed: the client never hears back
             };
-            let at = usize::try_from(p.index - 1).expect("small");
-            let entry = replica.shadow.get(at);
+            let entry = replica.entry(p.index);
             if entry.is_none_or(|e| e.term != p.term || e.proposal != Some(p.id)) {
                 continue; // replaced: lost, never acknowledged
             }
@@ -735,7 +939,7 @@ impl Simulation {
             let lasts: Vec<u64> = self
                 .replicas
                 .iter()
-                .map(|r| r.shadow.len() as u64)
+                .map(|r| r.base() + r.shadow.len() as u64)
                 .collect();
             if commits.iter().all(|c| Some(c) == commits.first())
                 && lasts.iter().all(|l| commits.first() == Some(l))
@@ -760,7 +964,7 @@ fn views(replicas: &[Replica]) -> Vec<ReplicaView<'_>> {
                 term: l.raft.term(),
                 is_leader: l.raft.role() == Role::Leader,
                 commit_index: l.raft.commit_index(),
-                first_index: 1,
+                first_index: r.base() + 1,
                 entries: &r.shadow,
             })
         })

@@ -8,7 +8,8 @@
 //! disks) through a fault phase and a calm phase, checking Raft's safety rules after every step
 //! (see `sluice_log::sim::cluster`). A failure prints the seed and the command that replays it;
 //! the exit status is 1 if any seed failed. `--json` prints one object with `seeds`, `failures`,
-//! `failed_seeds`, `commits_total`, `acknowledged_total`, `crashes_total`, `elapsed_s`.
+//! `failed_seeds`, `commits_total`, `acknowledged_total`, `crashes_total`, `torn_flushes_total`,
+//! `snapshots_taken_total`, `snapshots_installed_total`, `elapsed_s`.
 //! `--bug AckUnflushed|VoteIgnoresLog` plants a known bug in every replica, to see the checkers
 //! catch it.
 
@@ -105,6 +106,8 @@ struct Summary {
     acknowledged_total: u64,
     crashes_total: u64,
     torn_flushes_total: u64,
+    snapshots_taken_total: u64,
+    snapshots_installed_total: u64,
     elapsed_s: f64,
 }
 
@@ -119,6 +122,8 @@ fn main() -> Result<()> {
         acknowledged_total: 0,
         crashes_total: 0,
         torn_flushes_total: 0,
+        snapshots_taken_total: 0,
+        snapshots_installed_total: 0,
         elapsed_s: 0.0,
     };
     for seed in args.first_seed..args.first_seed + args.seeds {
@@ -132,6 +137,8 @@ fn main() -> Result<()> {
                 summary.acknowledged_total += report.acknowledged;
                 summary.crashes_total += report.crashes;
                 summary.torn_flushes_total += report.torn_flushes;
+                summary.snapshots_taken_total += report.snapshots_taken;
+                summary.snapshots_installed_total += report.snapshots_installed;
             }
             Err(failure) => {
                 eprintln!("{failure}");
@@ -146,7 +153,7 @@ fn main() -> Result<()> {
     } else {
         println!(
             "{} seeds, {} failed{}; {} proposals acknowledged, {} commit advances, {} crashes \
-             ({} during a flush); {:.1} s",
+             ({} during a flush), {} snapshots taken, {} installed from a leader; {:.1} s",
             summary.seeds,
             summary.failures,
             if summary.failed_seeds.is_empty() {
@@ -158,6 +165,8 @@ fn main() -> Result<()> {
             summary.commits_total,
             summary.crashes_total,
             summary.torn_flushes_total,
+            summary.snapshots_taken_total,
+            summary.snapshots_installed_total,
             summary.elapsed_s
         );
     }
