@@ -82,6 +82,8 @@ pub struct SimReport {
     pub torn_flushes: u64,
     pub snapshots_taken: u64,
     pub snapshots_installed: u64,
+    /// Leadership transfers asked for.
+    pub transfers: u64,
     pub elections: u64,
     pub messages_delivered: u64,
     pub messages_dropped: u64,
@@ -130,6 +132,8 @@ const RESTART_PER_MILLE: u32 = 20;
 const PARTITION_PER_MILLE: u32 = 3;
 const ONE_WAY_PER_MILLE: u32 = 2;
 const HEAL_PER_MILLE: u32 = 8;
+/// Chance per step that the leader is asked to hand over to another replica (rebalancing).
+const TRANSFER_PER_MILLE: u32 = 2;
 /// Chance per step that a replica's disk turns slow (or fast again).
 const SLOW_DISK_TOGGLE_PER_MILLE: u32 = 3;
 /// In the calm phase, a leader and a newly acknowledged proposal must appear within this many
@@ -151,9 +155,11 @@ fn journal_config() -> JournalConfig {
     }
 }
 
-fn raft_config(id: ReplicaId, replicas: u64) -> RaftConfig {
+/// Odd seeds give the replicas distinct priorities (replica `i` has priority `i`), even seeds
+/// equal ones.
+fn raft_config(id: ReplicaId, replicas: u64, prioritized: bool) -> RaftConfig {
     let ids: Vec<ReplicaId> = (1..=replicas).collect();
-    RaftConfig {
+    let mut config = RaftConfig {
         heartbeat_interval_ms: HEARTBEAT_MS,
         election_timeout_ms: ELECTION_TIMEOUT_MS,
         append_bytes_max: 16 << 10,
@@ -161,7 +167,13 @@ fn raft_config(id: ReplicaId, replicas: u64) -> RaftConfig {
         entry_cache_bytes_max: 64 << 10,
         snapshot_chunk_bytes: 4 << 10,
         ..RaftConfig::new(id, &ids)
+    };
+    if prioritized {
+        for r in &mut config.replicas {
+            r.priority = u32::try_from(r.id).expect("small ids");
+        }
     }
+    config
 }
 
 /// A proposal's payload: its id, little-endian.
@@ -525,6 +537,7 @@ impl Simulation {
         let now = self.now_ms;
         let seed = self.streams.node(id).next_u64() ^ now;
         let (replicas, bug) = (self.config.replicas, self.config.bug);
+        let prioritized = self.config.seed % 2 == 1;
         let position = Self::position(id);
         let replica = &mut self.replicas[position];
         let (journal, _) = block_on(Journal::open(replica.disk.clone(), journal_config()))
@@ -566,9 +579,10 @@ impl Simulation {
             base_term,
             runs,
             last,
-            raft_config(id, replicas).entry_cache_bytes_max,
+            raft_config(id, replicas, prioritized).entry_cache_bytes_max,
         );
-        let mut raft = Raft::new(raft_config(id, replicas), replica.hard, log, now, seed);
+        let config = raft_config(id, replicas, prioritized);
+        let mut raft = Raft::new(config, replica.hard, log, now, seed);
         if let Some(bug) = bug {
             raft.inject_bug(bug);
         }
@@ -678,6 +692,18 @@ impl Simulation {
         }
         if self.faults_rng.chance(HEAL_PER_MILLE) {
             self.network.heal();
+        }
+        if self.faults_rng.chance(TRANSFER_PER_MILLE) {
+            let to = 1 + self.faults_rng.below(n);
+            for replica in &mut self.replicas {
+                if let Some(live) = replica.live.as_mut()
+                    && live.raft.role() == Role::Leader
+                    && replica.id != to
+                    && live.raft.transfer_leadership(to).is_ok()
+                {
+                    self.report.transfers += 1;
+                }
+            }
         }
     }
 

@@ -9,7 +9,7 @@
 //! (see `sluice_log::sim::cluster`). A failure prints the seed and the command that replays it;
 //! the exit status is 1 if any seed failed. `--json` prints one object with `seeds`, `failures`,
 //! `failed_seeds`, `commits_total`, `acknowledged_total`, `crashes_total`, `torn_flushes_total`,
-//! `snapshots_taken_total`, `snapshots_installed_total`, `elapsed_s`.
+//! `snapshots_taken_total`, `snapshots_installed_total`, `transfers_total`, `elapsed_s`.
 //! `--bug AckUnflushed|VoteIgnoresLog` plants a known bug in every replica, to see the checkers
 //! catch it.
 
@@ -108,6 +108,7 @@ struct Summary {
     torn_flushes_total: u64,
     snapshots_taken_total: u64,
     snapshots_installed_total: u64,
+    transfers_total: u64,
     elapsed_s: f64,
 }
 
@@ -124,6 +125,7 @@ fn main() -> Result<()> {
         torn_flushes_total: 0,
         snapshots_taken_total: 0,
         snapshots_installed_total: 0,
+        transfers_total: 0,
         elapsed_s: 0.0,
     };
     for seed in args.first_seed..args.first_seed + args.seeds {
@@ -139,6 +141,7 @@ fn main() -> Result<()> {
                 summary.torn_flushes_total += report.torn_flushes;
                 summary.snapshots_taken_total += report.snapshots_taken;
                 summary.snapshots_installed_total += report.snapshots_installed;
+                summary.transfers_total += report.transfers;
             }
             Err(failure) => {
                 eprintln!("{failure}");
@@ -153,7 +156,8 @@ fn main() -> Result<()> {
     } else {
         println!(
             "{} seeds, {} failed{}; {} proposals acknowledged, {} commit advances, {} crashes \
-             ({} during a flush), {} snapshots taken, {} installed from a leader; {:.1} s",
+             ({} during a flush), {} snapshots taken, {} installed from a leader, {} leadership \
+             transfers asked; {:.1} s",
             summary.seeds,
             summary.failures,
             if summary.failed_seeds.is_empty() {
@@ -167,6 +171,7 @@ fn main() -> Result<()> {
             summary.torn_flushes_total,
             summary.snapshots_taken_total,
             summary.snapshots_installed_total,
+            summary.transfers_total,
             summary.elapsed_s
         );
     }
