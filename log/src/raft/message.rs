@@ -148,6 +148,10 @@ pub struct SnapshotChunk {
 ///    `commit_index`;
 /// 5. calls [`super::Raft::advance`] with `number`, and reports flushes with
 ///    [`super::Raft::handle_flushed`] as the journal makes entries durable.
+///
+/// Messages that must wait for a journal flush (a follower's acknowledgement of new entries) are
+/// not held here: Raft produces them only when [`super::Raft::handle_flushed`] reports the flush,
+/// so whatever a `Ready` carries may leave as soon as its hard state is durable.
 #[derive(Debug, Default, PartialEq, Eq)]
 #[must_use]
 pub struct Ready {
