@@ -24,5 +24,37 @@
 //! }
 //! # Ok::<(), sluice_broker::partitioning::PartitioningError>(())
 //! ```
+//!
+//! # Remembering the cluster
+//!
+//! [`topology`] keeps what the broker last knew of the cluster (members, and who led or followed
+//! each partition) in `topology.bin` in its data directory, so that a restart begins from it.
+//! At start-up the broker loads it, checks it against the configured layout, and starts fresh
+//! if there is none; afterwards it saves whenever an update moved the version:
+//!
+//! ```
+//! use sluice_broker::partitioning::{ClusterShape, round_robin};
+//! use sluice_broker::topology::{Role, Topology};
+//!
+//! # let data_dir = std::env::temp_dir().join(format!("sluice-lib-doc-{}", std::process::id()));
+//! # std::fs::create_dir_all(&data_dir)?;
+//! let layout = round_robin(ClusterShape::new(3, 2, 3)?);
+//! let mut topology = match Topology::load(&data_dir)? {
+//!     Some(stored) => {
+//!         // Refuse to start on a topology built for another configuration.
+//!         stored.check_layout(&layout)?;
+//!         stored
+//!     }
+//!     None => Topology::new(&layout),
+//! };
+//! // Raft reported node 1 leading partition 2 in term 4.
+//! if topology.update_replica(2, 1, Role::Leader, 4)? {
+//!     topology.save(&data_dir)?;
+//! }
+//! assert_eq!(topology.leader_of(2).map(|leader| leader.node_id), Some(1));
+//! # std::fs::remove_dir_all(&data_dir)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod partitioning;
+pub mod topology;

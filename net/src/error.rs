@@ -45,6 +45,70 @@ pub enum Error {
         /// Which rule the message broke.
         reason: &'static str,
     },
+    /// A frame did not start with [`crate::frame::FRAME_MAGIC`]: the peer is not a Sluice broker
+    /// or the stream lost its place.
+    BadMagic {
+        /// The four bytes found where the magic belongs, read little-endian.
+        magic: u32,
+    },
+    /// A frame carries a format version this broker does not speak.
+    UnsupportedVersion {
+        /// The version in the frame header.
+        version: u8,
+    },
+    /// A frame header names a kind this broker does not know.
+    UnknownFrameKind {
+        /// The kind byte in the frame header.
+        kind: u8,
+    },
+    /// The reserved field of a frame header is not zero.
+    ReservedNotZero {
+        /// The value found.
+        reserved: u16,
+    },
+    /// A frame body is longer than [`crate::frame::FRAME_BODY_BYTES_MAX`]; nothing of it was
+    /// buffered (receiving) or written (sending).
+    FrameTooLarge {
+        /// The body length announced or offered.
+        body_bytes: u64,
+        /// The maximum, [`crate::frame::FRAME_BODY_BYTES_MAX`].
+        body_bytes_max: u32,
+    },
+    /// A frame body does not match the CRC32C in its header: the bytes were damaged.
+    ChecksumMismatch {
+        /// The checksum in the header.
+        expected: u32,
+        /// The checksum of the body as received.
+        actual: u32,
+    },
+    /// The stream ended inside a frame.
+    TruncatedFrame {
+        /// The bytes of the incomplete frame that were received.
+        buffered_bytes: usize,
+    },
+    /// A frame of one kind was handed to the decoder of another.
+    UnexpectedFrameKind {
+        /// The kind the decoder reads.
+        expected: crate::frame::FrameKind,
+        /// The kind of the frame.
+        actual: crate::frame::FrameKind,
+    },
+    /// A frame body failed rkyv validation: it is not an archived message of its kind.
+    InvalidBody {
+        /// The kind of the frame.
+        kind: crate::frame::FrameKind,
+        /// What the validator found.
+        reason: String,
+    },
+    /// A message breaks a bound of the wire format (counts, sizes, lengths).
+    OutOfBounds {
+        /// The bounded quantity.
+        field: &'static str,
+        /// Its value in the message.
+        value: u64,
+        /// The largest value allowed.
+        value_max: u64,
+    },
 }
 
 impl fmt::Display for Error {
@@ -75,6 +139,62 @@ impl fmt::Display for Error {
             Self::MalformedMessage { reason } => {
                 write!(f, "dropped a malformed gossip message: {reason}")
             }
+            Self::BadMagic { magic } => write!(
+                f,
+                "frame magic is {magic:#010x}, expected {:#010x}; the peer is not a Sluice \
+                 broker or the stream is corrupt, close the connection",
+                crate::frame::FRAME_MAGIC
+            ),
+            Self::UnsupportedVersion { version } => write!(
+                f,
+                "frame format version {version} is not supported (this broker speaks {}); \
+                 run the same Sluice version on every broker",
+                crate::frame::FRAME_VERSION
+            ),
+            Self::UnknownFrameKind { kind } => write!(
+                f,
+                "frame kind {kind} is unknown; run the same Sluice version on every broker"
+            ),
+            Self::ReservedNotZero { reserved } => write!(
+                f,
+                "frame header reserved field is {reserved}, must be 0; the stream is corrupt \
+                 or the peer runs a newer format, close the connection"
+            ),
+            Self::FrameTooLarge {
+                body_bytes,
+                body_bytes_max,
+            } => write!(
+                f,
+                "frame body is {body_bytes} bytes, more than the {body_bytes_max} allowed; \
+                 send smaller batches"
+            ),
+            Self::ChecksumMismatch { expected, actual } => write!(
+                f,
+                "frame body checksum is {actual:#010x}, header says {expected:#010x}; the bytes \
+                 were damaged in transit, close the connection"
+            ),
+            Self::TruncatedFrame { buffered_bytes } => write!(
+                f,
+                "the stream ended {buffered_bytes} bytes into a frame; the peer closed mid-send"
+            ),
+            Self::UnexpectedFrameKind { expected, actual } => write!(
+                f,
+                "expected a {expected:?} frame, got a {actual:?} frame; route frames by kind"
+            ),
+            Self::InvalidBody { kind, reason } => write!(
+                f,
+                "the body of a {kind:?} frame is not a valid message ({reason}); the peer runs \
+                 an incompatible version or has a bug"
+            ),
+            Self::OutOfBounds {
+                field,
+                value,
+                value_max,
+            } => write!(
+                f,
+                "{field} is {value}, more than the {value_max} the wire format allows; split \
+                 the message or check the peer's version"
+            ),
         }
     }
 }

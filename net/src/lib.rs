@@ -4,14 +4,37 @@
 //! - [`swim`]: SWIM gossip membership as a sans-IO core ([`swim::Swim`]). It reads no clock and
 //!   does no I/O: the driver feeds it messages and ticks with `now_ms`, and drains the messages
 //!   to send, the membership events and the next deadline. See the module docs for the loop.
+//! - [`frame`]: the framing of a broker-to-broker byte stream: a 16-byte checked header (magic,
+//!   version, kind, body length, CRC32C of the body) and the body. [`encode_frame`] writes one;
+//!   [`FrameDecoder`] takes bytes in chunks of any size and yields checked [`Frame`]s.
+//! - [`wire`]: the rkyv encoding of what brokers send each other inside frames: batches of Raft
+//!   messages of any partitions ([`encode_raft_batch`] / [`decode_raft_batch`]) and gossip
+//!   messages ([`encode_swim_message`] / [`decode_swim_message`]). Decoding validates the
+//!   archive and the wire bounds, so bytes from the network give a typed error, never a panic.
 //! - [`Error`] / [`Result`]: the crate's one error type.
 //!
-//! Not built yet: QUIC between brokers (quinn-proto driven on a glommio UDP loop, mutual TLS),
-//! the rkyv framing of [`swim::Message`] and of the other broker-to-broker messages, and the
-//! glommio driver that pumps [`swim::Swim`] against a socket. Until the transport exists nothing
-//! here sends a byte: a broker cannot form a cluster with this crate alone.
+//! The receive path of a connection:
+//!
+//! ```text
+//! decoder.push(&bytes);
+//! while let Some(frame) = decoder.next_frame()? {          // Err: close the connection
+//!     match frame.kind {
+//!         FrameKind::RaftBatch => hand decode_raft_batch(&frame)? to each partition's Raft,
+//!         FrameKind::Swim => swim.handle_message(&from, decode_swim_message(&frame)?, now_ms),
+//!     }
+//! }
+//! ```
+//!
+//! Not built yet: QUIC between brokers (quinn-proto driven on a glommio UDP loop, mutual TLS)
+//! that carries these frames, and the glommio driver that pumps [`swim::Swim`] against a socket.
+//! Until the transport exists nothing here sends a byte: a broker cannot form a cluster with
+//! this crate alone.
 
 mod error;
+pub mod frame;
 pub mod swim;
+pub mod wire;
 
 pub use error::{Error, Result};
+pub use frame::{FRAME_BODY_BYTES_MAX, Frame, FrameDecoder, FrameKind, encode_frame};
+pub use wire::{decode_raft_batch, decode_swim_message, encode_raft_batch, encode_swim_message};
