@@ -78,7 +78,7 @@ pub enum Error {
     ChecksumMismatch {
         /// The checksum in the header.
         expected: u32,
-        /// The checksum of the body as received.
+        /// The checksum as received (over the header fields before it and the body).
         actual: u32,
     },
     /// The stream ended inside a frame.

@@ -10,13 +10,14 @@
 //!      5      1  kind          a FrameKind
 //!      6      2  reserved      0
 //!      8      4  body_bytes    length of the body, at most FRAME_BODY_BYTES_MAX
-//!     12      4  body_crc32c   CRC32C (Castagnoli) of the body
+//!     12      4  crc32c        CRC32C (Castagnoli) of header bytes 0..12, then the body
 //!     16      …  body          body_bytes bytes
 //! ```
 //!
 //! Every header field is checked on its own (magic, version, known kind, zero reserved field,
-//! length bound) and the checksum covers the body, so a damaged byte anywhere in a frame is an
-//! error rather than a wrong message.
+//! length bound) and the checksum covers the header fields before it as well as the body, so a
+//! damaged byte anywhere in a frame is an error rather than a wrong message, even one that turns
+//! the kind into the other valid kind.
 //!
 //! Sending: [`encode_frame`] appends a frame to a buffer the caller owns. Receiving: push the
 //! bytes as they arrive into a [`FrameDecoder`] and drain it:
@@ -41,6 +42,11 @@ pub const FRAME_HEADER_BYTES: usize = 16;
 /// Largest frame body accepted or sent, in bytes.
 pub const FRAME_BODY_BYTES_MAX: u32 = 16 << 20;
 
+/// The checksum of a frame: header bytes before the checksum field, then the body.
+fn frame_crc(header: &[u8; FRAME_HEADER_BYTES], body: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&header[..offset::CRC32C]), body)
+}
+
 /// Byte offsets of the header fields.
 mod offset {
     pub const MAGIC: usize = 0;
@@ -48,7 +54,7 @@ mod offset {
     pub const KIND: usize = 5;
     pub const RESERVED: usize = 6;
     pub const BODY_BYTES: usize = 8;
-    pub const BODY_CRC32C: usize = 12;
+    pub const CRC32C: usize = 12;
     pub const END: usize = 16;
 }
 
@@ -58,8 +64,8 @@ const _: () = assert!(
         && offset::VERSION + 1 == offset::KIND
         && offset::KIND + 1 == offset::RESERVED
         && offset::RESERVED + 2 == offset::BODY_BYTES
-        && offset::BODY_BYTES + 4 == offset::BODY_CRC32C
-        && offset::BODY_CRC32C + 4 == offset::END
+        && offset::BODY_BYTES + 4 == offset::CRC32C
+        && offset::CRC32C + 4 == offset::END
 );
 // A whole frame's length must fit the u32 the decoder's arithmetic is checked against.
 const _: () =
@@ -132,8 +138,9 @@ pub fn encode_frame(kind: FrameKind, body: &[u8], out: &mut Vec<u8>) -> Result<(
     header[offset::VERSION] = FRAME_VERSION;
     header[offset::KIND] = kind as u8;
     header[offset::RESERVED..offset::BODY_BYTES].copy_from_slice(&0_u16.to_le_bytes());
-    header[offset::BODY_BYTES..offset::BODY_CRC32C].copy_from_slice(&body_bytes.to_le_bytes());
-    header[offset::BODY_CRC32C..offset::END].copy_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    header[offset::BODY_BYTES..offset::CRC32C].copy_from_slice(&body_bytes.to_le_bytes());
+    let crc = frame_crc(&header, body);
+    header[offset::CRC32C..offset::END].copy_from_slice(&crc.to_le_bytes());
     out.reserve(FRAME_HEADER_BYTES + body.len());
     out.extend_from_slice(&header);
     out.extend_from_slice(body);
@@ -144,7 +151,7 @@ pub fn encode_frame(kind: FrameKind, body: &[u8], out: &mut Vec<u8>) -> Result<(
 struct Header {
     kind: FrameKind,
     body_bytes: usize,
-    body_crc32c: u32,
+    crc32c: u32,
 }
 
 fn read_u16(bytes: &[u8; FRAME_HEADER_BYTES], at: usize) -> u16 {
@@ -181,7 +188,7 @@ fn parse_header(bytes: &[u8; FRAME_HEADER_BYTES]) -> Result<Header> {
     Ok(Header {
         kind,
         body_bytes: body_bytes as usize,
-        body_crc32c: read_u32(bytes, offset::BODY_CRC32C),
+        crc32c: read_u32(bytes, offset::CRC32C),
     })
 }
 
@@ -238,10 +245,10 @@ impl FrameDecoder {
         let Some(body) = pending.get(FRAME_HEADER_BYTES..frame_bytes) else {
             return Ok(None);
         };
-        let actual = crc32c::crc32c(body);
-        if actual != header.body_crc32c {
+        let actual = frame_crc(header_bytes, body);
+        if actual != header.crc32c {
             return Err(self.fail(Error::ChecksumMismatch {
-                expected: header.body_crc32c,
+                expected: header.crc32c,
                 actual,
             }));
         }
@@ -367,8 +374,22 @@ pub(crate) mod tests {
         assert_eq!(out[5], FrameKind::Swim as u8);
         assert_eq!(&out[6..8], &[0, 0]);
         assert_eq!(&out[8..12], &3_u32.to_le_bytes());
-        assert_eq!(&out[12..16], &crc32c::crc32c(b"abc").to_le_bytes());
+        let covered: Vec<u8> = out[..12].iter().chain(b"abc").copied().collect();
+        assert_eq!(&out[12..16], &crc32c::crc32c(&covered).to_le_bytes());
         assert_eq!(&out[16..], b"abc");
+    }
+
+    #[test]
+    fn a_kind_swapped_for_the_other_valid_kind_fails_the_checksum() {
+        let mut out = Vec::new();
+        encode_frame(FrameKind::Swim, b"abc", &mut out).expect("small body");
+        out[5] = FrameKind::RaftBatch as u8;
+        let mut decoder = FrameDecoder::new();
+        decoder.push(&out);
+        assert!(matches!(
+            decoder.next_frame(),
+            Err(Error::ChecksumMismatch { .. })
+        ));
     }
 
     #[test]
@@ -499,7 +520,7 @@ pub(crate) mod tests {
     fn oversized_length_is_rejected_before_the_body_arrives() {
         let mut header = Vec::new();
         encode_frame(FrameKind::RaftBatch, &[], &mut header).expect("empty body");
-        header[offset::BODY_BYTES..offset::BODY_CRC32C]
+        header[offset::BODY_BYTES..offset::CRC32C]
             .copy_from_slice(&(FRAME_BODY_BYTES_MAX + 1).to_le_bytes());
         let mut decoder = FrameDecoder::new();
         decoder.push(&header);
