@@ -74,7 +74,7 @@ pub enum Error {
         /// The maximum, [`crate::frame::FRAME_BODY_BYTES_MAX`].
         body_bytes_max: u32,
     },
-    /// A frame body does not match the CRC32C in its header: the bytes were damaged.
+    /// A frame does not match the CRC32C in its header: the bytes were damaged.
     ChecksumMismatch {
         /// The checksum in the header.
         expected: u32,
