@@ -11,7 +11,7 @@ mod common;
 
 use std::cell::{Cell, RefCell};
 
-use common::{Model, Rng, batches_in, check_log, segment_files};
+use common::{Model, Rng, assert_zeros_after_end, check_log};
 use futures_lite::future::{block_on, or, yield_now};
 use sluice_log::{IoDelay, Journal, JournalConfig, MemStorage};
 
@@ -92,18 +92,7 @@ fn a_crash_with_several_plans_in_flight_keeps_every_durable_batch() {
             }
             let model = model.into_inner();
             check_log(&j, &model).await;
-            // Past the last batch, only zeros.
-            let last = segment_files(&disk).await.pop().expect("a segment");
-            let end = batches_in(&disk, &last)
-                .last()
-                .map_or(4096, |b| b.offset + b.bytes);
-            let content = disk.contents(&last).expect("segment");
-            assert!(
-                content[usize::try_from(end).expect("small")..]
-                    .iter()
-                    .all(|b| *b == 0),
-                "seed {seed}: non-zero bytes after the end of the log"
-            );
+            assert_zeros_after_end(&disk, &format!("seed {seed}")).await;
         });
     }
     assert!(

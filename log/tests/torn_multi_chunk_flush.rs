@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{FaultyStorage, Rng, batches_in, segment_files};
+use common::{FaultyStorage, Rng, assert_zeros_after_end};
 use futures_lite::future::block_on;
 use sluice_log::{BatchMeta, Journal, JournalConfig, MemStorage, WRITE_CHUNK_BYTES};
 
@@ -100,18 +100,7 @@ fn a_torn_multi_chunk_flush_always_recovers() {
                 }
             }
             let next = check(&j, &terms).await;
-            // The invariant recovery restores: past the last batch, only zeros.
-            let last = segment_files(&disk).await.pop().expect("a segment");
-            let end = batches_in(&disk, &last)
-                .last()
-                .map_or(4096, |b| b.offset + b.bytes);
-            let content = disk.contents(&last).expect("segment");
-            assert!(
-                content[usize::try_from(end).expect("small")..]
-                    .iter()
-                    .all(|b| *b == 0),
-                "seed {seed}: non-zero bytes after the end of the log"
-            );
+            assert_zeros_after_end(&disk, &format!("seed {seed}")).await;
             // New batches in a new term over the cut, then another crash: no stale batch of the
             // torn flush may reappear behind them.
             terms.truncate(usize::try_from(next).expect("small"));

@@ -1229,12 +1229,14 @@ impl Raft {
         }
     }
 
-    /// Sends every follower what it is missing, within the pipeline bound.
+    /// Sends every follower what it is missing, within the pipeline bound. Runs at every
+    /// `ready`, so it walks the peers by position instead of cloning the list.
     fn replicate(&mut self) {
         if self.role != Role::Leader {
             return;
         }
-        for peer in self.peers.clone() {
+        for position in 0..self.peers.len() {
+            let peer = self.peers[position];
             loop {
                 let p = &self.progress[&peer];
                 let busy = if p.probing {

@@ -361,3 +361,18 @@ pub fn is_temp(name: &str) -> bool {
         .extension()
         .is_some_and(|e| e == "tmp")
 }
+
+/// The invariant recovery restores: past the last batch of the last segment, only zeros.
+pub async fn assert_zeros_after_end(disk: &MemStorage, context: &str) {
+    let last = segment_files(disk).await.pop().expect("a segment");
+    let end = batches_in(disk, &last)
+        .last()
+        .map_or(4096, |b| b.offset + b.bytes);
+    let bytes = disk.contents(&last).expect("segment");
+    assert!(
+        bytes[usize::try_from(end).expect("small")..]
+            .iter()
+            .all(|b| *b == 0),
+        "{context}: non-zero bytes after the end of the log"
+    );
+}
