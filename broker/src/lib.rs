@@ -56,5 +56,16 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod client_api;
+pub mod command_server;
+pub mod config;
+pub mod dev;
+pub mod http;
+pub mod management;
+pub mod metrics;
+pub mod node;
+pub mod notify;
+pub mod partition;
 pub mod partitioning;
+pub mod run;
 pub mod topology;

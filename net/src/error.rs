@@ -109,6 +109,38 @@ pub enum Error {
         /// The largest value allowed.
         value_max: u64,
     },
+    /// A [`crate::quic::TransportConfig`] field is out of range; nothing was bound.
+    InvalidTransportConfig {
+        /// The offending field, as spelled in the struct.
+        field: &'static str,
+        /// What is wrong and which range is accepted.
+        reason: String,
+    },
+    /// A certificate or key file could not be read, parsed or written.
+    TlsFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The TLS identity does not make a valid configuration (for example the key does not
+    /// match the certificate, or the CA certificate is not a usable trust anchor).
+    TlsConfig {
+        /// What rustls or the verifier reported.
+        reason: String,
+    },
+    /// A development certificate or key could not be generated.
+    CertificateGeneration {
+        /// What failed.
+        reason: String,
+    },
+    /// The transport's UDP socket could not be set up.
+    Bind {
+        /// The address it was to be bound to.
+        addr: std::net::SocketAddr,
+        /// What the operating system reported.
+        reason: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -194,6 +226,23 @@ impl fmt::Display for Error {
                 f,
                 "{field} is {value}, more than the {value_max} the wire format allows; split \
                  the message or check the peer's version"
+            ),
+            Self::InvalidTransportConfig { field, reason } => {
+                write!(f, "invalid transport configuration `{field}`: {reason}")
+            }
+            Self::TlsFile { path, reason } => write!(f, "{}: {reason}", path.display()),
+            Self::TlsConfig { reason } => write!(
+                f,
+                "invalid TLS identity: {reason}; check the CA, certificate and key files belong \
+                 together"
+            ),
+            Self::CertificateGeneration { reason } => {
+                write!(f, "cannot generate a development certificate: {reason}")
+            }
+            Self::Bind { addr, reason } => write!(
+                f,
+                "cannot bind the broker transport to UDP {addr}: {reason}; is another broker \
+                 using the port?"
             ),
         }
     }

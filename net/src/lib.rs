@@ -11,6 +11,13 @@
 //!   messages of any partitions ([`encode_raft_batch`] / [`decode_raft_batch`]) and gossip
 //!   messages ([`encode_swim_message`] / [`decode_swim_message`]). Decoding validates the
 //!   archive and the wire bounds, so bytes from the network give a typed error, never a panic.
+//! - [`quic`]: the broker-to-broker transport: one QUIC endpoint per broker on one UDP socket
+//!   (quinn-proto driven by a task on the glommio executor), mutual TLS against the cluster CA,
+//!   frames on one unidirectional stream per kind and direction. [`Transport::send`] queues a
+//!   frame for a peer address and never blocks; [`Transport::recv`] yields the next received
+//!   frame. See the module docs for the loop and the delivery rules.
+//! - [`tls`]: the TLS identity of a broker ([`TlsIdentity`]), the rustls configurations, and
+//!   development certificates ([`generate_dev_certs`]).
 //! - [`Error`] / [`Result`]: the crate's one error type.
 //!
 //! The receive path of a connection:
@@ -25,16 +32,18 @@
 //! }
 //! ```
 //!
-//! Not built yet: QUIC between brokers (quinn-proto driven on a glommio UDP loop, mutual TLS)
-//! that carries these frames, and the glommio driver that pumps [`swim::Swim`] against a socket.
-//! Until the transport exists nothing here sends a byte: a broker cannot form a cluster with
-//! this crate alone.
+//! Not built yet: the glommio driver that pumps [`swim::Swim`] over the transport (feeding it
+//! `Swim` frames from [`Transport::recv`] and sending what it drains with [`Transport::send`]).
 
 mod error;
 pub mod frame;
+pub mod quic;
 pub mod swim;
+pub mod tls;
 pub mod wire;
 
 pub use error::{Error, Result};
 pub use frame::{FRAME_BODY_BYTES_MAX, Frame, FrameDecoder, FrameKind, encode_frame};
+pub use quic::{Incoming, Transport, TransportConfig, TransportStats};
+pub use tls::{DevCerts, TlsIdentity, generate_dev_certs};
 pub use wire::{decode_raft_batch, decode_swim_message, encode_raft_batch, encode_swim_message};

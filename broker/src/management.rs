@@ -1,0 +1,422 @@
+//! The management API on port 9600: readiness, health, metrics and the actuator endpoints.
+//!
+//! | request | answer |
+//! | --- | --- |
+//! | `GET /ready` | 200 once every local replica knows its partition's leader, else 503 |
+//! | `GET /health` | 200 unless a local replica is stopped or its last flush failed, else 503 |
+//! | `GET /metrics` | Prometheus text: commit and flush latency histograms, roles, counters |
+//! | `GET /actuator/cluster` | the topology: brokers, their state, partition roles (JSON) |
+//! | `GET /actuator/partitions` | this broker's replicas: role, term, indexes (JSON) |
+//! | `POST /actuator/rebalance` | leadership moves to the priority-preferred replicas (JSON) |
+//! | `POST /actuator/faults?block=a:p,b:q` | test switch: drop traffic with these peers (empty clears) |
+//!
+//! A rebalance request is fanned out to every live broker (with `?local=true`), since only a
+//! partition's leader can hand its leadership over.
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use serde_json::{Value, json};
+use sluice_log::raft::Role as RaftRole;
+
+use crate::http::{Handler, HttpRequest, HttpResponse};
+use crate::metrics::PrometheusText;
+use crate::node::Node;
+use crate::topology::{MemberState, Role};
+
+/// Latency histogram bucket bounds, in microseconds.
+const LATENCY_BUCKETS_US: [u64; 16] = [
+    100, 200, 300, 500, 750, 1_000, 1_500, 2_000, 3_000, 5_000, 10_000, 20_000, 50_000, 100_000,
+    500_000, 1_000_000,
+];
+/// Time allowed for one fanned-out rebalance request.
+const FAN_OUT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The management API of one node.
+#[derive(Debug)]
+pub struct Management {
+    node: Rc<Node>,
+}
+
+impl Management {
+    /// Serves `node`.
+    #[must_use]
+    pub fn new(node: Rc<Node>) -> Self {
+        Management { node }
+    }
+
+    async fn route(&self, request: HttpRequest) -> HttpResponse {
+        match (request.method.as_str(), request.path.as_str()) {
+            ("GET", "/ready") => self.ready(),
+            ("GET", "/health") => self.health(),
+            ("GET", "/metrics") => HttpResponse::text(200, &self.metrics()),
+            ("GET", "/actuator/cluster") => json_response(&self.cluster()),
+            ("GET", "/actuator/partitions") => json_response(&self.partitions()),
+            ("POST", "/actuator/rebalance") => self.rebalance(&request.query).await,
+            ("POST", "/actuator/faults") => self.faults(&request.query),
+            (
+                _,
+                "/ready" | "/health" | "/metrics" | "/actuator/cluster" | "/actuator/partitions",
+            ) => HttpResponse::text(405, "use GET\n"),
+            (_, "/actuator/rebalance" | "/actuator/faults") => {
+                HttpResponse::text(405, "use POST\n")
+            }
+            _ => HttpResponse::text(
+                404,
+                "not found; see /ready, /health, /metrics, /actuator/cluster, /actuator/partitions\n",
+            ),
+        }
+    }
+
+    fn ready(&self) -> HttpResponse {
+        let waiting: Vec<u32> = self
+            .node
+            .partitions()
+            .iter()
+            .filter(|p| p.status().leader.is_none())
+            .map(|p| p.id())
+            .collect();
+        if waiting.is_empty() {
+            HttpResponse::text(200, "ready\n")
+        } else {
+            HttpResponse::text(
+                503,
+                &format!("not ready: no leader known yet for partitions {waiting:?}\n"),
+            )
+        }
+    }
+
+    fn health(&self) -> HttpResponse {
+        let failing: Vec<String> = self
+            .node
+            .partitions()
+            .iter()
+            .filter_map(|p| {
+                p.status()
+                    .flush_error
+                    .map(|error| format!("partition {}: {error}", p.id()))
+            })
+            .collect();
+        if failing.is_empty() {
+            HttpResponse::text(200, "healthy\n")
+        } else {
+            HttpResponse::text(503, &format!("unhealthy:\n{}\n", failing.join("\n")))
+        }
+    }
+
+    fn cluster(&self) -> Value {
+        let topology = self.node.topology();
+        let shape = topology.shape();
+        let peers = self.node.peers();
+        let brokers: Vec<Value> = topology
+            .members()
+            .iter()
+            .map(|member| {
+                let metadata = peers
+                    .iter()
+                    .find(|p| p.node_id == member.node_id)
+                    .and_then(|p| p.metadata.clone());
+                let state = if member.node_id == self.node.node_id() {
+                    "ALIVE"
+                } else {
+                    member_state(member.state)
+                };
+                let partitions: Vec<Value> = shape
+                    .partition_ids()
+                    .filter_map(|partition_id| {
+                        let replica = topology
+                            .replicas_of(partition_id)?
+                            .iter()
+                            .find(|r| r.node_id == member.node_id)?;
+                        Some(json!({
+                            "partitionId": partition_id,
+                            "role": role(replica.role),
+                            "term": replica.term,
+                        }))
+                    })
+                    .collect();
+                json!({
+                    "nodeId": member.node_id,
+                    "address": member.address,
+                    "state": state,
+                    "commandApi": metadata.as_ref().map(|m| m.command_api.clone()),
+                    "management": metadata.as_ref().map(|m| m.management.clone()),
+                    "partitions": partitions,
+                })
+            })
+            .collect();
+        json!({
+            "clusterSize": shape.cluster_size(),
+            "partitionsCount": shape.partitions_count(),
+            "replicationFactor": shape.replication_factor(),
+            "topologyVersion": topology.version(),
+            "brokers": brokers,
+        })
+    }
+
+    fn partitions(&self) -> Value {
+        let mut out = serde_json::Map::new();
+        for partition in self.node.partitions() {
+            let status = partition.status();
+            out.insert(
+                partition.id().to_string(),
+                json!({
+                    "role": raft_role(status.role),
+                    "term": status.term,
+                    "leader": status.leader,
+                    "preferredLeader": partition.preferred_leader(),
+                    "commitIndex": status.commit_index,
+                    "lastIndex": status.last_index,
+                    "durableIndex": status.durable_index,
+                    "appendsCommitted": status.appends_committed,
+                    "appendsFailed": status.appends_failed,
+                    "flushError": status.flush_error,
+                }),
+            );
+        }
+        Value::Object(out)
+    }
+
+    async fn rebalance(&self, query: &str) -> HttpResponse {
+        let mut result = serde_json::Map::new();
+        result.insert(
+            self.node.node_id().to_string(),
+            json!(self.node.rebalance_local()),
+        );
+        if !query.split('&').any(|pair| pair == "local=true") {
+            for address in self.node.peer_management_addresses() {
+                let answer = match post_local_rebalance(&address).await {
+                    Ok(body) => serde_json::from_str::<Value>(&body)
+                        .unwrap_or_else(|_| json!({ "error": body })),
+                    Err(error) => json!({ "error": error.to_string() }),
+                };
+                result.insert(address, answer);
+            }
+        }
+        json_response(&json!({ "transfers": result }))
+    }
+
+    fn faults(&self, query: &str) -> HttpResponse {
+        let mut blocked = Vec::new();
+        for pair in query.split('&') {
+            if let Some(list) = pair.strip_prefix("block=") {
+                for item in list.split(',').filter(|s| !s.is_empty()) {
+                    match item.parse::<SocketAddr>() {
+                        Ok(address) => blocked.push(address),
+                        Err(_) => {
+                            return HttpResponse::text(
+                                400,
+                                &format!("`{item}` is not an ip:port address\n"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let answer = format!("blocked: {blocked:?}\n");
+        self.node.transport().set_blocked(blocked);
+        HttpResponse::text(200, &answer)
+    }
+
+    fn metrics(&self) -> String {
+        let mut text = PrometheusText::new();
+        let node = self.node.node_id().to_string();
+        for partition in self.node.partitions() {
+            let status = partition.status();
+            let id = partition.id().to_string();
+            let labels = [("node", node.as_str()), ("partition", id.as_str())];
+            text.gauge(
+                "sluice_partition_role",
+                "1 if this replica leads its partition, else 0",
+                &labels,
+                if status.role == RaftRole::Leader {
+                    1.0
+                } else {
+                    0.0
+                },
+            );
+            text.gauge(
+                "sluice_partition_term",
+                "Raft term",
+                &labels,
+                as_f64(status.term),
+            );
+            text.gauge(
+                "sluice_partition_commit_index",
+                "Highest committed log index known",
+                &labels,
+                as_f64(status.commit_index),
+            );
+            text.gauge(
+                "sluice_partition_durable_index",
+                "Highest log index flushed on this replica",
+                &labels,
+                as_f64(status.durable_index),
+            );
+            text.counter(
+                "sluice_appends_committed_total",
+                "Appends answered committed by this leader",
+                &labels,
+                status.appends_committed,
+            );
+            text.counter(
+                "sluice_appends_failed_total",
+                "Appends answered unavailable",
+                &labels,
+                status.appends_failed,
+            );
+            text.counter(
+                "sluice_raft_messages_dropped_total",
+                "Raft messages dropped because the replica's inbox was full",
+                &labels,
+                status.messages_dropped,
+            );
+            text.histogram_from_hdr(
+                "sluice_commit_latency_seconds",
+                "Time from an append's arrival on the leader to its commit",
+                &labels,
+                &status.commit_latency_us,
+                &LATENCY_BUCKETS_US,
+                1e-6,
+            );
+            text.histogram_from_hdr(
+                "sluice_flush_latency_seconds",
+                "Time of one journal flush (write and fdatasync)",
+                &labels,
+                &status.flush_latency_us,
+                &LATENCY_BUCKETS_US,
+                1e-6,
+            );
+        }
+        let labels = [("node", node.as_str())];
+        let counters = self.node.counters();
+        text.counter(
+            "sluice_raft_frames_sent_total",
+            "Raft frames sent to peers (all partitions batched)",
+            &labels,
+            counters.raft_frames_sent.get(),
+        );
+        text.counter(
+            "sluice_raft_messages_sent_total",
+            "Raft messages sent to peers",
+            &labels,
+            counters.raft_messages_sent.get(),
+        );
+        text.counter(
+            "sluice_raft_messages_unroutable_total",
+            "Raft messages dropped because the peer's address was unknown",
+            &labels,
+            counters.raft_unroutable.get(),
+        );
+        text.counter(
+            "sluice_frames_malformed_total",
+            "Frames from peers that failed to decode",
+            &labels,
+            counters.frames_malformed.get(),
+        );
+        let swim = self.node.swim_stats();
+        text.counter(
+            "sluice_gossip_messages_received_total",
+            "Gossip messages received",
+            &labels,
+            swim.messages_received,
+        );
+        text.counter(
+            "sluice_gossip_messages_dropped_total",
+            "Gossip messages dropped as malformed",
+            &labels,
+            swim.messages_dropped,
+        );
+        let alive = self
+            .node
+            .peers()
+            .iter()
+            .filter(|p| p.state == MemberState::Alive)
+            .count();
+        text.gauge(
+            "sluice_cluster_members_alive",
+            "Other brokers this broker sees alive",
+            &labels,
+            as_f64(alive as u64),
+        );
+        let mut out = text.finish();
+        let _ = writeln!(out, "# transport: {:?}", self.node.transport().stats());
+        out
+    }
+}
+
+impl Handler for Management {
+    fn handle(&self, request: HttpRequest) -> Pin<Box<dyn Future<Output = HttpResponse> + '_>> {
+        Box::pin(self.route(request))
+    }
+}
+
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "metrics tolerate rounding above 2^53"
+)]
+fn as_f64(value: u64) -> f64 {
+    value as f64
+}
+
+fn json_response(value: &Value) -> HttpResponse {
+    let mut body = serde_json::to_string_pretty(value).expect("JSON values serialize");
+    body.push('\n');
+    HttpResponse::json(200, &body)
+}
+
+fn member_state(state: MemberState) -> &'static str {
+    match state {
+        MemberState::Alive => "ALIVE",
+        MemberState::Suspect => "SUSPECT",
+        MemberState::Dead => "DEAD",
+        MemberState::Left => "LEFT",
+    }
+}
+
+fn role(role: Role) -> &'static str {
+    match role {
+        Role::Leader => "LEADER",
+        Role::Follower => "FOLLOWER",
+        Role::Inactive => "INACTIVE",
+    }
+}
+
+fn raft_role(role: RaftRole) -> &'static str {
+    match role {
+        RaftRole::Leader => "LEADER",
+        RaftRole::Follower => "FOLLOWER",
+        RaftRole::PreCandidate | RaftRole::Candidate => "CANDIDATE",
+    }
+}
+
+/// `POST /actuator/rebalance?local=true` to a peer's management API; the answer's body.
+async fn post_local_rebalance(address: &str) -> anyhow::Result<String> {
+    let request = async {
+        let mut stream = glommio::net::TcpStream::connect(address)
+            .await
+            .map_err(|error| anyhow::anyhow!("connecting to {address}: {error}"))?;
+        let head = format!(
+            "POST /actuator/rebalance?local=true HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await?;
+        stream.flush().await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let body = answer
+            .split_once("\r\n\r\n")
+            .map_or(String::new(), |(_, body)| body.to_owned());
+        Ok::<String, anyhow::Error>(body)
+    };
+    futures_lite::future::or(request, async {
+        glommio::timer::sleep(FAN_OUT_TIMEOUT).await;
+        anyhow::bail!("no answer within {FAN_OUT_TIMEOUT:?}")
+    })
+    .await
+}

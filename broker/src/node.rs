@@ -1,0 +1,715 @@
+//! A broker node at run time: the transport, gossip, the partition replicas and the topology.
+//!
+//! [`Node::start`] runs on the broker's first shard (glommio executor). It binds the QUIC
+//! transport, loads the topology kept on disk, opens this broker's partition replicas and spawns
+//! four tasks:
+//! - **receive**: frames from peers. Raft batches are split by partition and queued on the
+//!   replicas; gossip messages go to the SWIM core.
+//! - **gossip**: pumps the [`Swim`] core: sends its messages, applies its membership events to
+//!   the directory (where each node's transport, command API and management API are) and to the
+//!   topology, and ticks it at its deadline.
+//! - **outbox**: sends the Raft messages the replicas produced since it last ran, one frame per
+//!   peer node holding the messages of all partitions (split when large), so replication of
+//!   every partition between two brokers shares one connection and its batching.
+//! - **roles**: records role changes of the local replicas in the topology (saved to disk) and in
+//!   the gossip metadata, so every broker learns who leads what.
+//!
+//! Raft messages to a node whose address gossip has not told yet are dropped; Raft retries.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use serde::{Deserialize, Serialize};
+use sluice_log::raft::{Message, MessageBody, Role as RaftRole};
+use sluice_net::frame::FRAME_HEADER_BYTES;
+use sluice_net::quic::{Transport, TransportConfig};
+use sluice_net::swim::{MemberState as SwimState, MembershipEvent, Swim, SwimConfig};
+use sluice_net::tls::TlsIdentity;
+use sluice_net::{
+    FrameKind, decode_raft_batch, decode_swim_message, encode_raft_batch, encode_swim_message,
+};
+
+use crate::notify::Notify;
+use crate::partition::{
+    Partition, PartitionConfig, PartitionStatus, RaftOutbox, StatusListener, replica_id,
+};
+use crate::partitioning::{NodeId, PartitionId, PartitionLayout};
+use crate::topology::{Member, MemberState, Role, Topology};
+
+/// Largest archive of one outgoing Raft frame before the batch is split.
+const RAFT_FRAME_BYTES_TARGET: u64 = 4 << 20;
+/// Most Raft messages in one outgoing frame.
+const RAFT_FRAME_MESSAGES_MAX: usize = 4096;
+
+/// Everything a node needs to start, resolved from the configuration.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    /// `cluster.nodeId`.
+    pub node_id: NodeId,
+    /// Where partitions live and with which priorities.
+    pub layout: PartitionLayout,
+    /// `cluster.raft.enablePriorityElection`.
+    pub priority_election: bool,
+    /// `data.directory`.
+    pub data_dir: PathBuf,
+    /// The QUIC socket.
+    pub internal_bind: SocketAddr,
+    /// How peers reach the QUIC socket (host:port), as gossiped.
+    pub internal_advertised: String,
+    /// How clients reach the command API (host:port), as gossiped.
+    pub command_api_advertised: String,
+    /// How operators reach the management API (host:port), as gossiped.
+    pub management_advertised: String,
+    /// `cluster.initialContactPoints`.
+    pub contact_points: Vec<String>,
+    /// `cluster.membership.*`.
+    pub swim: SwimConfig,
+    /// `cluster.heartbeatInterval`.
+    pub heartbeat_interval_ms: u64,
+    /// `cluster.electionTimeout`.
+    pub election_timeout_ms: u64,
+    /// `data.logSegmentSize`.
+    pub segment_bytes: u64,
+    /// The broker's certificate, key and cluster CA.
+    pub tls: TlsIdentity,
+    /// The largest QUIC datagram to try (loopback allows large ones).
+    pub mtu_upper_bound_bytes: u16,
+}
+
+/// What a broker gossips about itself besides its address.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberMetadata {
+    /// host:port of the command API.
+    pub command_api: String,
+    /// host:port of the management API.
+    pub management: String,
+    /// `(partition, "LEADER" | "FOLLOWER", term)` of each local replica.
+    pub partitions: Vec<(PartitionId, String, u64)>,
+}
+
+/// What this broker knows of another.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The node.
+    pub node_id: NodeId,
+    /// Its gossiped transport address.
+    pub address: String,
+    /// The transport address resolved, when resolvable.
+    pub socket: Option<SocketAddr>,
+    /// Alive, Suspect, Dead or Left.
+    pub state: MemberState,
+    /// Its gossiped metadata, when it parsed.
+    pub metadata: Option<MemberMetadata>,
+}
+
+/// Counters of the node's own tasks, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct NodeCounters {
+    /// Raft messages dropped because the peer's address is unknown.
+    pub raft_unroutable: Cell<u64>,
+    /// Frames received that failed to decode.
+    pub frames_malformed: Cell<u64>,
+    /// Raft messages received for a partition this node does not host.
+    pub raft_misrouted: Cell<u64>,
+    /// Raft frames sent.
+    pub raft_frames_sent: Cell<u64>,
+    /// Raft messages sent.
+    pub raft_messages_sent: Cell<u64>,
+}
+
+/// The running node. See the module docs.
+pub struct Node {
+    settings: NodeSettings,
+    transport: Transport,
+    swim: RefCell<Swim>,
+    swim_notify: Notify,
+    directory: RefCell<BTreeMap<NodeId, Peer>>,
+    resolved: RefCell<HashMap<String, SocketAddr>>,
+    topology: RefCell<Topology>,
+    partitions: RefCell<BTreeMap<PartitionId, Rc<Partition>>>,
+    outbox: Rc<Outbox>,
+    role_changes: Rc<RoleChanges>,
+    clock: Instant,
+    counters: NodeCounters,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("node_id", &self.settings.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Outbox {
+    queued: RefCell<BTreeMap<NodeId, Vec<(PartitionId, Message)>>>,
+    notify: Notify,
+}
+
+impl RaftOutbox for Outbox {
+    fn send(&self, to: NodeId, partition_id: PartitionId, message: Message) {
+        self.queued
+            .borrow_mut()
+            .entry(to)
+            .or_default()
+            .push((partition_id, message));
+        self.notify.notify();
+    }
+}
+
+#[derive(Default)]
+struct RoleChanges {
+    changes: RefCell<Vec<PartitionStatus>>,
+    notify: Notify,
+}
+
+fn topology_role(role: RaftRole) -> Role {
+    if role == RaftRole::Leader {
+        Role::Leader
+    } else {
+        Role::Follower
+    }
+}
+
+fn member_state(state: SwimState) -> MemberState {
+    match state {
+        SwimState::Alive => MemberState::Alive,
+        SwimState::Suspect => MemberState::Suspect,
+        SwimState::Dead => MemberState::Dead,
+        SwimState::Left => MemberState::Left,
+    }
+}
+
+impl Node {
+    /// Starts the node on the current executor. See the module docs.
+    pub async fn start(settings: NodeSettings) -> anyhow::Result<Rc<Node>> {
+        let clock = Instant::now();
+        std::fs::create_dir_all(&settings.data_dir).map_err(|error| {
+            anyhow::anyhow!(
+                "creating the data directory {}: {error}",
+                settings.data_dir.display()
+            )
+        })?;
+        let topology = match Topology::load(&settings.data_dir)? {
+            Some(stored) => {
+                stored.check_layout(&settings.layout)?;
+                eprintln!(
+                    "node {}: loaded the topology (version {}, {} members)",
+                    settings.node_id,
+                    stored.version(),
+                    stored.members().len()
+                );
+                stored
+            }
+            None => Topology::new(&settings.layout),
+        };
+        let mut transport_config =
+            TransportConfig::new(settings.internal_bind, settings.tls.clone());
+        transport_config.mtu_upper_bound_bytes = settings.mtu_upper_bound_bytes;
+        let transport = Transport::bind(transport_config)?;
+        let metadata = MemberMetadata {
+            command_api: settings.command_api_advertised.clone(),
+            management: settings.management_advertised.clone(),
+            partitions: Vec::new(),
+        };
+        let seed = u64::from(settings.node_id) ^ u64::from(clock.elapsed().subsec_nanos()) << 20;
+        let mut swim = Swim::new(
+            settings.swim.clone(),
+            u64::from(settings.node_id),
+            settings.internal_advertised.clone(),
+            serde_json::to_vec(&metadata)?,
+            seed,
+            0,
+        )?;
+        // Contact points, plus every member the stored topology remembers: a restarted broker
+        // finds its peers even if its contact points are gone.
+        let mut contacts = settings.contact_points.clone();
+        for member in topology.members() {
+            if member.node_id != settings.node_id && !contacts.contains(&member.address) {
+                contacts.push(member.address.clone());
+            }
+        }
+        swim.join(&contacts)?;
+        let node = Rc::new(Node {
+            transport,
+            swim: RefCell::new(swim),
+            swim_notify: Notify::default(),
+            directory: RefCell::default(),
+            resolved: RefCell::default(),
+            topology: RefCell::new(topology),
+            partitions: RefCell::default(),
+            outbox: Rc::default(),
+            role_changes: Rc::default(),
+            clock,
+            counters: NodeCounters::default(),
+            settings,
+        });
+        node.record_self_member();
+        glommio::spawn_local(Rc::clone(&node).receive_task()).detach();
+        glommio::spawn_local(Rc::clone(&node).gossip_task()).detach();
+        glommio::spawn_local(Rc::clone(&node).outbox_task()).detach();
+        glommio::spawn_local(Rc::clone(&node).roles_task()).detach();
+        for partition_id in node.settings.layout.partitions_of(node.settings.node_id) {
+            let replicas = node
+                .settings
+                .layout
+                .replicas_of(partition_id)
+                .expect("partitions_of yields valid ids")
+                .to_vec();
+            let config = PartitionConfig {
+                partition_id,
+                node_id: node.settings.node_id,
+                dir: node
+                    .settings
+                    .data_dir
+                    .join(format!("partition-{partition_id}")),
+                replicas,
+                priority_election: node.settings.priority_election,
+                heartbeat_interval_ms: node.settings.heartbeat_interval_ms,
+                election_timeout_ms: node.settings.election_timeout_ms,
+                segment_bytes: node.settings.segment_bytes,
+            };
+            let changes = Rc::clone(&node.role_changes);
+            let listener: StatusListener = Rc::new(move |status: &PartitionStatus| {
+                changes.changes.borrow_mut().push(status.clone());
+                changes.notify.notify();
+            });
+            let outbox: Rc<dyn RaftOutbox> = node.outbox.clone();
+            let partition = Partition::open(config, outbox, listener).await?;
+            node.partitions.borrow_mut().insert(partition_id, partition);
+        }
+        Ok(node)
+    }
+
+    /// This broker's node id.
+    #[must_use]
+    pub fn node_id(&self) -> NodeId {
+        self.settings.node_id
+    }
+
+    /// The settings it started with.
+    #[must_use]
+    pub fn settings(&self) -> &NodeSettings {
+        &self.settings
+    }
+
+    /// The transport, for its statistics and the fault switch.
+    #[must_use]
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// Counters of the node's tasks.
+    #[must_use]
+    pub fn counters(&self) -> &NodeCounters {
+        &self.counters
+    }
+
+    /// Milliseconds since the node started.
+    #[must_use]
+    pub fn uptime_ms(&self) -> u64 {
+        u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The local replica of `partition_id`, if this broker hosts one.
+    #[must_use]
+    pub fn partition(&self, partition_id: PartitionId) -> Option<Rc<Partition>> {
+        self.partitions.borrow().get(&partition_id).cloned()
+    }
+
+    /// Every local replica.
+    #[must_use]
+    pub fn partitions(&self) -> Vec<Rc<Partition>> {
+        self.partitions.borrow().values().cloned().collect()
+    }
+
+    /// A copy of the topology.
+    #[must_use]
+    pub fn topology(&self) -> Topology {
+        self.topology.borrow().clone()
+    }
+
+    /// What this broker knows of the others.
+    #[must_use]
+    pub fn peers(&self) -> Vec<Peer> {
+        self.directory.borrow().values().cloned().collect()
+    }
+
+    /// Gossip counters.
+    #[must_use]
+    pub fn swim_stats(&self) -> sluice_net::swim::SwimStats {
+        self.swim.borrow().stats()
+    }
+
+    /// The leader of `partition_id` as far as this broker knows, with its command-API address.
+    #[must_use]
+    pub fn leader_hint(&self, partition_id: PartitionId) -> Option<(NodeId, String)> {
+        let leader = self
+            .partition(partition_id)
+            .and_then(|p| p.status().leader)
+            .or_else(|| {
+                self.topology
+                    .borrow()
+                    .leader_of(partition_id)
+                    .map(|r| r.node_id)
+            })?;
+        if leader == self.settings.node_id {
+            return Some((leader, self.settings.command_api_advertised.clone()));
+        }
+        let directory = self.directory.borrow();
+        let address = directory
+            .get(&leader)?
+            .metadata
+            .as_ref()?
+            .command_api
+            .clone();
+        Some((leader, address))
+    }
+
+    /// Moves leadership of the local leaders whose partition prefers another replica there.
+    /// Returns the partitions asked to move.
+    pub fn rebalance_local(&self) -> Vec<PartitionId> {
+        let mut moved = Vec::new();
+        for partition in self.partitions() {
+            let status = partition.status();
+            let preferred = partition.preferred_leader();
+            if status.role == RaftRole::Leader && preferred != self.settings.node_id {
+                partition.transfer_leadership(preferred);
+                moved.push(partition.id());
+            }
+        }
+        moved
+    }
+
+    /// Management addresses of the other live brokers, for requests that fan out.
+    #[must_use]
+    pub fn peer_management_addresses(&self) -> Vec<String> {
+        self.directory
+            .borrow()
+            .values()
+            .filter(|peer| peer.state == MemberState::Alive)
+            .filter_map(|peer| peer.metadata.as_ref().map(|m| m.management.clone()))
+            .collect()
+    }
+
+    /// Stops the replicas and the transport.
+    pub fn shut_down(&self) {
+        self.swim.borrow_mut().leave();
+        self.swim_notify.notify();
+        for partition in self.partitions() {
+            partition.close();
+        }
+    }
+
+    fn record_self_member(&self) {
+        let member = Member {
+            node_id: self.settings.node_id,
+            address: self.settings.internal_advertised.clone(),
+            state: MemberState::Alive,
+            incarnation: self.swim.borrow().local().incarnation,
+        };
+        self.update_topology(|topology| topology.update_member(member).unwrap_or(false));
+    }
+
+    fn update_topology(&self, change: impl FnOnce(&mut Topology) -> bool) {
+        let mut topology = self.topology.borrow_mut();
+        if change(&mut topology)
+            && let Err(error) = topology.save(&self.settings.data_dir)
+        {
+            eprintln!(
+                "node {}: saving the topology: {error}",
+                self.settings.node_id
+            );
+        }
+    }
+
+    fn resolve(&self, address: &str) -> Option<SocketAddr> {
+        if let Some(socket) = self.resolved.borrow().get(address) {
+            return Some(*socket);
+        }
+        let socket = address
+            .parse::<SocketAddr>()
+            .ok()
+            .or_else(|| address.to_socket_addrs().ok()?.next())?;
+        self.resolved
+            .borrow_mut()
+            .insert(address.to_owned(), socket);
+        Some(socket)
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    async fn receive_task(self: Rc<Self>) {
+        let own_replica = replica_id(self.settings.node_id);
+        loop {
+            let incoming = self.transport.recv().await;
+            match incoming.frame.kind {
+                FrameKind::RaftBatch => match decode_raft_batch(&incoming.frame) {
+                    Ok(messages) => {
+                        let partitions = self.partitions.borrow();
+                        for (partition_id, message) in messages {
+                            match partitions.get(&partition_id) {
+                                Some(partition) if message.to == own_replica => {
+                                    partition.deliver(message);
+                                }
+                                _ => self
+                                    .counters
+                                    .raft_misrouted
+                                    .set(self.counters.raft_misrouted.get() + 1),
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        self.counters
+                            .frames_malformed
+                            .set(self.counters.frames_malformed.get() + 1);
+                        eprintln!(
+                            "node {}: raft frame from {}: {error}",
+                            self.settings.node_id, incoming.from
+                        );
+                    }
+                },
+                FrameKind::Swim => match decode_swim_message(&incoming.frame) {
+                    Ok(message) => {
+                        let now = self.now_ms();
+                        // An Err only says the core dropped the message; it counts it.
+                        let _ = self.swim.borrow_mut().handle_message(
+                            &incoming.from.to_string(),
+                            message,
+                            now,
+                        );
+                        self.swim_notify.notify();
+                    }
+                    Err(_) => self
+                        .counters
+                        .frames_malformed
+                        .set(self.counters.frames_malformed.get() + 1),
+                },
+            }
+        }
+    }
+
+    async fn gossip_task(self: Rc<Self>) {
+        loop {
+            let now = self.now_ms();
+            if now >= self.swim.borrow().poll_timeout() {
+                self.swim.borrow_mut().handle_tick(now);
+            }
+            loop {
+                let transmit = self.swim.borrow_mut().poll_transmit();
+                let Some(transmit) = transmit else { break };
+                let Some(to) = self.resolve(&transmit.to_address) else {
+                    continue;
+                };
+                match encode_swim_message(&transmit.message) {
+                    Ok(frame) => {
+                        let _ =
+                            self.transport
+                                .send(to, FrameKind::Swim, &frame[FRAME_HEADER_BYTES..]);
+                    }
+                    Err(error) => {
+                        eprintln!("node {}: gossip message: {error}", self.settings.node_id)
+                    }
+                }
+            }
+            loop {
+                let event = self.swim.borrow_mut().poll_event();
+                let Some(event) = event else { break };
+                self.apply_membership(event);
+            }
+            let deadline = self.swim.borrow().poll_timeout();
+            if deadline == u64::MAX {
+                return;
+            }
+            let wait_ms = deadline.saturating_sub(self.now_ms()).max(1);
+            future::or(
+                self.swim_notify.notified(),
+                glommio::timer::sleep(Duration::from_millis(wait_ms)),
+            )
+            .await;
+        }
+    }
+
+    fn apply_membership(&self, event: MembershipEvent) {
+        let member = match event {
+            MembershipEvent::MemberAdded(m)
+            | MembershipEvent::MemberSuspect(m)
+            | MembershipEvent::MemberAlive(m)
+            | MembershipEvent::MemberDead(m)
+            | MembershipEvent::MemberLeft(m)
+            | MembershipEvent::MetadataChanged(m) => m,
+        };
+        let Ok(node_id) = NodeId::try_from(member.id) else {
+            return;
+        };
+        let metadata: Option<MemberMetadata> = serde_json::from_slice(&member.metadata).ok();
+        let state = member_state(member.state);
+        let peer = Peer {
+            node_id,
+            socket: self.resolve(&member.address),
+            address: member.address.clone(),
+            state,
+            metadata: metadata.clone(),
+        };
+        self.directory.borrow_mut().insert(node_id, peer);
+        let record = Member {
+            node_id,
+            address: member.address,
+            state,
+            incarnation: member.incarnation,
+        };
+        self.update_topology(|topology| {
+            let mut changed = topology.update_member(record).unwrap_or(false);
+            if let Some(metadata) = &metadata {
+                for (partition_id, role, term) in &metadata.partitions {
+                    let role = if role == "LEADER" {
+                        Role::Leader
+                    } else {
+                        Role::Follower
+                    };
+                    changed |= topology
+                        .update_replica(*partition_id, node_id, role, *term)
+                        .unwrap_or(false);
+                }
+            }
+            changed
+        });
+    }
+
+    async fn outbox_task(self: Rc<Self>) {
+        loop {
+            self.outbox.notify.notified().await;
+            let queued = std::mem::take(&mut *self.outbox.queued.borrow_mut());
+            for (node_id, messages) in queued {
+                let socket = self.directory.borrow().get(&node_id).and_then(|p| p.socket);
+                let Some(socket) = socket else {
+                    let c = &self.counters.raft_unroutable;
+                    c.set(c.get() + messages.len() as u64);
+                    continue;
+                };
+                for chunk in split_batches(&messages) {
+                    match encode_raft_batch(chunk) {
+                        Ok(frame) => {
+                            let _ = self.transport.send(
+                                socket,
+                                FrameKind::RaftBatch,
+                                &frame[FRAME_HEADER_BYTES..],
+                            );
+                            let c = &self.counters;
+                            c.raft_frames_sent.set(c.raft_frames_sent.get() + 1);
+                            c.raft_messages_sent
+                                .set(c.raft_messages_sent.get() + chunk.len() as u64);
+                        }
+                        Err(error) => {
+                            eprintln!(
+                                "node {}: encoding a raft batch: {error}",
+                                self.settings.node_id
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn roles_task(self: Rc<Self>) {
+        loop {
+            self.role_changes.notify.notified().await;
+            let changes = std::mem::take(&mut *self.role_changes.changes.borrow_mut());
+            if changes.is_empty() {
+                continue;
+            }
+            let node_id = self.settings.node_id;
+            self.update_topology(|topology| {
+                let mut changed = false;
+                for status in &changes {
+                    changed |= topology
+                        .update_replica(
+                            status.partition_id,
+                            node_id,
+                            topology_role(status.role),
+                            status.term,
+                        )
+                        .unwrap_or(false);
+                    if let Some(leader) = status.leader
+                        && leader != node_id
+                    {
+                        changed |= topology
+                            .update_replica(status.partition_id, leader, Role::Leader, status.term)
+                            .unwrap_or(false);
+                    }
+                }
+                changed
+            });
+            for status in &changes {
+                eprintln!(
+                    "node {node_id}: partition {} is {:?} in term {} (leader: {:?})",
+                    status.partition_id, status.role, status.term, status.leader
+                );
+            }
+            let metadata = MemberMetadata {
+                command_api: self.settings.command_api_advertised.clone(),
+                management: self.settings.management_advertised.clone(),
+                partitions: self
+                    .partitions()
+                    .iter()
+                    .map(|p| {
+                        let status = p.status();
+                        let role = if status.role == RaftRole::Leader {
+                            "LEADER"
+                        } else {
+                            "FOLLOWER"
+                        };
+                        (p.id(), role.to_owned(), status.term)
+                    })
+                    .collect(),
+            };
+            let bytes = serde_json::to_vec(&metadata).expect("metadata serializes");
+            if let Err(error) = self.swim.borrow_mut().update_metadata(bytes) {
+                eprintln!("node {node_id}: gossip metadata: {error}");
+            }
+            self.swim_notify.notify();
+        }
+    }
+}
+
+/// Splits the messages for one node into frames of bounded size.
+fn split_batches(messages: &[(PartitionId, Message)]) -> Vec<&[(PartitionId, Message)]> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0u64;
+    for (at, (_, message)) in messages.iter().enumerate() {
+        let size = match &message.body {
+            MessageBody::Append { entries, .. } => {
+                entries
+                    .iter()
+                    .map(|e| e.payload.len() as u64 + 64)
+                    .sum::<u64>()
+                    + 64
+            }
+            MessageBody::InstallSnapshot { data, .. } => data.len() as u64 + 64,
+            _ => 64,
+        };
+        if at > start
+            && (bytes + size > RAFT_FRAME_BYTES_TARGET || at - start >= RAFT_FRAME_MESSAGES_MAX)
+        {
+            chunks.push(&messages[start..at]);
+            start = at;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < messages.len() {
+        chunks.push(&messages[start..]);
+    }
+    chunks
+}

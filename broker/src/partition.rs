@@ -1,0 +1,856 @@
+//! One partition replica on its shard: the journal, the Raft core, and the two tasks that drive
+//! them.
+//!
+//! [`Partition::open`] recovers the journal and the Raft hard state from the partition's
+//! directory and spawns, on the current glommio executor:
+//! - the **Raft task**, which owns the [`Raft`] core: it feeds it the inputs queued on the
+//!   [`Partition`] (messages from peers, appends from clients, flush completions, the clock),
+//!   carries out each `Ready` (journal truncations and appends, the hard state, journal reads for
+//!   laggards, messages to peers) and answers appends once their entry is committed;
+//! - the **flush task**, which flushes the journal whenever it holds unflushed appends and tells
+//!   Raft how far it is durable. Appends made while a flush runs ride on the next one.
+//!
+//! Everything else (the network, the command API, the management API) talks to the replica
+//! through the [`Partition`] handle: [`Partition::deliver`], [`Partition::append`],
+//! [`Partition::transfer_leadership`], [`Partition::status`]. None of them blocks.
+//!
+//! An append is answered only after its entry is committed: flushed on a quorum, the leader's
+//! own flush counted like any follower's. If the leader loses its leadership, or its entry is
+//! truncated, before that, the append is answered `Unavailable`: it may or may not end up
+//! committed, and nothing was acknowledged.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use hdrhistogram::Histogram;
+use sluice_log::raft::{
+    Entry, HardState, Message, Raft, RaftConfig, RaftLog, ReplicaId, ReplicaPriority, Role,
+};
+use sluice_log::storage::DmaStorage;
+use sluice_log::{BatchMeta, Journal, JournalConfig};
+
+use crate::notify::Notify;
+use crate::partitioning::{NodeId, PartitionId, Replica};
+
+/// Messages from peers queued for one replica before new ones are dropped (Raft retransmits).
+pub const INBOX_MESSAGES_MAX: usize = 65_536;
+/// Appends queued or awaiting commit on one replica before new ones are refused as overload.
+pub const APPENDS_PENDING_MAX: usize = 65_536;
+/// Largest payload of one append: the journal's batch limit less its header.
+pub const APPEND_PAYLOAD_BYTES_MAX: usize = 4 << 20;
+/// Pause before retrying a failed flush (a full disk, an I/O error).
+const FLUSH_RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Commit latencies above this are recorded as this, in microseconds.
+const LATENCY_US_MAX: u64 = 60_000_000;
+
+/// The Raft replica id of a node: node ids start at 0, replica ids at 1.
+#[must_use]
+pub fn replica_id(node_id: NodeId) -> ReplicaId {
+    ReplicaId::from(node_id) + 1
+}
+
+/// The node of a Raft replica id.
+#[must_use]
+pub fn node_id(replica_id: ReplicaId) -> NodeId {
+    NodeId::try_from(replica_id - 1).expect("replica ids come from node ids")
+}
+
+/// What became of an append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Committed at this index.
+    Committed {
+        /// The entry's index in the partition's log.
+        index: u64,
+    },
+    /// This replica does not lead; the leader it knows of, if any.
+    NotLeader {
+        /// The node believed to lead.
+        leader: Option<NodeId>,
+    },
+    /// Not served: overloaded, leadership lost before commit, shutting down, or a disk error.
+    /// Nothing was acknowledged.
+    Unavailable {
+        /// Why, for the client.
+        message: String,
+    },
+}
+
+/// Called once with the outcome of an append.
+pub type Responder = Box<dyn FnOnce(AppendOutcome)>;
+
+/// Sends Raft messages to the replicas on other nodes. The shard batches them per node.
+pub trait RaftOutbox {
+    /// Queues `message` of `partition_id` for node `to`.
+    fn send(&self, to: NodeId, partition_id: PartitionId, message: Message);
+}
+
+/// Told whenever a replica's role, term or leader changes.
+pub type StatusListener = Rc<dyn Fn(&PartitionStatus)>;
+
+/// How to open a replica.
+#[derive(Debug, Clone)]
+pub struct PartitionConfig {
+    /// The partition.
+    pub partition_id: PartitionId,
+    /// This broker.
+    pub node_id: NodeId,
+    /// The partition's directory (journal and hard state).
+    pub dir: PathBuf,
+    /// Every replica with its priority, from the layout.
+    pub replicas: Vec<Replica>,
+    /// Whether priorities order elections; otherwise all are equal.
+    pub priority_election: bool,
+    /// Raft's heartbeat interval.
+    pub heartbeat_interval_ms: u64,
+    /// Raft's election timeout.
+    pub election_timeout_ms: u64,
+    /// The journal's segment size.
+    pub segment_bytes: u64,
+}
+
+/// A snapshot of a replica's state, for the management API, metrics and the topology.
+#[derive(Debug, Clone)]
+pub struct PartitionStatus {
+    /// The partition.
+    pub partition_id: PartitionId,
+    /// Follower, candidate or leader.
+    pub role: Role,
+    /// The current term.
+    pub term: u64,
+    /// The leader this replica knows of.
+    pub leader: Option<NodeId>,
+    /// The highest committed index known here.
+    pub commit_index: u64,
+    /// The last index in this replica's log.
+    pub last_index: u64,
+    /// The last index flushed here.
+    pub durable_index: u64,
+    /// Appends answered committed.
+    pub appends_committed: u64,
+    /// Appends answered unavailable.
+    pub appends_failed: u64,
+    /// Messages dropped because the inbox was full.
+    pub messages_dropped: u64,
+    /// Journal flushes and the time they took, in microseconds.
+    pub flush_latency_us: Histogram<u64>,
+    /// Time from an append's arrival to its commit on this leader, in microseconds.
+    pub commit_latency_us: Histogram<u64>,
+    /// The last flush error, if the last flush failed.
+    pub flush_error: Option<String>,
+}
+
+impl PartitionStatus {
+    fn new(partition_id: PartitionId) -> Self {
+        let histogram =
+            || Histogram::new_with_max(LATENCY_US_MAX, 3).expect("a valid histogram range");
+        PartitionStatus {
+            partition_id,
+            role: Role::Follower,
+            term: 0,
+            leader: None,
+            commit_index: 0,
+            last_index: 0,
+            durable_index: 0,
+            appends_committed: 0,
+            appends_failed: 0,
+            messages_dropped: 0,
+            flush_latency_us: histogram(),
+            commit_latency_us: histogram(),
+            flush_error: None,
+        }
+    }
+}
+
+struct QueuedAppend {
+    payload: Vec<u8>,
+    responder: Responder,
+    arrived: Instant,
+}
+
+#[derive(Default)]
+struct Inputs {
+    messages: VecDeque<Message>,
+    appends: VecDeque<QueuedAppend>,
+    /// The highest durable index reported by the flush task and not yet given to Raft.
+    flushed: Option<u64>,
+    /// A requested leadership transfer.
+    transfer_to: Option<NodeId>,
+    closed: bool,
+}
+
+/// The handle to a running replica. See the module docs.
+pub struct Partition {
+    partition_id: PartitionId,
+    node_id: NodeId,
+    inputs: RefCell<Inputs>,
+    /// Appends queued plus appends proposed and awaiting commit.
+    appends_pending: std::cell::Cell<usize>,
+    notify: Notify,
+    status: RefCell<PartitionStatus>,
+    preferred_leader: NodeId,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partition")
+            .field("partition_id", &self.partition_id)
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Partition {
+    /// Recovers the replica from `config.dir` and spawns its tasks on the current executor.
+    pub async fn open(
+        config: PartitionConfig,
+        outbox: Rc<dyn RaftOutbox>,
+        listener: StatusListener,
+    ) -> anyhow::Result<Rc<Partition>> {
+        let started = Instant::now();
+        let journal_dir = config.dir.join("journal");
+        let storage = DmaStorage::open(&journal_dir).await?;
+        let journal_config = JournalConfig {
+            segment_bytes: config.segment_bytes,
+            ..JournalConfig::default()
+        };
+        let (journal, report) = Journal::open(storage, journal_config).await?;
+        let hard_path = config.dir.join(HARD_STATE_FILE);
+        let hard = load_hard_state(&hard_path)?;
+        let raft_config = raft_config(&config);
+        let log = recover_log(&journal, raft_config.entry_cache_bytes_max).await?;
+        let last_index = log.last_index();
+        let seed = u64::from(config.partition_id) << 32
+            ^ u64::from(config.node_id)
+            ^ u64::from(started.elapsed().subsec_nanos());
+        let raft = Raft::new(raft_config, hard, log, 0, seed);
+        let preferred_leader = config
+            .replicas
+            .iter()
+            .max_by_key(|r| r.priority)
+            .map_or(config.node_id, |r| r.node_id);
+        let partition = Rc::new(Partition {
+            partition_id: config.partition_id,
+            node_id: config.node_id,
+            inputs: RefCell::default(),
+            appends_pending: std::cell::Cell::new(0),
+            notify: Notify::default(),
+            status: RefCell::new(PartitionStatus::new(config.partition_id)),
+            preferred_leader,
+        });
+        eprintln!(
+            "partition {}: recovered {} entries (last index {last_index}, term {}), journal: {report:?}",
+            config.partition_id, last_index, hard.term
+        );
+        let journal = Rc::new(journal);
+        glommio::spawn_local(flush_task(Rc::clone(&partition), Rc::clone(&journal))).detach();
+        let driver = Driver {
+            partition: Rc::clone(&partition),
+            raft,
+            journal,
+            hard_path,
+            hard,
+            outbox,
+            listener,
+            pending: BTreeMap::new(),
+            clock: started,
+            reported: (Role::Follower, 0, None),
+        };
+        glommio::spawn_local(driver.run()).detach();
+        Ok(partition)
+    }
+
+    /// The partition.
+    #[must_use]
+    pub fn id(&self) -> PartitionId {
+        self.partition_id
+    }
+
+    /// The node whose replica has the highest priority: where leadership belongs.
+    #[must_use]
+    pub fn preferred_leader(&self) -> NodeId {
+        self.preferred_leader
+    }
+
+    /// Queues a message from a peer replica. Dropped (and counted) when the inbox is full.
+    pub fn deliver(&self, message: Message) {
+        let mut inputs = self.inputs.borrow_mut();
+        if inputs.messages.len() >= INBOX_MESSAGES_MAX {
+            self.status.borrow_mut().messages_dropped += 1;
+            return;
+        }
+        inputs.messages.push_back(message);
+        drop(inputs);
+        self.notify.notify();
+    }
+
+    /// Appends `payload` if this replica leads; `responder` hears the outcome exactly once.
+    pub fn append(&self, payload: Vec<u8>, responder: Responder) {
+        if payload.len() > APPEND_PAYLOAD_BYTES_MAX {
+            responder(AppendOutcome::Unavailable {
+                message: format!(
+                    "the payload of {} bytes exceeds the largest append, {APPEND_PAYLOAD_BYTES_MAX} bytes",
+                    payload.len()
+                ),
+            });
+            return;
+        }
+        {
+            let status = self.status.borrow();
+            if status.role != Role::Leader {
+                let leader = status.leader;
+                drop(status);
+                responder(AppendOutcome::NotLeader { leader });
+                return;
+            }
+        }
+        if self.appends_pending.get() >= APPENDS_PENDING_MAX {
+            responder(AppendOutcome::Unavailable {
+                message: format!(
+                    "partition {} has {APPENDS_PENDING_MAX} appends pending; retry later",
+                    self.partition_id
+                ),
+            });
+            return;
+        }
+        self.appends_pending.set(self.appends_pending.get() + 1);
+        self.inputs.borrow_mut().appends.push_back(QueuedAppend {
+            payload,
+            responder,
+            arrived: Instant::now(),
+        });
+        self.notify.notify();
+    }
+
+    /// Asks the leader to hand leadership to `to`. Ignored by followers.
+    pub fn transfer_leadership(&self, to: NodeId) {
+        self.inputs.borrow_mut().transfer_to = Some(to);
+        self.notify.notify();
+    }
+
+    /// The replica's current state.
+    #[must_use]
+    pub fn status(&self) -> PartitionStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Stops the tasks; pending appends are answered `Unavailable`.
+    pub fn close(&self) {
+        self.inputs.borrow_mut().closed = true;
+        self.notify.notify();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.inputs.borrow().closed
+    }
+}
+
+fn raft_config(config: &PartitionConfig) -> RaftConfig {
+    let ids: Vec<ReplicaId> = config
+        .replicas
+        .iter()
+        .map(|r| replica_id(r.node_id))
+        .collect();
+    let mut raft = RaftConfig {
+        heartbeat_interval_ms: config.heartbeat_interval_ms,
+        election_timeout_ms: config.election_timeout_ms,
+        append_bytes_max: 4 << 20,
+        inflight_appends_max: 16,
+        entry_cache_bytes_max: 64 << 20,
+        ..RaftConfig::new(replica_id(config.node_id), &ids)
+    };
+    if config.priority_election {
+        raft.replicas = config
+            .replicas
+            .iter()
+            .map(|r| ReplicaPriority {
+                id: replica_id(r.node_id),
+                priority: r.priority,
+            })
+            .collect();
+    }
+    raft
+}
+
+/// Rebuilds the term runs of the log from the recovered journal.
+async fn recover_log(
+    journal: &Journal<DmaStorage>,
+    cache_bytes_max: u64,
+) -> anyhow::Result<RaftLog> {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    let mut reader = journal.reader(journal.first_index());
+    while let Some(batch) = reader.next(journal).await? {
+        if runs.last().is_none_or(|run| run.1 != batch.term) {
+            anyhow::ensure!(
+                runs.last().is_none_or(|run| run.1 < batch.term),
+                "the journal holds term {} after term {} at index {}: it is corrupt; \
+                 remove this replica's directory to let it catch up from the leader",
+                batch.term,
+                runs.last().map_or(0, |run| run.1),
+                batch.index
+            );
+            runs.push((batch.index, batch.term));
+        }
+    }
+    let last_index = journal.next_index() - 1;
+    let base = journal.first_index() - 1;
+    anyhow::ensure!(
+        base == 0,
+        "the journal starts at index {} but this broker keeps no snapshots yet",
+        base + 1
+    );
+    Ok(RaftLog::recovered(0, 0, runs, last_index, cache_bytes_max))
+}
+
+struct Pending {
+    term: u64,
+    responder: Responder,
+    arrived: Instant,
+}
+
+struct Driver {
+    partition: Rc<Partition>,
+    raft: Raft,
+    journal: Rc<Journal<DmaStorage>>,
+    hard_path: PathBuf,
+    hard: HardState,
+    outbox: Rc<dyn RaftOutbox>,
+    listener: StatusListener,
+    /// Proposed appends by index, awaiting commit.
+    pending: BTreeMap<u64, Pending>,
+    clock: Instant,
+    /// Role, term and leader last reported to the listener.
+    reported: (Role, u64, Option<NodeId>),
+}
+
+impl Driver {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    async fn run(mut self) {
+        loop {
+            if self.partition.is_closed() {
+                self.fail_all("the broker is shutting down");
+                self.journal.close();
+                return;
+            }
+            self.take_inputs();
+            let now = self.now_ms();
+            if now >= self.raft.poll_timeout_ms() {
+                self.raft.handle_tick(now);
+            }
+            if let Err(error) = self.drive().await {
+                // A journal that refuses a truncation or an append cannot go on safely: stop
+                // the replica, the others keep the partition available.
+                eprintln!(
+                    "partition {}: stopping this replica after a storage error: {error:#}",
+                    self.partition.partition_id
+                );
+                self.fail_all(&format!("storage error: {error}"));
+                self.partition.close();
+                self.journal.close();
+                return;
+            }
+            self.publish_status();
+            let wait_ms = self.raft.poll_timeout_ms().saturating_sub(self.now_ms());
+            if wait_ms > 0 && !self.has_inputs() {
+                future::or(
+                    self.partition.notify.notified(),
+                    glommio::timer::sleep(Duration::from_millis(wait_ms)),
+                )
+                .await;
+            } else {
+                // Let the network and the flush task run between two rounds.
+                glommio::executor().yield_task_queue_now().await;
+            }
+        }
+    }
+
+    fn has_inputs(&self) -> bool {
+        let inputs = self.partition.inputs.borrow();
+        !inputs.messages.is_empty()
+            || !inputs.appends.is_empty()
+            || inputs.flushed.is_some()
+            || inputs.transfer_to.is_some()
+            || inputs.closed
+    }
+
+    fn take_inputs(&mut self) {
+        let (messages, appends, flushed, transfer_to) = {
+            let mut inputs = self.partition.inputs.borrow_mut();
+            (
+                std::mem::take(&mut inputs.messages),
+                std::mem::take(&mut inputs.appends),
+                inputs.flushed.take(),
+                inputs.transfer_to.take(),
+            )
+        };
+        if let Some(durable) = flushed {
+            self.raft.handle_flushed(durable);
+        }
+        for message in messages {
+            self.raft.handle_message(message);
+        }
+        for append in appends {
+            self.propose(append);
+        }
+        if let Some(to) = transfer_to
+            && self.raft.role() == Role::Leader
+            && to != self.partition.node_id
+            && let Err(error) = self.raft.transfer_leadership(replica_id(to))
+        {
+            eprintln!(
+                "partition {}: leadership transfer to node {to} refused: {error}",
+                self.partition.partition_id
+            );
+        }
+    }
+
+    fn propose(&mut self, append: QueuedAppend) {
+        let QueuedAppend {
+            payload,
+            responder,
+            arrived,
+        } = append;
+        let term = self.raft.term();
+        match self.raft.propose(Rc::from(payload)) {
+            Ok(index) => {
+                self.pending.insert(
+                    index,
+                    Pending {
+                        term,
+                        responder,
+                        arrived,
+                    },
+                );
+            }
+            Err(error) => {
+                self.release_slot();
+                let outcome = match error {
+                    sluice_log::raft::ProposeError::NotLeader { leader } => {
+                        AppendOutcome::NotLeader {
+                            leader: leader.map(node_id),
+                        }
+                    }
+                    sluice_log::raft::ProposeError::Transferring => AppendOutcome::Unavailable {
+                        message: "leadership is being transferred; retry on the new leader"
+                            .to_owned(),
+                    },
+                };
+                responder(outcome);
+            }
+        }
+    }
+
+    fn release_slot(&self) {
+        let slots = &self.partition.appends_pending;
+        slots.set(slots.get().saturating_sub(1));
+    }
+
+    /// Carries out one `Ready`.
+    async fn drive(&mut self) -> anyhow::Result<()> {
+        let ready = self.raft.ready();
+        if ready.is_empty() {
+            self.raft.advance(ready.number);
+            return Ok(());
+        }
+        if let Some(index) = ready.truncate_after {
+            self.journal.truncate_after(index).await?;
+            let lost: Vec<u64> = self.pending.range(index + 1..).map(|(i, _)| *i).collect();
+            for index in lost {
+                self.fail(index, "the entry was replaced by a new leader's log");
+            }
+        }
+        let now_ms = u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis(),
+        )
+        .unwrap_or(0);
+        for entry in &ready.entries {
+            let meta = BatchMeta {
+                term: entry.term,
+                timestamp_ms: now_ms,
+                record_count: 1,
+            };
+            let index = self.journal.append(meta, &entry.payload)?;
+            anyhow::ensure!(
+                index == entry.index,
+                "Raft entry {} landed at journal index {index}",
+                entry.index
+            );
+        }
+        if let Some(hard) = ready.hard_state
+            && hard != self.hard
+        {
+            store_hard_state(&self.hard_path, hard)?;
+            self.hard = hard;
+        }
+        for read in &ready.reads {
+            let mut entries = Vec::new();
+            let mut bytes = 0;
+            let mut reader = self.journal.reader(read.from_index);
+            while bytes < read.bytes_max {
+                let Some(batch) = reader.next(&self.journal).await? else {
+                    break;
+                };
+                bytes += batch.payload.len() as u64 + 64;
+                entries.push(Entry {
+                    index: batch.index,
+                    term: batch.term,
+                    payload: Rc::from(batch.payload),
+                });
+            }
+            self.raft.handle_log_read(read.peer, entries);
+        }
+        anyhow::ensure!(
+            ready.snapshot_reads.is_empty()
+                && ready.snapshot_chunks.is_empty()
+                && ready.install_snapshot.is_none(),
+            "snapshot transfer is not implemented in the broker yet (it comes with the engine's \
+             state); journals are never compacted, so Raft should not ask for one"
+        );
+        if let Some(commit) = ready.commit_index {
+            self.release_committed(commit);
+        }
+        self.raft.advance(ready.number);
+        // The hard state is durable (written synchronously above), so both kinds leave now.
+        let partition_id = self.partition.partition_id;
+        for message in ready
+            .messages
+            .into_iter()
+            .chain(ready.messages_after_persist)
+        {
+            self.outbox.send(node_id(message.to), partition_id, message);
+        }
+        Ok(())
+    }
+
+    fn release_committed(&mut self, commit: u64) {
+        let still = self.pending.split_off(&(commit + 1));
+        let done = std::mem::replace(&mut self.pending, still);
+        let mut status = self.partition.status.borrow_mut();
+        for (index, pending) in done {
+            self.release_slot();
+            // The entry at `index` is the one proposed only if its term is unchanged.
+            if self.raft.log().term_at(index) == Some(pending.term) {
+                let micros = u64::try_from(pending.arrived.elapsed().as_micros())
+                    .unwrap_or(LATENCY_US_MAX)
+                    .min(LATENCY_US_MAX);
+                let _ = status.commit_latency_us.record(micros);
+                status.appends_committed += 1;
+                (pending.responder)(AppendOutcome::Committed { index });
+            } else {
+                status.appends_failed += 1;
+                (pending.responder)(AppendOutcome::Unavailable {
+                    message: "the entry was replaced by a new leader's log".to_owned(),
+                });
+            }
+        }
+    }
+
+    fn fail(&mut self, index: u64, message: &str) {
+        if let Some(pending) = self.pending.remove(&index) {
+            self.release_slot();
+            self.partition.status.borrow_mut().appends_failed += 1;
+            (pending.responder)(AppendOutcome::Unavailable {
+                message: message.to_owned(),
+            });
+        }
+    }
+
+    fn fail_all(&mut self, message: &str) {
+        let indexes: Vec<u64> = self.pending.keys().copied().collect();
+        for index in indexes {
+            self.fail(index, message);
+        }
+        let queued = std::mem::take(&mut self.partition.inputs.borrow_mut().appends);
+        for append in queued {
+            self.release_slot();
+            (append.responder)(AppendOutcome::Unavailable {
+                message: message.to_owned(),
+            });
+        }
+    }
+
+    fn publish_status(&mut self) {
+        let role = self.raft.role();
+        let term = self.raft.term();
+        let leader = self.raft.leader().map(node_id);
+        if role != Role::Leader && !self.pending.is_empty() {
+            // Leadership lost: whatever was proposed may or may not commit under the next
+            // leader; answer now rather than leave clients waiting.
+            self.fail_all(
+                "leadership was lost before the entry committed; it may or may not be committed",
+            );
+        }
+        {
+            let mut status = self.partition.status.borrow_mut();
+            status.role = role;
+            status.term = term;
+            status.leader = leader;
+            status.commit_index = self.raft.commit_index();
+            status.last_index = self.raft.log().last_index();
+            status.durable_index = self.raft.log().durable_index();
+        }
+        if self.reported != (role, term, leader) {
+            self.reported = (role, term, leader);
+            let status = self.partition.status.borrow().clone();
+            (self.listener)(&status);
+        }
+    }
+}
+
+async fn flush_task(partition: Rc<Partition>, journal: Rc<Journal<DmaStorage>>) {
+    loop {
+        journal.wait_pending().await;
+        if journal.is_closed() || partition.is_closed() {
+            let _ = journal.flush().await;
+            return;
+        }
+        let started = Instant::now();
+        match journal.flush().await {
+            Ok(durable) => {
+                {
+                    let mut status = partition.status.borrow_mut();
+                    let micros = u64::try_from(started.elapsed().as_micros())
+                        .unwrap_or(LATENCY_US_MAX)
+                        .min(LATENCY_US_MAX);
+                    let _ = status.flush_latency_us.record(micros);
+                    status.flush_error = None;
+                }
+                let mut inputs = partition.inputs.borrow_mut();
+                inputs.flushed = Some(inputs.flushed.map_or(durable, |d| d.max(durable)));
+                drop(inputs);
+                partition.notify.notify();
+            }
+            Err(error) => {
+                // Nothing is acknowledged until a flush succeeds; keep trying (a full disk may
+                // be freed by the operator).
+                partition.status.borrow_mut().flush_error = Some(error.to_string());
+                glommio::timer::sleep(FLUSH_RETRY_PAUSE).await;
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------- hard state
+
+const HARD_STATE_FILE: &str = "raft-state.bin";
+const HARD_STATE_MAGIC: [u8; 4] = *b"SLHS";
+const HARD_STATE_VERSION: u32 = 1;
+const HARD_STATE_BYTES: usize = 28;
+const NO_VOTE: u64 = u64::MAX;
+
+fn encode_hard_state(hard: HardState) -> [u8; HARD_STATE_BYTES] {
+    let mut bytes = [0u8; HARD_STATE_BYTES];
+    bytes[0..4].copy_from_slice(&HARD_STATE_MAGIC);
+    bytes[4..8].copy_from_slice(&HARD_STATE_VERSION.to_le_bytes());
+    bytes[8..16].copy_from_slice(&hard.term.to_le_bytes());
+    bytes[16..24].copy_from_slice(&hard.vote.unwrap_or(NO_VOTE).to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[..24]);
+    bytes[24..28].copy_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+fn decode_hard_state(bytes: &[u8], path: &Path) -> anyhow::Result<HardState> {
+    let field = |range: std::ops::Range<usize>| -> &[u8] { &bytes[range] };
+    anyhow::ensure!(
+        bytes.len() == HARD_STATE_BYTES,
+        "{}: {} bytes, expected {HARD_STATE_BYTES}; the file is damaged — restore it or remove \
+         this replica's directory so it catches up from the leader",
+        path.display(),
+        bytes.len()
+    );
+    anyhow::ensure!(
+        field(0..4) == HARD_STATE_MAGIC,
+        "{}: not a Raft state file (bad magic)",
+        path.display()
+    );
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    anyhow::ensure!(
+        u32_at(4) == HARD_STATE_VERSION,
+        "{}: version {} is not supported (expected {HARD_STATE_VERSION})",
+        path.display(),
+        u32_at(4)
+    );
+    let expected = u32_at(24);
+    let actual = crc32c::crc32c(&bytes[..24]);
+    anyhow::ensure!(
+        expected == actual,
+        "{}: checksum mismatch (stored {expected:#010x}, computed {actual:#010x}); the file is \
+         damaged — remove this replica's directory so it catches up from the leader",
+        path.display()
+    );
+    let vote = u64_at(16);
+    Ok(HardState {
+        term: u64_at(8),
+        vote: (vote != NO_VOTE).then_some(vote),
+    })
+}
+
+fn load_hard_state(path: &Path) -> anyhow::Result<HardState> {
+    match std::fs::read(path) {
+        Ok(bytes) => decode_hard_state(&bytes, path),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(HardState::default()),
+        Err(error) => Err(anyhow::anyhow!("reading {}: {error}", path.display())),
+    }
+}
+
+/// Writes the hard state durably: a temporary file, fsync, rename, fsync of the directory. It
+/// blocks the shard for a few milliseconds, which is acceptable: terms and votes change rarely.
+fn store_hard_state(path: &Path, hard: HardState) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&encode_hard_state(hard))?;
+        file.sync_data()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    };
+    write().map_err(|error| anyhow::anyhow!("writing {}: {error}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hard_state_roundtrips_and_detects_damage() {
+        let path = Path::new("raft-state.bin");
+        for hard in [
+            HardState::default(),
+            HardState {
+                term: 7,
+                vote: Some(3),
+            },
+        ] {
+            let bytes = encode_hard_state(hard);
+            assert_eq!(decode_hard_state(&bytes, path).expect("valid"), hard);
+            for at in 0..bytes.len() {
+                let mut damaged = bytes;
+                damaged[at] ^= 0x10;
+                assert!(decode_hard_state(&damaged, path).is_err(), "flip at {at}");
+            }
+            assert!(decode_hard_state(&bytes[..20], path).is_err());
+        }
+    }
+
+    #[test]
+    fn replica_ids_map_to_node_ids() {
+        for node in [0, 1, 2, 41] {
+            assert_eq!(node_id(replica_id(node)), node);
+        }
+    }
+}

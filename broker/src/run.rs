@@ -1,0 +1,115 @@
+//! `sluice broker`: one broker process.
+//!
+//! [`run`] builds the node's settings from the configuration, starts the broker's shard (a
+//! glommio executor), starts the [`Node`] on it with the command API and the management API, and
+//! serves until `stop` turns true (SIGINT or SIGTERM in the binary). Then it leaves the gossip
+//! group, stops the replicas (their journals flush what they hold) and returns.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use glommio::{LocalExecutorBuilder, Placement};
+use sluice_net::swim::SwimConfig;
+use sluice_net::tls::TlsIdentity;
+
+use crate::config::BrokerConfig;
+use crate::management::Management;
+use crate::node::{Node, NodeSettings};
+
+/// Memory glommio registers for I/O per executor. `RLIMIT_MEMLOCK` is small on some machines
+/// (8 MiB here), and each executor registers it with several rings, so keep it modest.
+const IO_MEMORY_BYTES: usize = 1 << 20;
+/// How often the shard checks whether it was asked to stop.
+const STOP_POLL: Duration = Duration::from_millis(100);
+/// Time given to replicas and gossip to finish after a stop request.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
+
+fn host_port(host: &str, addr: SocketAddr) -> String {
+    format!("{host}:{}", addr.port())
+}
+
+/// The node's settings from a validated configuration.
+pub fn node_settings(config: &BrokerConfig) -> anyhow::Result<NodeSettings> {
+    let (ca, cert, key) = config.tls_paths()?;
+    let tls = TlsIdentity::load(&ca, &cert, &key)?;
+    let internal_advertised = config.advertised_internal_addr();
+    let advertised = internal_advertised
+        .rsplit_once(':')
+        .map_or(internal_advertised.as_str(), |(host, _)| host)
+        .to_owned();
+    let internal_bind = config.internal_api_addr();
+    let membership = &config.cluster.membership;
+    let swim = SwimConfig {
+        probe_interval_ms: membership.probe_interval_ms,
+        probe_timeout_ms: membership.probe_timeout_ms,
+        suspect_probes: membership.suspect_probes,
+        failure_timeout_ms: membership.failure_timeout_ms,
+        gossip_interval_ms: membership.gossip_interval_ms,
+        gossip_fanout: membership.gossip_fanout,
+        sync_interval_ms: membership.sync_interval_ms,
+        ..SwimConfig::default()
+    };
+    let loopback = internal_bind.ip().is_loopback();
+    Ok(NodeSettings {
+        node_id: config.cluster.node_id,
+        layout: config.partition_layout()?,
+        priority_election: config.cluster.raft.enable_priority_election,
+        data_dir: config.data.directory.clone(),
+        internal_bind,
+        internal_advertised,
+        command_api_advertised: host_port(&advertised, config.command_api_addr()),
+        management_advertised: host_port(&advertised, config.management_addr()),
+        contact_points: config.cluster.initial_contact_points.clone(),
+        swim,
+        heartbeat_interval_ms: config.cluster.heartbeat_interval_ms,
+        election_timeout_ms: config.cluster.election_timeout_ms,
+        segment_bytes: config.data.log_segment_bytes,
+        tls,
+        // Loopback carries 64 KiB datagrams; elsewhere stay under common Ethernet MTUs.
+        mtu_upper_bound_bytes: if loopback { 16_384 } else { 1452 },
+    })
+}
+
+/// Runs the broker until `stop` is set. See the module docs.
+pub fn run(config: &BrokerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let settings = node_settings(config)?;
+    let command_api = config.command_api_addr();
+    let management = config.management_addr();
+    let node_id = settings.node_id;
+    let executor = LocalExecutorBuilder::new(Placement::Unbound)
+        .name(&format!("sluice-{node_id}-shard-0"))
+        .io_memory(IO_MEMORY_BYTES)
+        .make()
+        .map_err(|error| anyhow::anyhow!("starting the shard's executor: {error}"))?;
+    executor.run(async move {
+        let node = Node::start(settings).await?;
+        let command_listener = glommio::net::TcpListener::bind(command_api)
+            .map_err(|error| anyhow::anyhow!("binding the command API on {command_api}: {error}"))?;
+        let management_listener = glommio::net::TcpListener::bind(management)
+            .map_err(|error| {
+                anyhow::anyhow!("binding the management API on {management}: {error}")
+            })?;
+        glommio::spawn_local(crate::command_server::serve(
+            Rc::clone(&node),
+            command_listener,
+        ))
+        .detach();
+        let handler = Rc::new(Management::new(Rc::clone(&node)));
+        glommio::spawn_local(crate::http::serve(management_listener, handler)).detach();
+        eprintln!(
+            "node {node_id}: serving; internal {} (QUIC), command API {command_api}, management http://{management}/",
+            node.settings().internal_bind
+        );
+        while !stop.load(Ordering::Relaxed) {
+            glommio::timer::sleep(STOP_POLL).await;
+        }
+        eprintln!("node {node_id}: stopping");
+        node.shut_down();
+        glommio::timer::sleep(SHUTDOWN_GRACE).await;
+        node.transport().close();
+        Ok::<(), anyhow::Error>(())
+    })
+}
