@@ -158,20 +158,20 @@ impl HttpResponse {
 
     /// A UTF-8 plain-text response.
     #[must_use]
-    pub fn text(status: u16, body: impl Into<String>) -> Self {
-        HttpResponse::new(status, CONTENT_TYPE_TEXT, body.into().into_bytes())
+    pub fn text(status: u16, body: &str) -> Self {
+        HttpResponse::new(status, CONTENT_TYPE_TEXT, body.as_bytes().to_vec())
     }
 
     /// A JSON response; `body` must already be JSON.
     #[must_use]
-    pub fn json(status: u16, body: impl Into<String>) -> Self {
-        HttpResponse::new(status, CONTENT_TYPE_JSON, body.into().into_bytes())
+    pub fn json(status: u16, body: &str) -> Self {
+        HttpResponse::new(status, CONTENT_TYPE_JSON, body.as_bytes().to_vec())
     }
 
     /// A UTF-8 HTML response.
     #[must_use]
-    pub fn html(status: u16, body: impl Into<String>) -> Self {
-        HttpResponse::new(status, CONTENT_TYPE_HTML, body.into().into_bytes())
+    pub fn html(status: u16, body: &str) -> Self {
+        HttpResponse::new(status, CONTENT_TYPE_HTML, body.as_bytes().to_vec())
     }
 
     /// 404 with a short text body.
@@ -669,7 +669,7 @@ fn encode_response(
 
 /// Answers `error` and closes the connection.
 async fn refuse(stream: &mut TcpStream, error: &HttpError, options: ServerOptions) {
-    let response = HttpResponse::text(error.status, format!("{}\n", error.message));
+    let response = HttpResponse::text(error.status, &format!("{}\n", error.message));
     let bytes = encode_response(&response, false, false, false);
     let written = with_timeout(options.write_timeout, async {
         stream.write_all(&bytes).await?;
@@ -885,7 +885,7 @@ mod tests {
     async fn test_handler(request: HttpRequest) -> HttpResponse {
         match (request.method.as_str(), request.path.as_str()) {
             ("GET" | "HEAD", "/hello") => HttpResponse::text(200, "hello\n"),
-            ("GET", "/query") => HttpResponse::text(200, request.query),
+            ("GET", "/query") => HttpResponse::text(200, &request.query),
             ("GET", "/json") => HttpResponse::json(200, r#"{"ok":true}"#),
             ("POST", "/echo") => {
                 let echo = request.header("x-echo").map(str::to_owned);

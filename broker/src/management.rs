@@ -176,6 +176,8 @@ impl Management {
                     "appendsCommitted": status.appends_committed,
                     "appendsFailed": status.appends_failed,
                     "flushError": status.flush_error,
+                    "commitLatencyUs": percentiles(&status.commit_latency_us),
+                    "flushLatencyUs": percentiles(&status.flush_latency_us),
                 }),
             );
         }
@@ -362,6 +364,16 @@ impl Handler for Management {
 )]
 fn as_f64(value: u64) -> f64 {
     value as f64
+}
+
+/// Count, p50, p99 and max of a latency histogram.
+fn percentiles(histogram: &hdrhistogram::Histogram<u64>) -> Value {
+    json!({
+        "count": histogram.len(),
+        "p50": histogram.value_at_quantile(0.5),
+        "p99": histogram.value_at_quantile(0.99),
+        "max": histogram.max(),
+    })
 }
 
 fn json_response(value: &Value) -> HttpResponse {

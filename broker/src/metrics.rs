@@ -238,19 +238,18 @@ impl PrometheusText {
     /// The sample buffer of `name`, created with `help` and `kind` on first use; `None` (and
     /// the sample counted as dropped) if `name` has another type.
     fn family(&mut self, name: &str, help: &str, kind: Kind) -> Option<&mut String> {
-        let position = match self.index.get(name) {
-            Some(&position) => position,
-            None => {
-                self.families.push(Family {
-                    name: name.to_owned(),
-                    help: help.to_owned(),
-                    kind,
-                    samples: String::new(),
-                });
-                let position = self.families.len() - 1;
-                self.index.insert(name.to_owned(), position);
-                position
-            }
+        let position = if let Some(&position) = self.index.get(name) {
+            position
+        } else {
+            self.families.push(Family {
+                name: name.to_owned(),
+                help: help.to_owned(),
+                kind,
+                samples: String::new(),
+            });
+            let position = self.families.len() - 1;
+            self.index.insert(name.to_owned(), position);
+            position
         };
         let family = &mut self.families[position];
         if family.kind == kind {

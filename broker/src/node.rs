@@ -652,8 +652,12 @@ impl Node {
             });
             for status in &changes {
                 eprintln!(
-                    "node {node_id}: partition {} is {:?} in term {} (leader: {:?})",
-                    status.partition_id, status.role, status.term, status.leader
+                    "node {node_id} at {} ms: partition {} is {:?} in term {} (leader: {:?})",
+                    self.uptime_ms(),
+                    status.partition_id,
+                    status.role,
+                    status.term,
+                    status.leader
                 );
             }
             let metadata = MemberMetadata {

@@ -440,11 +440,11 @@ impl Driver {
                 self.journal.close();
                 return;
             }
-            self.take_inputs();
+            // The core reads time only from ticks: tick before every round so that the
+            // messages below reset its timers from the current time, not from the last tick.
             let now = self.now_ms();
-            if now >= self.raft.poll_timeout_ms() {
-                self.raft.handle_tick(now);
-            }
+            self.raft.handle_tick(now);
+            self.take_inputs();
             if let Err(error) = self.drive().await {
                 // A journal that refuses a truncation or an append cannot go on safely: stop
                 // the replica, the others keep the partition available.

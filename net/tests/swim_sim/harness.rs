@@ -113,6 +113,15 @@ pub fn kind_name(kind: &MessageKind) -> &'static str {
     }
 }
 
+fn describe(member: &Member) -> String {
+    format!(
+        "{:?}({}, {:?})",
+        member.state,
+        member.incarnation,
+        String::from_utf8_lossy(&member.metadata)
+    )
+}
+
 fn state_letter(state: MemberState) -> char {
     match state {
         MemberState::Alive => 'A',
@@ -831,13 +840,33 @@ impl Sim {
     pub fn failure(&self, what: &str) -> String {
         let mut report = format!(
             "[{} seed {} n={} loss={}‰] {what}\n  views (row: observer; A/S/D/L + incarnation, \
-             '-' unknown, '*' self, 'x' down):\n{}  recent:\n",
+             '-' unknown, '*' self, 'x' down):\n{}",
             self.scenario,
             self.seed,
             self.nodes.len(),
             self.net.loss_per_mille,
             self.describe_views()
         );
+        let live = self.live_ids();
+        let mut mismatches = 0;
+        for observer in &live {
+            for subject in &live {
+                let Some(own) = self.swim(*subject).map(Swim::local) else {
+                    continue;
+                };
+                let view = self.view(*observer, *subject);
+                if observer != subject && view != Some(own) && mismatches < 10 {
+                    mismatches += 1;
+                    let _ = writeln!(
+                        report,
+                        "  {observer} sees {subject} as {}, its own record is {}",
+                        view.map_or_else(|| "unknown".to_owned(), describe),
+                        describe(own)
+                    );
+                }
+            }
+        }
+        report.push_str("  recent:\n");
         for line in &self.recent {
             let _ = writeln!(report, "    {line}");
         }
