@@ -16,7 +16,7 @@ use std::rc::Rc;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use glommio::net::{TcpListener, TcpStream};
 
-use crate::client_api::{Request, RequestDecoder, Response, encode_response};
+use crate::client_api::{PAYLOAD_BYTES_MAX, Request, RequestDecoder, Response, encode_response};
 use crate::node::Node;
 use crate::notify::Notify;
 use crate::partition::AppendOutcome;
@@ -132,18 +132,27 @@ fn handle(node: &Rc<Node>, connection: &Rc<Connection>, request: Request) {
         });
         return;
     }
-    let Some(partition) = node.partition(partition_id) else {
+    if payload.len() > PAYLOAD_BYTES_MAX {
+        respond(Response::Invalid {
+            request_id,
+            message: format!(
+                "the payload of {} bytes exceeds the largest append, {PAYLOAD_BYTES_MAX} bytes",
+                payload.len()
+            ),
+        });
+        return;
+    }
+    if !node.hosts(partition_id) {
         respond(Response::NotLeader {
             request_id,
             leader: node.leader_hint(partition_id),
         });
         return;
-    };
+    }
     connection.in_flight.set(connection.in_flight.get() + 1);
-    let node = Rc::clone(node);
-    let connection = Rc::clone(connection);
-    partition.append(
-        payload,
+    let responder = {
+        let node = Rc::clone(node);
+        let connection = Rc::clone(connection);
         Box::new(move |outcome| {
             let in_flight = connection.in_flight.get() - 1;
             connection.in_flight.set(in_flight);
@@ -162,8 +171,11 @@ fn handle(node: &Rc<Node>, connection: &Rc<Connection>, request: Request) {
                 },
             };
             respond(response);
-        }),
-    );
+        })
+    };
+    if node.append(partition_id, payload, responder).is_err() {
+        unreachable!("hosts() said this broker holds partition {partition_id}");
+    }
 }
 
 async fn write_loop(connection: Rc<Connection>, mut stream: TcpStream) {

@@ -68,4 +68,5 @@ pub mod notify;
 pub mod partition;
 pub mod partitioning;
 pub mod run;
+pub mod shard;
 pub mod topology;

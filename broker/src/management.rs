@@ -13,7 +13,6 @@
 //! A rebalance request is fanned out to every live broker (with `?local=true`), since only a
 //! partition's leader can hand its leadership over.
 
-use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -76,10 +75,10 @@ impl Management {
     fn ready(&self) -> HttpResponse {
         let waiting: Vec<u32> = self
             .node
-            .partitions()
+            .replica_statuses()
             .iter()
-            .filter(|p| p.status().leader.is_none())
-            .map(|p| p.id())
+            .filter(|(status, _)| status.leader.is_none())
+            .map(|(status, _)| status.partition_id)
             .collect();
         if waiting.is_empty() {
             HttpResponse::text(200, "ready\n")
@@ -94,14 +93,19 @@ impl Management {
     fn health(&self) -> HttpResponse {
         let failing: Vec<String> = self
             .node
-            .partitions()
-            .iter()
-            .filter_map(|p| {
-                p.status()
+            .replica_statuses()
+            .into_iter()
+            .filter_map(|(status, _)| {
+                let id = status.partition_id;
+                status
                     .flush_error
-                    .map(|error| format!("partition {}: {error}", p.id()))
+                    .map(|error| format!("partition {id}: {error}"))
             })
             .collect();
+        let mut failing = failing;
+        if self.node.shard_failed() {
+            failing.push("a shard stopped; its replicas are down".to_owned());
+        }
         if failing.is_empty() {
             HttpResponse::text(200, "healthy\n")
         } else {
@@ -161,15 +165,14 @@ impl Management {
 
     fn partitions(&self) -> Value {
         let mut out = serde_json::Map::new();
-        for partition in self.node.partitions() {
-            let status = partition.status();
+        for (status, preferred_leader) in self.node.replica_statuses() {
             out.insert(
-                partition.id().to_string(),
+                status.partition_id.to_string(),
                 json!({
                     "role": raft_role(status.role),
                     "term": status.term,
                     "leader": status.leader,
-                    "preferredLeader": partition.preferred_leader(),
+                    "preferredLeader": preferred_leader,
                     "commitIndex": status.commit_index,
                     "lastIndex": status.last_index,
                     "durableIndex": status.durable_index,
@@ -228,9 +231,8 @@ impl Management {
     fn metrics(&self) -> String {
         let mut text = PrometheusText::new();
         let node = self.node.node_id().to_string();
-        for partition in self.node.partitions() {
-            let status = partition.status();
-            let id = partition.id().to_string();
+        for (status, _) in self.node.replica_statuses() {
+            let id = status.partition_id.to_string();
             let labels = [("node", node.as_str()), ("partition", id.as_str())];
             text.gauge(
                 "sluice_partition_role",
@@ -346,9 +348,88 @@ impl Management {
             &labels,
             as_f64(alive as u64),
         );
-        let mut out = text.finish();
-        let _ = writeln!(out, "# transport: {:?}", self.node.transport().stats());
-        out
+        let transport = self.node.transport().stats();
+        text.gauge(
+            "sluice_transport_connections_open",
+            "QUIC connections open to other brokers",
+            &labels,
+            as_f64(transport.connections_open),
+        );
+        for (name, help, value) in [
+            (
+                "connections_established",
+                "QUIC connections whose mutual-TLS handshake succeeded",
+                transport.connections_established,
+            ),
+            (
+                "connections_refused",
+                "QUIC connections refused or failed during the handshake (certificates from another CA among them)",
+                transport.connections_refused,
+            ),
+            (
+                "connect_timeouts",
+                "QUIC connection attempts that got no answer",
+                transport.connect_timeouts,
+            ),
+            (
+                "connections_lost",
+                "QUIC connections lost after being established",
+                transport.connections_lost,
+            ),
+            (
+                "frames_sent",
+                "Frames sent to other brokers",
+                transport.frames_sent,
+            ),
+            (
+                "frame_bytes_sent",
+                "Frame bytes sent to other brokers",
+                transport.frame_bytes_sent,
+            ),
+            (
+                "frames_received",
+                "Frames received from other brokers",
+                transport.frames_received,
+            ),
+            (
+                "frame_bytes_received",
+                "Frame bytes received from other brokers",
+                transport.frame_bytes_received,
+            ),
+            (
+                "frames_dropped",
+                "Frames dropped: a full send queue or a lost connection",
+                transport.frames_dropped,
+            ),
+            (
+                "malformed_streams",
+                "Streams closed because a frame was malformed",
+                transport.malformed_streams,
+            ),
+            (
+                "datagrams_sent",
+                "UDP datagrams sent",
+                transport.datagrams_sent,
+            ),
+            (
+                "datagrams_received",
+                "UDP datagrams received",
+                transport.datagrams_received,
+            ),
+            (
+                "datagrams_blocked",
+                "UDP datagrams dropped by the fault switch",
+                transport.datagrams_blocked,
+            ),
+        ] {
+            text.counter(
+                &format!("sluice_transport_{name}_total"),
+                help,
+                &labels,
+                value,
+            );
+        }
+        text.finish()
     }
 }
 

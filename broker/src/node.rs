@@ -17,7 +17,7 @@
 //! Raft messages to a node whose address gossip has not told yet are dropped; Raft retries.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -34,11 +34,15 @@ use sluice_net::{
     FrameKind, decode_raft_batch, decode_swim_message, encode_raft_batch, encode_swim_message,
 };
 
+use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
+
 use crate::notify::Notify;
 use crate::partition::{
-    Partition, PartitionConfig, PartitionStatus, RaftOutbox, StatusListener, replica_id,
+    AppendOutcome, Partition, PartitionConfig, PartitionStatus, RaftOutbox, Responder,
+    StatusListener, replica_id,
 };
 use crate::partitioning::{NodeId, PartitionId, PartitionLayout};
+use crate::shard::{ShardInput, ShardOutput};
 use crate::topology::{Member, MemberState, Role, Topology};
 
 /// Largest archive of one outgoing Raft frame before the batch is split.
@@ -133,10 +137,21 @@ pub struct Node {
     resolved: RefCell<HashMap<String, SocketAddr>>,
     topology: RefCell<Topology>,
     partitions: RefCell<BTreeMap<PartitionId, Rc<Partition>>>,
+    /// Replicas on other shards, with their last reported status.
+    remote: BTreeMap<PartitionId, RemoteReplica>,
+    /// Queues to the other shards, by shard index - 1.
+    shard_inputs: Vec<Rc<ShardInputQueue>>,
+    /// Responders of appends handed to other shards, by ticket.
+    tickets: RefCell<HashMap<u64, Responder>>,
+    next_ticket: Cell<u64>,
     outbox: Rc<Outbox>,
     role_changes: Rc<RoleChanges>,
     clock: Instant,
     counters: NodeCounters,
+    /// Set by `shut_down`.
+    stopping: Cell<bool>,
+    /// Set when another shard stopped before `shut_down`: the broker is unhealthy.
+    shard_failed: Cell<bool>,
 }
 
 impl std::fmt::Debug for Node {
@@ -144,6 +159,53 @@ impl std::fmt::Debug for Node {
         f.debug_struct("Node")
             .field("node_id", &self.settings.node_id)
             .finish_non_exhaustive()
+    }
+}
+
+/// The other end of a shard's channels, for [`Node::start`].
+#[derive(Debug)]
+pub struct ShardEnds {
+    /// The shard's index (1 and up).
+    pub shard: usize,
+    /// The partitions whose local replica lives there.
+    pub partitions: Vec<PartitionId>,
+    /// To the shard.
+    pub input: SharedSender<ShardInput>,
+    /// From the shard.
+    pub output: SharedReceiver<ShardOutput>,
+}
+
+struct RemoteReplica {
+    shard: usize,
+    status: RefCell<PartitionStatus>,
+    preferred_leader: NodeId,
+}
+
+/// Inputs waiting for a shard's channel.
+#[derive(Default)]
+struct ShardInputQueue {
+    items: RefCell<VecDeque<ShardInput>>,
+    notify: Notify,
+}
+
+impl ShardInputQueue {
+    fn push(&self, item: ShardInput) {
+        self.items.borrow_mut().push_back(item);
+        self.notify.notify();
+    }
+
+    async fn pump(self: Rc<Self>, sender: ConnectedSender<ShardInput>) {
+        loop {
+            let item = self.items.borrow_mut().pop_front();
+            match item {
+                Some(item) => {
+                    if sender.send(item).await.is_err() {
+                        return;
+                    }
+                }
+                None => self.notify.notified().await,
+            }
+        }
     }
 }
 
@@ -189,7 +251,9 @@ fn member_state(state: SwimState) -> MemberState {
 
 impl Node {
     /// Starts the node on the current executor. See the module docs.
-    pub async fn start(settings: NodeSettings) -> anyhow::Result<Rc<Node>> {
+    /// `shards` are the other shards of this broker and the partitions they host; shard 0 (the
+    /// current executor) hosts the rest.
+    pub async fn start(settings: NodeSettings, shards: Vec<ShardEnds>) -> anyhow::Result<Rc<Node>> {
         let clock = Instant::now();
         std::fs::create_dir_all(&settings.data_dir).map_err(|error| {
             anyhow::anyhow!(
@@ -237,7 +301,34 @@ impl Node {
             }
         }
         swim.join(&contacts)?;
+        let mut remote = BTreeMap::new();
+        let mut shard_inputs = Vec::new();
+        let mut shard_outputs = Vec::new();
+        for ends in shards {
+            for &partition_id in &ends.partitions {
+                let preferred_leader = settings
+                    .layout
+                    .preferred_leader(partition_id)
+                    .unwrap_or(settings.node_id);
+                remote.insert(
+                    partition_id,
+                    RemoteReplica {
+                        shard: ends.shard,
+                        status: RefCell::new(PartitionStatus::new(partition_id)),
+                        preferred_leader,
+                    },
+                );
+            }
+            let queue = Rc::new(ShardInputQueue::default());
+            glommio::spawn_local(Rc::clone(&queue).pump(ends.input.connect().await)).detach();
+            shard_inputs.push(queue);
+            shard_outputs.push(ends.output);
+        }
         let node = Rc::new(Node {
+            remote,
+            shard_inputs,
+            tickets: RefCell::default(),
+            next_ticket: Cell::new(0),
             transport,
             swim: RefCell::new(swim),
             swim_notify: Notify::default(),
@@ -249,6 +340,8 @@ impl Node {
             role_changes: Rc::default(),
             clock,
             counters: NodeCounters::default(),
+            stopping: Cell::new(false),
+            shard_failed: Cell::new(false),
             settings,
         });
         node.record_self_member();
@@ -256,26 +349,15 @@ impl Node {
         glommio::spawn_local(Rc::clone(&node).gossip_task()).detach();
         glommio::spawn_local(Rc::clone(&node).outbox_task()).detach();
         glommio::spawn_local(Rc::clone(&node).roles_task()).detach();
+        for output in shard_outputs {
+            let receiver = output.connect().await;
+            glommio::spawn_local(Rc::clone(&node).shard_output_task(receiver)).detach();
+        }
         for partition_id in node.settings.layout.partitions_of(node.settings.node_id) {
-            let replicas = node
-                .settings
-                .layout
-                .replicas_of(partition_id)
-                .expect("partitions_of yields valid ids")
-                .to_vec();
-            let config = PartitionConfig {
-                partition_id,
-                node_id: node.settings.node_id,
-                dir: node
-                    .settings
-                    .data_dir
-                    .join(format!("partition-{partition_id}")),
-                replicas,
-                priority_election: node.settings.priority_election,
-                heartbeat_interval_ms: node.settings.heartbeat_interval_ms,
-                election_timeout_ms: node.settings.election_timeout_ms,
-                segment_bytes: node.settings.segment_bytes,
-            };
+            if node.remote.contains_key(&partition_id) {
+                continue;
+            }
+            let config = partition_config(&node.settings, partition_id);
             let changes = Rc::clone(&node.role_changes);
             let listener: StatusListener = Rc::new(move |status: &PartitionStatus| {
                 changes.changes.borrow_mut().push(status.clone());
@@ -324,10 +406,67 @@ impl Node {
         self.partitions.borrow().get(&partition_id).cloned()
     }
 
-    /// Every local replica.
+    /// The replicas on this shard.
     #[must_use]
     pub fn partitions(&self) -> Vec<Rc<Partition>> {
         self.partitions.borrow().values().cloned().collect()
+    }
+
+    /// Every replica of this broker, on any shard: its status and its partition's preferred
+    /// leader. Statuses of other shards are at most [`crate::shard::STATUS_INTERVAL`] old.
+    #[must_use]
+    pub fn replica_statuses(&self) -> Vec<(PartitionStatus, NodeId)> {
+        let mut statuses: Vec<(PartitionStatus, NodeId)> = self
+            .partitions()
+            .iter()
+            .map(|p| (p.status(), p.preferred_leader()))
+            .chain(
+                self.remote
+                    .values()
+                    .map(|r| (r.status.borrow().clone(), r.preferred_leader)),
+            )
+            .collect();
+        statuses.sort_by_key(|(status, _)| status.partition_id);
+        statuses
+    }
+
+    /// Whether a shard other than the first stopped unexpectedly.
+    #[must_use]
+    pub fn shard_failed(&self) -> bool {
+        self.shard_failed.get()
+    }
+
+    /// Whether this broker holds a replica of `partition_id`.
+    #[must_use]
+    pub fn hosts(&self, partition_id: PartitionId) -> bool {
+        self.partitions.borrow().contains_key(&partition_id)
+            || self.remote.contains_key(&partition_id)
+    }
+
+    /// Appends to the local replica of `partition_id`, on whichever shard it lives. Gives the
+    /// responder back if this broker holds no replica of it.
+    pub fn append(
+        &self,
+        partition_id: PartitionId,
+        payload: Vec<u8>,
+        responder: Responder,
+    ) -> Result<(), Responder> {
+        if let Some(partition) = self.partition(partition_id) {
+            partition.append(payload, responder);
+            return Ok(());
+        }
+        let Some(remote) = self.remote.get(&partition_id) else {
+            return Err(responder);
+        };
+        let ticket = self.next_ticket.get();
+        self.next_ticket.set(ticket + 1);
+        self.tickets.borrow_mut().insert(ticket, responder);
+        self.shard_inputs[remote.shard - 1].push(ShardInput::Append {
+            ticket,
+            partition_id,
+            payload,
+        });
+        Ok(())
     }
 
     /// A copy of the topology.
@@ -354,6 +493,7 @@ impl Node {
         let leader = self
             .partition(partition_id)
             .and_then(|p| p.status().leader)
+            .or_else(|| self.remote.get(&partition_id)?.status.borrow().leader)
             .or_else(|| {
                 self.topology
                     .borrow()
@@ -377,13 +517,20 @@ impl Node {
     /// Returns the partitions asked to move.
     pub fn rebalance_local(&self) -> Vec<PartitionId> {
         let mut moved = Vec::new();
-        for partition in self.partitions() {
-            let status = partition.status();
-            let preferred = partition.preferred_leader();
-            if status.role == RaftRole::Leader && preferred != self.settings.node_id {
-                partition.transfer_leadership(preferred);
-                moved.push(partition.id());
+        for (status, preferred) in self.replica_statuses() {
+            if status.role != RaftRole::Leader || preferred == self.settings.node_id {
+                continue;
             }
+            let partition_id = status.partition_id;
+            if let Some(partition) = self.partition(partition_id) {
+                partition.transfer_leadership(preferred);
+            } else if let Some(remote) = self.remote.get(&partition_id) {
+                self.shard_inputs[remote.shard - 1].push(ShardInput::Transfer {
+                    partition_id,
+                    to: preferred,
+                });
+            }
+            moved.push(partition_id);
         }
         moved
     }
@@ -401,10 +548,14 @@ impl Node {
 
     /// Stops the replicas and the transport.
     pub fn shut_down(&self) {
+        self.stopping.set(true);
         self.swim.borrow_mut().leave();
         self.swim_notify.notify();
         for partition in self.partitions() {
             partition.close();
+        }
+        for queue in &self.shard_inputs {
+            queue.push(ShardInput::Stop);
         }
     }
 
@@ -455,16 +606,29 @@ impl Node {
             match incoming.frame.kind {
                 FrameKind::RaftBatch => match decode_raft_batch(&incoming.frame) {
                     Ok(messages) => {
+                        let mut for_shards: BTreeMap<usize, Vec<(PartitionId, Message)>> =
+                            BTreeMap::new();
                         let partitions = self.partitions.borrow();
                         for (partition_id, message) in messages {
-                            match partitions.get(&partition_id) {
-                                Some(partition) if message.to == own_replica => {
-                                    partition.deliver(message);
-                                }
-                                _ => self
-                                    .counters
-                                    .raft_misrouted
-                                    .set(self.counters.raft_misrouted.get() + 1),
+                            if message.to != own_replica {
+                                self.count_misrouted();
+                            } else if let Some(partition) = partitions.get(&partition_id) {
+                                partition.deliver(message);
+                            } else if let Some(remote) = self.remote.get(&partition_id) {
+                                for_shards
+                                    .entry(remote.shard)
+                                    .or_default()
+                                    .push((partition_id, message));
+                            } else {
+                                self.count_misrouted();
+                            }
+                        }
+                        drop(partitions);
+                        for (shard, messages) in for_shards {
+                            // Re-encoding a batch decoded from a valid frame cannot break a bound.
+                            if let Ok(frame) = encode_raft_batch(&messages) {
+                                self.shard_inputs[shard - 1]
+                                    .push(ShardInput::Raft(frame[FRAME_HEADER_BYTES..].to_vec()));
                             }
                         }
                     }
@@ -495,6 +659,64 @@ impl Node {
                         .set(self.counters.frames_malformed.get() + 1),
                 },
             }
+        }
+    }
+
+    fn count_misrouted(&self) {
+        let c = &self.counters.raft_misrouted;
+        c.set(c.get() + 1);
+    }
+
+    async fn shard_output_task(
+        self: Rc<Self>,
+        receiver: glommio::channels::shared_channel::ConnectedReceiver<ShardOutput>,
+    ) {
+        while let Some(item) = receiver.recv().await {
+            match item {
+                ShardOutput::Raft { to, body } => {
+                    let socket = self.directory.borrow().get(&to).and_then(|p| p.socket);
+                    match socket {
+                        Some(socket) => {
+                            let _ = self.transport.send(socket, FrameKind::RaftBatch, &body);
+                            let c = &self.counters.raft_frames_sent;
+                            c.set(c.get() + 1);
+                        }
+                        None => {
+                            let c = &self.counters.raft_unroutable;
+                            c.set(c.get() + 1);
+                        }
+                    }
+                }
+                ShardOutput::Appended { ticket, outcome } => {
+                    let responder = self.tickets.borrow_mut().remove(&ticket);
+                    if let Some(responder) = responder {
+                        responder(outcome);
+                    }
+                }
+                ShardOutput::Status { status, changed } => {
+                    if let Some(remote) = self.remote.get(&status.partition_id) {
+                        *remote.status.borrow_mut() = (*status).clone();
+                    }
+                    if changed {
+                        self.role_changes.changes.borrow_mut().push(*status);
+                        self.role_changes.notify.notify();
+                    }
+                }
+            }
+        }
+        // The shard stopped: whatever it still owed is not coming.
+        if !self.stopping.get() {
+            eprintln!(
+                "node {}: a shard stopped unexpectedly; its replicas are down (see the error above)",
+                self.settings.node_id
+            );
+            self.shard_failed.set(true);
+        }
+        let owed: Vec<Responder> = self.tickets.borrow_mut().drain().map(|(_, r)| r).collect();
+        for responder in owed {
+            responder(AppendOutcome::Unavailable {
+                message: "the broker is shutting down".to_owned(),
+            });
         }
     }
 
@@ -664,16 +886,15 @@ impl Node {
                 command_api: self.settings.command_api_advertised.clone(),
                 management: self.settings.management_advertised.clone(),
                 partitions: self
-                    .partitions()
+                    .replica_statuses()
                     .iter()
-                    .map(|p| {
-                        let status = p.status();
+                    .map(|(status, _)| {
                         let role = if status.role == RaftRole::Leader {
                             "LEADER"
                         } else {
                             "FOLLOWER"
                         };
-                        (p.id(), role.to_owned(), status.term)
+                        (status.partition_id, role.to_owned(), status.term)
                     })
                     .collect(),
             };
@@ -686,8 +907,28 @@ impl Node {
     }
 }
 
+/// How the replica of `partition_id` on this node is opened.
+#[must_use]
+pub fn partition_config(settings: &NodeSettings, partition_id: PartitionId) -> PartitionConfig {
+    let replicas = settings
+        .layout
+        .replicas_of(partition_id)
+        .expect("a partition of the layout")
+        .to_vec();
+    PartitionConfig {
+        partition_id,
+        node_id: settings.node_id,
+        dir: settings.data_dir.join(format!("partition-{partition_id}")),
+        replicas,
+        priority_election: settings.priority_election,
+        heartbeat_interval_ms: settings.heartbeat_interval_ms,
+        election_timeout_ms: settings.election_timeout_ms,
+        segment_bytes: settings.segment_bytes,
+    }
+}
+
 /// Splits the messages for one node into frames of bounded size.
-fn split_batches(messages: &[(PartitionId, Message)]) -> Vec<&[(PartitionId, Message)]> {
+pub(crate) fn split_batches(messages: &[(PartitionId, Message)]) -> Vec<&[(PartitionId, Message)]> {
     let mut chunks = Vec::new();
     let mut start = 0;
     let mut bytes = 0u64;

@@ -146,7 +146,9 @@ pub struct PartitionStatus {
 }
 
 impl PartitionStatus {
-    fn new(partition_id: PartitionId) -> Self {
+    /// The status of a replica that has not reported yet.
+    #[must_use]
+    pub fn new(partition_id: PartitionId) -> Self {
         let histogram =
             || Histogram::new_with_max(LATENCY_US_MAX, 3).expect("a valid histogram range");
         PartitionStatus {

@@ -17,7 +17,9 @@ use sluice_net::tls::TlsIdentity;
 
 use crate::config::BrokerConfig;
 use crate::management::Management;
-use crate::node::{Node, NodeSettings};
+use crate::node::{self, Node, NodeSettings, ShardEnds};
+use crate::shard::{self, CHANNEL_ITEMS_MAX, ShardLinks};
+use glommio::channels::shared_channel;
 
 /// Memory glommio registers for I/O per executor. `RLIMIT_MEMLOCK` is small on some machines
 /// (8 MiB here), and each executor registers it with several rings, so keep it modest.
@@ -79,19 +81,57 @@ pub fn run(config: &BrokerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let command_api = config.command_api_addr();
     let management = config.management_addr();
     let node_id = settings.node_id;
+    let shards_count = usize::try_from(config.threads.cpu_thread_count.max(1))
+        .expect("cpuThreadCount is validated to a small number");
+    // Deal the local replicas over the shards: the k-th local partition lives on shard k % N.
+    let mut per_shard: Vec<Vec<u32>> = vec![Vec::new(); shards_count];
+    for (k, partition_id) in settings
+        .layout
+        .partitions_of(node_id)
+        .into_iter()
+        .enumerate()
+    {
+        per_shard[k % shards_count].push(partition_id);
+    }
+    let mut shard_ends = Vec::new();
+    let mut shard_threads = Vec::new();
+    for (shard, partitions) in per_shard.iter().enumerate().skip(1) {
+        let (input_tx, input_rx) = shared_channel::new_bounded(CHANNEL_ITEMS_MAX);
+        let (output_tx, output_rx) = shared_channel::new_bounded(CHANNEL_ITEMS_MAX);
+        let configs: Vec<_> = partitions
+            .iter()
+            .map(|&partition_id| node::partition_config(&settings, partition_id))
+            .collect();
+        let links = ShardLinks {
+            input: input_rx,
+            output: output_tx,
+        };
+        let handle = LocalExecutorBuilder::new(Placement::Unbound)
+            .name(&format!("sluice-{node_id}-shard-{shard}"))
+            .io_memory(IO_MEMORY_BYTES)
+            .spawn(move || async move { shard::run(configs, links).await })
+            .map_err(|error| anyhow::anyhow!("starting shard {shard}: {error}"))?;
+        shard_threads.push(handle);
+        shard_ends.push(ShardEnds {
+            shard,
+            partitions: partitions.clone(),
+            input: input_tx,
+            output: output_rx,
+        });
+    }
     let executor = LocalExecutorBuilder::new(Placement::Unbound)
         .name(&format!("sluice-{node_id}-shard-0"))
         .io_memory(IO_MEMORY_BYTES)
         .make()
         .map_err(|error| anyhow::anyhow!("starting the shard's executor: {error}"))?;
-    executor.run(async move {
-        let node = Node::start(settings).await?;
-        let command_listener = glommio::net::TcpListener::bind(command_api)
-            .map_err(|error| anyhow::anyhow!("binding the command API on {command_api}: {error}"))?;
-        let management_listener = glommio::net::TcpListener::bind(management)
-            .map_err(|error| {
-                anyhow::anyhow!("binding the management API on {management}: {error}")
-            })?;
+    let result = executor.run(async move {
+        let node = Node::start(settings, shard_ends).await?;
+        let command_listener = glommio::net::TcpListener::bind(command_api).map_err(|error| {
+            anyhow::anyhow!("binding the command API on {command_api}: {error}")
+        })?;
+        let management_listener = glommio::net::TcpListener::bind(management).map_err(|error| {
+            anyhow::anyhow!("binding the management API on {management}: {error}")
+        })?;
         glommio::spawn_local(crate::command_server::serve(
             Rc::clone(&node),
             command_listener,
@@ -100,7 +140,8 @@ pub fn run(config: &BrokerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         let handler = Rc::new(Management::new(Rc::clone(&node)));
         glommio::spawn_local(crate::http::serve(management_listener, handler)).detach();
         eprintln!(
-            "node {node_id}: serving; internal {} (QUIC), command API {command_api}, management http://{management}/",
+            "node {node_id}: serving with {shards_count} shard(s); internal {} (QUIC), command API \
+             {command_api}, management http://{management}/",
             node.settings().internal_bind
         );
         while !stop.load(Ordering::Relaxed) {
@@ -111,5 +152,13 @@ pub fn run(config: &BrokerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         glommio::timer::sleep(SHUTDOWN_GRACE).await;
         node.transport().close();
         Ok::<(), anyhow::Error>(())
-    })
+    });
+    for handle in shard_threads {
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => eprintln!("node {node_id}: a shard failed: {error:#}"),
+            Err(error) => eprintln!("node {node_id}: a shard's thread failed: {error}"),
+        }
+    }
+    result
 }
