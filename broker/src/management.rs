@@ -297,7 +297,12 @@ impl Management {
                 1e-6,
             );
         }
-        let labels = [("node", node.as_str())];
+        self.node_metrics(&mut text, &node);
+        text.finish()
+    }
+
+    fn node_metrics(&self, text: &mut PrometheusText, node: &str) {
+        let labels = [("node", node)];
         let counters = self.node.counters();
         text.counter(
             "sluice_raft_frames_sent_total",
@@ -348,11 +353,15 @@ impl Management {
             &labels,
             as_f64(alive as u64),
         );
+        self.transport_metrics(text, &labels);
+    }
+
+    fn transport_metrics(&self, text: &mut PrometheusText, labels: &[(&str, &str)]) {
         let transport = self.node.transport().stats();
         text.gauge(
             "sluice_transport_connections_open",
             "QUIC connections open to other brokers",
-            &labels,
+            labels,
             as_f64(transport.connections_open),
         );
         for (name, help, value) in [
@@ -425,11 +434,10 @@ impl Management {
             text.counter(
                 &format!("sluice_transport_{name}_total"),
                 help,
-                &labels,
+                labels,
                 value,
             );
         }
-        text.finish()
     }
 }
 

@@ -301,29 +301,7 @@ impl Node {
             }
         }
         swim.join(&contacts)?;
-        let mut remote = BTreeMap::new();
-        let mut shard_inputs = Vec::new();
-        let mut shard_outputs = Vec::new();
-        for ends in shards {
-            for &partition_id in &ends.partitions {
-                let preferred_leader = settings
-                    .layout
-                    .preferred_leader(partition_id)
-                    .unwrap_or(settings.node_id);
-                remote.insert(
-                    partition_id,
-                    RemoteReplica {
-                        shard: ends.shard,
-                        status: RefCell::new(PartitionStatus::new(partition_id)),
-                        preferred_leader,
-                    },
-                );
-            }
-            let queue = Rc::new(ShardInputQueue::default());
-            glommio::spawn_local(Rc::clone(&queue).pump(ends.input.connect().await)).detach();
-            shard_inputs.push(queue);
-            shard_outputs.push(ends.output);
-        }
+        let (remote, shard_inputs, shard_outputs) = connect_shards(&settings, shards).await;
         let node = Rc::new(Node {
             remote,
             shard_inputs,
@@ -353,21 +331,27 @@ impl Node {
             let receiver = output.connect().await;
             glommio::spawn_local(Rc::clone(&node).shard_output_task(receiver)).detach();
         }
-        for partition_id in node.settings.layout.partitions_of(node.settings.node_id) {
-            if node.remote.contains_key(&partition_id) {
+        node.open_local_partitions().await?;
+        Ok(node)
+    }
+
+    /// Opens the replicas that live on this shard.
+    async fn open_local_partitions(self: &Rc<Self>) -> anyhow::Result<()> {
+        for partition_id in self.settings.layout.partitions_of(self.settings.node_id) {
+            if self.remote.contains_key(&partition_id) {
                 continue;
             }
-            let config = partition_config(&node.settings, partition_id);
-            let changes = Rc::clone(&node.role_changes);
+            let config = partition_config(&self.settings, partition_id);
+            let changes = Rc::clone(&self.role_changes);
             let listener: StatusListener = Rc::new(move |status: &PartitionStatus| {
                 changes.changes.borrow_mut().push(status.clone());
                 changes.notify.notify();
             });
-            let outbox: Rc<dyn RaftOutbox> = node.outbox.clone();
+            let outbox: Rc<dyn RaftOutbox> = self.outbox.clone();
             let partition = Partition::open(config, outbox, listener).await?;
-            node.partitions.borrow_mut().insert(partition_id, partition);
+            self.partitions.borrow_mut().insert(partition_id, partition);
         }
-        Ok(node)
+        Ok(())
     }
 
     /// This broker's node id.
@@ -675,16 +659,13 @@ impl Node {
             match item {
                 ShardOutput::Raft { to, body } => {
                     let socket = self.directory.borrow().get(&to).and_then(|p| p.socket);
-                    match socket {
-                        Some(socket) => {
-                            let _ = self.transport.send(socket, FrameKind::RaftBatch, &body);
-                            let c = &self.counters.raft_frames_sent;
-                            c.set(c.get() + 1);
-                        }
-                        None => {
-                            let c = &self.counters.raft_unroutable;
-                            c.set(c.get() + 1);
-                        }
+                    if let Some(socket) = socket {
+                        let _ = self.transport.send(socket, FrameKind::RaftBatch, &body);
+                        let c = &self.counters.raft_frames_sent;
+                        c.set(c.get() + 1);
+                    } else {
+                        let c = &self.counters.raft_unroutable;
+                        c.set(c.get() + 1);
                     }
                 }
                 ShardOutput::Appended { ticket, outcome } => {
@@ -739,7 +720,7 @@ impl Node {
                                 .send(to, FrameKind::Swim, &frame[FRAME_HEADER_BYTES..]);
                     }
                     Err(error) => {
-                        eprintln!("node {}: gossip message: {error}", self.settings.node_id)
+                        eprintln!("node {}: gossip message: {error}", self.settings.node_id);
                     }
                 }
             }
@@ -852,9 +833,9 @@ impl Node {
             }
             let node_id = self.settings.node_id;
             self.update_topology(|topology| {
-                let mut changed = false;
+                let mut updated = false;
                 for status in &changes {
-                    changed |= topology
+                    updated |= topology
                         .update_replica(
                             status.partition_id,
                             node_id,
@@ -865,12 +846,12 @@ impl Node {
                     if let Some(leader) = status.leader
                         && leader != node_id
                     {
-                        changed |= topology
+                        updated |= topology
                             .update_replica(status.partition_id, leader, Role::Leader, status.term)
                             .unwrap_or(false);
                     }
                 }
-                changed
+                updated
             });
             for status in &changes {
                 eprintln!(
@@ -905,6 +886,43 @@ impl Node {
             self.swim_notify.notify();
         }
     }
+}
+
+type ShardOutputs = Vec<SharedReceiver<ShardOutput>>;
+
+/// Connects shard 0's ends of the other shards' channels and spawns their input pumps.
+async fn connect_shards(
+    settings: &NodeSettings,
+    shards: Vec<ShardEnds>,
+) -> (
+    BTreeMap<PartitionId, RemoteReplica>,
+    Vec<Rc<ShardInputQueue>>,
+    ShardOutputs,
+) {
+    let mut remote = BTreeMap::new();
+    let mut shard_inputs = Vec::new();
+    let mut shard_outputs = Vec::new();
+    for ends in shards {
+        for &partition_id in &ends.partitions {
+            let preferred_leader = settings
+                .layout
+                .preferred_leader(partition_id)
+                .unwrap_or(settings.node_id);
+            remote.insert(
+                partition_id,
+                RemoteReplica {
+                    shard: ends.shard,
+                    status: RefCell::new(PartitionStatus::new(partition_id)),
+                    preferred_leader,
+                },
+            );
+        }
+        let queue = Rc::new(ShardInputQueue::default());
+        glommio::spawn_local(Rc::clone(&queue).pump(ends.input.connect().await)).detach();
+        shard_inputs.push(queue);
+        shard_outputs.push(ends.output);
+    }
+    (remote, shard_inputs, shard_outputs)
 }
 
 /// How the replica of `partition_id` on this node is opened.

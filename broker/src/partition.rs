@@ -188,7 +188,7 @@ struct Inputs {
 
 /// The handle to a running replica. See the module docs.
 pub struct Partition {
-    partition_id: PartitionId,
+    id: PartitionId,
     node_id: NodeId,
     inputs: RefCell<Inputs>,
     /// Appends queued plus appends proposed and awaiting commit.
@@ -201,7 +201,7 @@ pub struct Partition {
 impl std::fmt::Debug for Partition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Partition")
-            .field("partition_id", &self.partition_id)
+            .field("id", &self.id)
             .field("node_id", &self.node_id)
             .finish_non_exhaustive()
     }
@@ -237,7 +237,7 @@ impl Partition {
             .max_by_key(|r| r.priority)
             .map_or(config.node_id, |r| r.node_id);
         let partition = Rc::new(Partition {
-            partition_id: config.partition_id,
+            id: config.partition_id,
             node_id: config.node_id,
             inputs: RefCell::default(),
             appends_pending: std::cell::Cell::new(0),
@@ -270,7 +270,7 @@ impl Partition {
     /// The partition.
     #[must_use]
     pub fn id(&self) -> PartitionId {
-        self.partition_id
+        self.id
     }
 
     /// The node whose replica has the highest priority: where leadership belongs.
@@ -315,7 +315,7 @@ impl Partition {
             responder(AppendOutcome::Unavailable {
                 message: format!(
                     "partition {} has {APPENDS_PENDING_MAX} appends pending; retry later",
-                    self.partition_id
+                    self.id
                 ),
             });
             return;
@@ -452,7 +452,7 @@ impl Driver {
                 // the replica, the others keep the partition available.
                 eprintln!(
                     "partition {}: stopping this replica after a storage error: {error:#}",
-                    self.partition.partition_id
+                    self.partition.id
                 );
                 self.fail_all(&format!("storage error: {error}"));
                 self.partition.close();
@@ -509,7 +509,7 @@ impl Driver {
         {
             eprintln!(
                 "partition {}: leadership transfer to node {to} refused: {error}",
-                self.partition.partition_id
+                self.partition.id
             );
         }
     }
@@ -624,7 +624,7 @@ impl Driver {
         }
         self.raft.advance(ready.number);
         // The hard state is durable (written synchronously above), so both kinds leave now.
-        let partition_id = self.partition.partition_id;
+        let partition_id = self.partition.id;
         for message in ready
             .messages
             .into_iter()

@@ -153,28 +153,7 @@ pub async fn run(configs: Vec<PartitionConfig>, links: ShardLinks) -> anyhow::Re
         })
         .detach()
     };
-    {
-        let queue = Rc::clone(&queue);
-        let outbox = Rc::clone(&outbox);
-        glommio::spawn_local(async move {
-            loop {
-                outbox.notify.notified().await;
-                let queued = std::mem::take(&mut *outbox.queued.borrow_mut());
-                for (to, messages) in queued {
-                    for chunk in crate::node::split_batches(&messages) {
-                        match encode_raft_batch(chunk) {
-                            Ok(frame) => queue.push(ShardOutput::Raft {
-                                to,
-                                body: frame[FRAME_HEADER_BYTES..].to_vec(),
-                            }),
-                            Err(error) => eprintln!("shard: encoding a raft batch: {error}"),
-                        }
-                    }
-                }
-            }
-        })
-        .detach();
-    }
+    glommio::spawn_local(send_batches(Rc::clone(&outbox), Rc::clone(&queue))).detach();
     let mut partitions: BTreeMap<PartitionId, Rc<Partition>> = BTreeMap::new();
     for config in configs {
         let listener: StatusListener = {
@@ -193,22 +172,11 @@ pub async fn run(configs: Vec<PartitionConfig>, links: ShardLinks) -> anyhow::Re
             Partition::open(config, outbox, listener).await?,
         );
     }
-    {
-        let queue = Rc::clone(&queue);
-        let partitions: Vec<Rc<Partition>> = partitions.values().cloned().collect();
-        glommio::spawn_local(async move {
-            loop {
-                glommio::timer::sleep(STATUS_INTERVAL).await;
-                for partition in &partitions {
-                    queue.push(ShardOutput::Status {
-                        status: Box::new(partition.status()),
-                        changed: false,
-                    });
-                }
-            }
-        })
-        .detach();
-    }
+    glommio::spawn_local(report_statuses(
+        partitions.values().cloned().collect(),
+        Rc::clone(&queue),
+    ))
+    .detach();
     while let Some(item) = input.recv().await {
         match item {
             ShardInput::Raft(body) => {
@@ -257,4 +225,36 @@ pub async fn run(configs: Vec<PartitionConfig>, links: ShardLinks) -> anyhow::Re
     glommio::timer::sleep(Duration::from_millis(200)).await;
     drop(pump);
     Ok(())
+}
+
+/// Encodes the replicas' queued messages into one batch per node (split when large).
+async fn send_batches(outbox: Rc<ShardOutbox>, queue: Rc<OutputQueue>) {
+    loop {
+        outbox.notify.notified().await;
+        let queued = std::mem::take(&mut *outbox.queued.borrow_mut());
+        for (to, messages) in queued {
+            for chunk in crate::node::split_batches(&messages) {
+                match encode_raft_batch(chunk) {
+                    Ok(frame) => queue.push(ShardOutput::Raft {
+                        to,
+                        body: frame[FRAME_HEADER_BYTES..].to_vec(),
+                    }),
+                    Err(error) => eprintln!("shard: encoding a raft batch: {error}"),
+                }
+            }
+        }
+    }
+}
+
+/// Reports every replica's status every [`STATUS_INTERVAL`].
+async fn report_statuses(partitions: Vec<Rc<Partition>>, queue: Rc<OutputQueue>) {
+    loop {
+        glommio::timer::sleep(STATUS_INTERVAL).await;
+        for partition in &partitions {
+            queue.push(ShardOutput::Status {
+                status: Box::new(partition.status()),
+                changed: false,
+            });
+        }
+    }
 }
