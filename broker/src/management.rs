@@ -181,6 +181,7 @@ impl Management {
                     "flushError": status.flush_error,
                     "commitLatencyUs": percentiles(&status.commit_latency_us),
                     "flushLatencyUs": percentiles(&status.flush_latency_us),
+                    "localDurableLatencyUs": percentiles(&status.local_durable_latency_us),
                 }),
             );
         }

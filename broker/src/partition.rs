@@ -141,6 +141,9 @@ pub struct PartitionStatus {
     pub flush_latency_us: Histogram<u64>,
     /// Time from an append's arrival to its commit on this leader, in microseconds.
     pub commit_latency_us: Histogram<u64>,
+    /// Time from an append's arrival on the leader to its entry being durable on the leader
+    /// itself, in microseconds (the rest of the commit latency is waiting for a follower).
+    pub local_durable_latency_us: Histogram<u64>,
     /// The last flush error, if the last flush failed.
     pub flush_error: Option<String>,
 }
@@ -164,6 +167,7 @@ impl PartitionStatus {
             messages_dropped: 0,
             flush_latency_us: histogram(),
             commit_latency_us: histogram(),
+            local_durable_latency_us: histogram(),
             flush_error: None,
         }
     }
@@ -413,6 +417,8 @@ struct Pending {
     term: u64,
     responder: Responder,
     arrived: Instant,
+    /// When the leader's own flush covered the entry.
+    local_durable_at: Option<Instant>,
 }
 
 struct Driver {
@@ -494,6 +500,10 @@ impl Driver {
             )
         };
         if let Some(durable) = flushed {
+            let now = Instant::now();
+            for pending in self.pending.range_mut(..=durable).map(|(_, p)| p) {
+                pending.local_durable_at.get_or_insert(now);
+            }
             self.raft.handle_flushed(durable);
         }
         for message in messages {
@@ -529,6 +539,7 @@ impl Driver {
                         term,
                         responder,
                         arrived,
+                        local_durable_at: None,
                     },
                 );
             }
@@ -647,6 +658,10 @@ impl Driver {
                     .unwrap_or(LATENCY_US_MAX)
                     .min(LATENCY_US_MAX);
                 let _ = status.commit_latency_us.record(micros);
+                let local = pending
+                    .local_durable_at
+                    .map_or(LATENCY_US_MAX, |at| micros_between(pending.arrived, at));
+                let _ = status.local_durable_latency_us.record(local);
                 status.appends_committed += 1;
                 (pending.responder)(AppendOutcome::Committed { index });
             } else {
@@ -741,6 +756,12 @@ async fn flush_task(partition: Rc<Partition>, journal: Rc<Journal<DmaStorage>>) 
             }
         }
     }
+}
+
+fn micros_between(from: Instant, to: Instant) -> u64 {
+    u64::try_from(to.saturating_duration_since(from).as_micros())
+        .unwrap_or(LATENCY_US_MAX)
+        .min(LATENCY_US_MAX)
 }
 
 // ------------------------------------------------------------------------------- hard state
