@@ -1,7 +1,23 @@
 //! `sluice-broker`: the Sluice broker — configuration, node start-up, shards, partitions and
 //! the gateway. The `sluice` binary (`src/main.rs`) is the thin driver over this library.
 //!
-//! So far the library holds the pure parts that decide *where* partitions live:
+//! # A broker at run time
+//!
+//! `sluice broker --config FILE` loads a [`config::BrokerConfig`] (YAML with Zeebe's key names,
+//! every key overridable by a `ZEEBE_BROKER_*` variable) and calls [`run::run`], which:
+//! 1. computes the partition layout and deals this broker's replicas over
+//!    `threads.cpuThreadCount` glommio executors (shards); each replica stays on its shard;
+//! 2. starts shards 1.. with [`shard::run`], and on shard 0 a [`node::Node`]: the QUIC transport
+//!    (`sluice_net::quic`), the SWIM gossip driver, the topology kept on disk, the Raft outbox
+//!    that batches every partition's messages per peer broker, and shard 0's replicas;
+//! 3. serves the command API ([`command_server`], the append protocol of [`client_api`]) and the
+//!    management API ([`management`] over [`http`], Prometheus text from [`metrics`]).
+//!
+//! Each replica is a [`partition::Partition`]: a journal and a Raft core driven by two tasks (Raft
+//! and flush); an append is answered once its entry is committed. [`dev`] is `sluice dev`, a
+//! local cluster of broker processes.
+//!
+//! The pure parts decide *where* partitions live and what the broker remembers:
 //!
 //! # Placing partitions
 //!

@@ -32,8 +32,8 @@
 //! }
 //! ```
 //!
-//! Not built yet: the glommio driver that pumps [`swim::Swim`] over the transport (feeding it
-//! `Swim` frames from [`Transport::recv`] and sending what it drains with [`Transport::send`]).
+//! The glommio driver that pumps [`swim::Swim`] over the transport lives in the broker
+//! (`sluice-broker`'s `node` module), next to the routing of Raft batches to partitions.
 
 mod error;
 pub mod frame;

@@ -646,6 +646,11 @@ impl Raft {
     }
 
     /// Handles a message from a peer.
+    ///
+    /// The core's clock is the `now_ms` of the last [`Raft::handle_tick`]: timers a message resets
+    /// (the election deadline on hearing from the leader) count from it. A driver that sleeps
+    /// until [`Raft::poll_timeout_ms`] must tick with the current time before handing messages
+    /// over, or followers time out while hearing from their leader.
     pub fn handle_message(&mut self, msg: Message) {
         if msg.to != self.config.id || !self.peers.contains(&msg.from) {
             return;
