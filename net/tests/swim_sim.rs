@@ -1,6 +1,74 @@
 //! Deterministic simulation of whole SWIM clusters (`sluice_net::swim`), many seeds per test.
 //!
-//! TODO(docs): rewritten once the bounds are calibrated.
+//! # How it works
+//! - `swim_sim/harness.rs`: a virtual millisecond clock and a network of 3-9 `Swim` cores at
+//!   `10.0.0.{id}:26502`, all with `SwimConfig::default()` (Zeebe's timings). Every member gets
+//!   member 0's address as contact point (in half of the seeds also a random subset of the
+//!   others'). The event loop always takes the earliest of the next message delivery and the
+//!   earliest `poll_timeout()` of a running member (messages first on a tie) and feeds it with
+//!   `handle_message(from_address, message, now)` or `handle_tick(now)`, then drains that
+//!   member's transmits and events. Each message is delayed 1-20 ms (so reordered), lost with
+//!   a per-mille chance, sometimes duplicated, and in the storm held back up to 500 ms more.
+//!   Faults: symmetric splits and one-way cuts that start and heal, crashes (the core is
+//!   dropped; messages to it are lost), restarts (a fresh core for the same id and address,
+//!   incarnation 0, new metadata, `join` again), graceful `leave`, `update_metadata`.
+//! - `swim_sim/rng.rs`: `SplitMix64`, split into independent named streams of the run's seed:
+//!   "network" (delays, loss, duplicates), "nodes" (each core's seed), "topology" (contact
+//!   points) and one fault stream per scenario family. A seed replays a run exactly.
+//!
+//! # Replaying and exploring
+//! A failing seed prints its report (the views of all members, the last events and faults)
+//! and its replay command, e.g.
+//! `SWIM_SEED=131 SWIM_SCENARIO=partition_same_side cargo test -p sluice-net --release
+//! --test swim_sim -- one_seed --nocapture`.
+//! `SWIM_TRACE=1` prints every fault and membership event as it happens, `SWIM_TRACE=2` also
+//! every delivered message. `SWIM_SEEDS=N` (and `SWIM_SEED_BASE`) runs more seeds in every
+//! test; `SWIM_METRICS=1` prints what each seed measured; the ignored test `explore` runs any
+//! scenario (`SWIM_SCENARIO`) over many seeds. A debug build runs a tenth of the seeds.
+//!
+//! # Invariants checked after every step of every member (all scenarios)
+//! - A member sees itself Alive (Left after `leave`), with its own id and address; its own
+//!   incarnation never decreases.
+//! - Nobody sees a member at an incarnation that member never had itself (over all its
+//!   lives), nor at another address; a view's incarnation of a member never decreases.
+//! - Events: none about the local member; the first about a member is `MemberAdded`, and only
+//!   the first; each carries the state it names; no repeated Suspect/Alive/Dead/Left; no
+//!   `MemberLeft` for a member that never left; the state and metadata in the member table
+//!   always equal those of the last event about that member, and every listed member was
+//!   announced. A `MemberDead` about a running member nobody may kill (the survivors in a
+//!   healthy network, 0-5% loss; the own side during a split when asked) is a false Dead.
+//! - `SwimStats` dropped counters stay 0; no honest message is rejected; messages go only to
+//!   other members' addresses, signed with the sender's id; `handle_tick(now)` always moves
+//!   `poll_timeout()` past `now` (no busy loop). A panic fails the seed.
+//!
+//! # Properties (bounds derived next to each `*_bound_ms`, all from `SwimConfig`)
+//! 1. `cold_start`: boots spread over 2 s, 5% loss: everybody sees everybody Alive within
+//!    the convergence bound; 30 s later, once loss stops, every view equals its member's own
+//!    record within a sync interval.
+//! 2. `crash`: every survivor emits `MemberDead` for the crashed member within
+//!    `2(n-1)·probe_interval + failure_timeout + probe_interval`; it stays Dead; no survivor is
+//!    ever declared Dead. `steady`: five minutes at 0-5% loss declare nobody Dead.
+//! 3. `partition`: each side declares the other Dead within the same bound; after the heal
+//!    everybody sees everybody Alive, then every view equals its member's own record, each
+//!    within the heal bound. `one_way_cut`: one or two one-way cuts for a minute kill nobody
+//!    (indirect probes route around them).
+//! 4. `restart`: a crashed member restarted with a fresh core (before or after it was
+//!    declared Dead) is seen Alive by all, above any incarnation they knew, with its new
+//!    metadata, and sees all Alive, within the restart bound.
+//! 5. `leave`: the leaver (whose one-shot announcements are not lost) is seen Left by all
+//!    within two probe intervals, never Dead, and a probe interval later nobody sends it
+//!    anything (but anti-entropy `Join`s to it as a configured contact point) nor asks anyone
+//!    to probe it.
+//! 6. `metadata`: the last of 1-3 `update_metadata` calls reaches everybody, each with a
+//!    `MetadataChanged` carrying it, within the metadata bound.
+//! 7. The invariants above, in every scenario.
+//! 8. `stress`: 9 members, 20% loss, duplicates, reordering and a minute of random faults;
+//!    after the heal everybody live sees everybody live Alive and the leaver down.
+//!
+//! The regular tests check what the core meets today. The ignored tests at the end pin the
+//! bugs found in `swim.rs`: each runs a stricter variant of a scenario (marked `true` in
+//! `SCENARIOS`; `one_seed` runs those only by name) on the seeds that show the bug. The
+//! `checks_catch_*` tests feed forged messages or a dead network to show the checks fire.
 
 #[path = "swim_sim/harness.rs"]
 mod harness;
@@ -33,6 +101,7 @@ impl Outcome {
 
     fn finish(mut self, sim: &Sim) -> Result<Self, String> {
         sim.check()?;
+        self.metric("steps", sim.steps());
         self.fingerprint = sim.fingerprint();
         Ok(self)
     }
@@ -44,9 +113,11 @@ type Scenario = fn(u64) -> Result<Outcome, String>;
 /// because of a bug in `swim.rs` (see the ignored tests); `one_seed` runs them only by name.
 const SCENARIOS: &[(&str, Scenario, bool)] = &[
     ("cold_start", cold_start, false),
+    ("steady", steady, false),
     ("crash", crash, false),
     ("partition", partition, false),
     ("one_way_cut", one_way_cut, false),
+    ("blips", blips, true),
     ("restart", restart, false),
     ("leave", leave, false),
     ("metadata", metadata, false),
@@ -58,6 +129,7 @@ const SCENARIOS: &[(&str, Scenario, bool)] = &[
     ("one_way_cut_lossy", one_way_cut_lossy, true),
     ("leave_no_grace", leave_no_grace, true),
     ("leave_partitioned", leave_partitioned, true),
+    ("leave_lossy", leave_lossy, true),
 ];
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -72,16 +144,18 @@ fn env_u64(name: &str) -> Option<u64> {
 fn replay_command(scenario: &str, seed: u64) -> String {
     format!(
         "SWIM_SEED={seed} SWIM_SCENARIO={scenario} cargo test -p sluice-net --release \
-         --test swim_sim -- one_seed --include-ignored --nocapture"
+         --test swim_sim -- one_seed --nocapture"
     )
 }
 
 fn scenario_named(name: &str) -> Scenario {
-    SCENARIOS
+    let Some((_, scenario, _)) = SCENARIOS
         .iter()
         .find(|(scenario_name, _, _)| *scenario_name == name)
-        .map(|(_, scenario, _)| *scenario)
-        .unwrap_or_else(|| panic!("no scenario is named {name:?}"))
+    else {
+        panic!("no scenario is named {name:?}");
+    };
+    *scenario
 }
 
 /// Runs one seed; a panic (in the core or the harness) is a failure of that seed.
@@ -139,8 +213,14 @@ fn run_seeds(name: &str, seeds: impl IntoIterator<Item = u64>) {
     );
 }
 
-/// `default_count` seeds from 0, or `SWIM_SEEDS` seeds from `SWIM_SEED_BASE`.
+/// `default_count` seeds from 0 (a tenth in a debug build, which is much slower), or
+/// `SWIM_SEEDS` seeds from `SWIM_SEED_BASE`.
 fn seeds(default_count: u64) -> std::ops::Range<u64> {
+    let default_count = if cfg!(debug_assertions) {
+        default_count.div_ceil(10)
+    } else {
+        default_count
+    };
     let count = env_u64("SWIM_SEEDS").unwrap_or(default_count);
     let base = env_u64("SWIM_SEED_BASE").unwrap_or(0);
     base..base + count
@@ -170,46 +250,56 @@ fn detection_bound_ms(config: &SwimConfig, members: u64) -> u64 {
 
 /// From the last boot until everybody sees everybody Alive. A member `join`s its contact points
 /// at boot and every probe interval until it knows someone; what it learns then spreads by
-/// gossip within a few gossip intervals. Anything gossip missed (loss; or sub-clusters formed
-/// before member 0 was up, which only meet through the contact point in anti-entropy) is
-/// pulled by the periodic full sync, one random peer per `sync_interval`; a pull reaches a
-/// member that knows the missing ones with high probability, so allow four rounds.
+/// gossip within a few gossip intervals (observed: p50 0.5 s). What gossip missed is repaired
+/// only by anti-entropy, one pull from a random known address or contact point per
+/// `sync_interval`. That includes sub-clusters formed at boot (member 0 came up after the
+/// others had found each other through other contact points, and they stopped joining): they
+/// meet only when a pull happens to pick an address of the other, which with 9 members can
+/// miss a round with probability 0.6 (see `cold_start_converges_within_one_sync_round`).
+/// Twelve rounds; observed over 20 000 seeds: p99 20 s, max 110 s.
 fn convergence_bound_ms(config: &SwimConfig) -> u64 {
-    8 * config.sync_interval_ms + 5 * config.probe_interval_ms
+    12 * config.sync_interval_ms + 5 * config.probe_interval_ms
 }
 
-/// What the brief of the test suite expected: join retries, one anti-entropy round, and a few
-/// probe intervals of gossip. The core misses it because its anti-entropy is pull-only (see
-/// `cold_start_tight`).
+/// Join retries, one anti-entropy round and a few probe intervals of gossip: what a member
+/// that keeps joining unknown contact points and pushes its table when it syncs would meet.
 fn tight_convergence_bound_ms(config: &SwimConfig) -> u64 {
     config.sync_interval_ms + 5 * config.probe_interval_ms
 }
 
-/// After a heal: the sides only meet again through anti-entropy (gossip does not target Dead
-/// members). A member syncs every `sync_interval` with a random known address, Dead ones
-/// included; once a pull crosses the old split, the refutations it triggers spread by gossip.
-/// Each round crosses with probability at least about 1/2 per member, so allow six rounds.
+/// After a heal: the sides meet again only through anti-entropy (nothing is gossiped to Dead
+/// members). Every member pulls every `sync_interval` from a random known address, Dead ones
+/// included, so about half of the pulls cross the old split; a crossing pull makes the puller
+/// refute, and the refutations spread by gossip. Eight rounds; observed over 5000 seeds:
+/// p99 20 s, max 49 s (all Alive), and then at most 19 s until every view equals its
+/// member's own record.
 fn heal_bound_ms(config: &SwimConfig) -> u64 {
     8 * config.sync_interval_ms
 }
 
-/// After a restart. Member 0's only contact point is itself, so a restarted member 0 is found
-/// only when a survivor's sync picks its address (each survivor per round with probability at
-/// least 2/(n+1), as member and as contact point); then it refutes its old record at once and
-/// pulls the rest of the table with its own next sync. Five rounds to be found plus one.
+/// After a restart. A member with a contact point joins at once and refutes its old record
+/// from the first `Sync` (observed: p50 0.5 s). Member 0's only contact point is itself, so a
+/// restarted member 0 is found only when a survivor's sync picks its address (each survivor
+/// per round with probability at least 2/(n+1): it is a member and a contact point); it then
+/// pulls the rest of the table with its own next sync. Seven rounds to be found plus one;
+/// observed over 5000 seeds: p99 20 s, max 50 s.
 fn restart_bound_ms(config: &SwimConfig) -> u64 {
     8 * config.sync_interval_ms + config.probe_interval_ms
 }
 
-/// A leave is announced to every live member at once and then gossiped: it must be everywhere
-/// long before the earliest possible Dead verdict (one probe interval + `failure_timeout`).
+/// A leave is announced to every live member at once, then gossiped by all that heard it: it
+/// must be everywhere well before the earliest possible Dead verdict (a probe interval plus
+/// `failure_timeout`). Two probe intervals; observed over 5000 seeds: max 0.5 s.
 fn leave_bound_ms(config: &SwimConfig) -> u64 {
     2 * config.probe_interval_ms
 }
 
 /// Metadata rides on every message and is pushed every gossip interval to `gossip_fanout`
-/// members by everyone who has it, `λ(log2 n + 1)` times each: infection-style, logarithmic
-/// in n. Two probe intervals are plenty; anti-entropy is not needed.
+/// members by everyone who has it, `λ(log2 n + 1)` times each: infection-style, observed p99
+/// 0.8 s. But those transmissions are spent within a few hundred ms, mostly on the current
+/// probe partners, so now and then one member misses them all and gets the update from its
+/// next anti-entropy pull: one sync interval plus two probe intervals. Observed over 5000
+/// seeds: max 7.5 s.
 fn metadata_bound_ms(config: &SwimConfig) -> u64 {
     config.sync_interval_ms + 2 * config.probe_interval_ms
 }
@@ -244,14 +334,15 @@ fn cluster(
 }
 
 /// Boots every member in a random order, spread over up to `spread_ms`.
-fn boot_all(sim: &mut Sim, faults: &mut Rng, spread_ms: u64) {
+fn boot_all(sim: &mut Sim, faults: &mut Rng, spread_ms: u64) -> Result<(), String> {
     let mut order: Vec<MemberId> = sim.ids().collect();
     faults.shuffle(&mut order);
     let gap_max = spread_ms / members(sim);
     for id in order {
         sim.boot(id, metadata_of(id, 1));
-        sim.run_for(faults.range(0, gap_max));
+        sim.run_for(faults.range(0, gap_max))?;
     }
+    Ok(())
 }
 
 /// Runs until `done`, at most `bound_ms`; the time it took, or a failure report.
@@ -270,7 +361,7 @@ fn run_within(
 
 /// Boots the whole cluster and waits until everybody sees everybody Alive.
 fn start(sim: &mut Sim, faults: &mut Rng) -> Result<u64, String> {
-    boot_all(sim, faults, 1_000);
+    boot_all(sim, faults, 1_000)?;
     let bound = convergence_bound_ms(&sim.config);
     run_within(
         sim,
@@ -321,7 +412,7 @@ fn cold_start_with(seed: u64, name: &'static str, bound_ms: u64) -> Result<Outco
     let count = usize::try_from(faults.range(3, 9)).expect("small");
     let mut sim = Sim::new(name, seed, count, NetConfig::healthy(50));
     let mut outcome = Outcome::default();
-    boot_all(&mut sim, &mut faults, 2_000);
+    boot_all(&mut sim, &mut faults, 2_000)?;
     let took = run_within(
         &mut sim,
         bound_ms,
@@ -329,7 +420,7 @@ fn cold_start_with(seed: u64, name: &'static str, bound_ms: u64) -> Result<Outco
         "after the cold start not everybody saw everybody Alive",
     )?;
     outcome.metric("converged_ms", took);
-    sim.run_for(30_000);
+    sim.run_for(30_000)?;
     sim.net = NetConfig::healthy(0);
     let settle_bound = sim.config.sync_interval_ms;
     let took = run_within(
@@ -358,6 +449,26 @@ fn cold_start_tight(seed: u64) -> Result<Outcome, String> {
     )
 }
 
+/// Property 2, the other half: a healthy cluster (0-5% loss) left alone for five minutes
+/// declares nobody Dead (checked at every step), and its views still equal the members' own
+/// records once loss stops.
+fn steady(seed: u64) -> Result<Outcome, String> {
+    let (mut sim, mut faults) = cluster("steady", "steady", seed, 3, 9, 50);
+    let mut outcome = Outcome::default();
+    start(&mut sim, &mut faults)?;
+    sim.run_for(300_000)?;
+    sim.net = NetConfig::healthy(0);
+    let bound = sim.config.sync_interval_ms;
+    let took = run_within(
+        &mut sim,
+        bound,
+        Sim::consistent,
+        "without loss the views did not settle to the members' own records",
+    )?;
+    outcome.metric("settled_ms", took);
+    outcome.finish(&sim)
+}
+
 // ==================================================================== 2. failure detection
 
 /// Property 2: a crashed member is declared Dead by every survivor within the detection bound
@@ -367,7 +478,7 @@ fn crash(seed: u64) -> Result<Outcome, String> {
     let (mut sim, mut faults) = cluster("crash", "crash", seed, 3, 9, 50);
     let mut outcome = Outcome::default();
     start(&mut sim, &mut faults)?;
-    sim.run_for(faults.range(0, 3_000));
+    sim.run_for(faults.range(0, 3_000))?;
     let victim = pick_any(&sim, &mut faults);
     let crashed_ms = sim.now_ms;
     sim.crash(victim);
@@ -393,8 +504,7 @@ fn crash(seed: u64) -> Result<Outcome, String> {
         return Err(sim.failure(&format!("a MemberDead came {slowest} ms after the crash")));
     }
     outcome.metric("detected_ms", slowest);
-    sim.run_for(2 * sim.config.sync_interval_ms);
-    sim.check()?;
+    sim.run_for(2 * sim.config.sync_interval_ms)?;
     if !sim.all_see(victim, is_state(MemberState::Dead)) {
         return Err(sim.failure(&format!("crashed member {victim} came back to life")));
     }
@@ -415,7 +525,7 @@ fn partition_with(
     let (mut sim, mut faults) = cluster(name, "partition", seed, 3, 9, 50);
     let mut outcome = Outcome::default();
     start(&mut sim, &mut faults)?;
-    sim.run_for(faults.range(0, 3_000));
+    sim.run_for(faults.range(0, 3_000))?;
     let side = random_side(&sim, &mut faults);
     sim.partition(&side);
     if !protect_same_side {
@@ -429,7 +539,7 @@ fn partition_with(
         "the sides did not declare each other Dead",
     )?;
     outcome.metric("split_detected_ms", took);
-    sim.run_for(faults.range(0, 5_000));
+    sim.run_for(faults.range(0, 5_000))?;
     sim.heal();
     // Stale Dead records now cross over: a member may be declared Dead by its own side until
     // it refutes. That is SWIM, not a false positive.
@@ -460,6 +570,33 @@ fn partition_same_side(seed: u64) -> Result<Outcome, String> {
     partition_with(seed, "partition_same_side", true)
 }
 
+/// Network blips: five splits of 1-4 s, 5-15 s apart. Suspicions they raise must be refuted
+/// in time: a member is unreachable for at most 4 s, far below `failure_timeout`, so nobody
+/// may be declared Dead; afterwards every view equals its member's own record.
+fn blips(seed: u64) -> Result<Outcome, String> {
+    let (mut sim, mut faults) = cluster("blips", "blips", seed, 3, 9, 50);
+    let mut outcome = Outcome::default();
+    start(&mut sim, &mut faults)?;
+    for _ in 0..5 {
+        sim.run_for(faults.range(5_000, 15_000))?;
+        let side = random_side(&sim, &mut faults);
+        sim.partition(&side);
+        sim.run_for(faults.range(1_000, 4_000))?;
+        sim.heal();
+    }
+    sim.run_for(sim.config.failure_timeout_ms)?;
+    sim.net = NetConfig::healthy(0);
+    let bound = heal_bound_ms(&sim.config);
+    let took = run_within(
+        &mut sim,
+        bound,
+        Sim::consistent,
+        "after the blips the views did not settle to the members' own records",
+    )?;
+    outcome.metric("settled_ms", took);
+    outcome.finish(&sim)
+}
+
 /// One or two one-way cuts for a minute: indirect probes route around them, so nobody may be
 /// declared Dead; after the heal everybody sees everybody Alive.
 fn one_way_cut_with(seed: u64, name: &'static str, loss_max: u64) -> Result<Outcome, String> {
@@ -472,7 +609,7 @@ fn one_way_cut_with(seed: u64, name: &'static str, loss_max: u64) -> Result<Outc
             sim.cut(from, to);
         }
     }
-    sim.run_for(60_000);
+    sim.run_for(60_000)?;
     sim.heal();
     let bound = heal_bound_ms(&sim.config);
     let took = run_within(
@@ -502,12 +639,14 @@ fn restart(seed: u64) -> Result<Outcome, String> {
     let (mut sim, mut faults) = cluster("restart", "restart", seed, 3, 9, 50);
     let mut outcome = Outcome::default();
     start(&mut sim, &mut faults)?;
-    sim.run_for(faults.range(0, 3_000));
+    sim.run_for(faults.range(0, 3_000))?;
     let victim = pick_any(&sim, &mut faults);
     sim.crash(victim);
+    // A suspicion of its previous life may still end in Dead after the restart: not false.
+    sim.protected.remove(&victim);
     if faults.chance(500) {
         // Back before anyone noticed.
-        sim.run_for(faults.range(0, 3_000));
+        sim.run_for(faults.range(0, 3_000))?;
     } else {
         let bound = detection_bound_ms(&sim.config, members(&sim));
         run_within(
@@ -516,7 +655,7 @@ fn restart(seed: u64) -> Result<Outcome, String> {
             |sim| sim.all_see(victim, is_state(MemberState::Dead)),
             &format!("crashed member {victim} was not declared Dead by every survivor"),
         )?;
-        sim.run_for(faults.range(0, sim.config.sync_interval_ms));
+        sim.run_for(faults.range(0, sim.config.sync_interval_ms))?;
     }
     let before = sim
         .live_ids()
@@ -547,21 +686,35 @@ fn restart(seed: u64) -> Result<Outcome, String> {
     outcome.finish(&sim)
 }
 
-/// A member publishes new metadata and crashes a few milliseconds later, so only some members
-/// heard of its last incarnation; it restarts with a fresh core before anyone noticed. Its new
-/// record must win everywhere: every live member must end up seeing exactly the restarted
-/// member's own record (incarnation and metadata).
+/// A restarted member must not reuse an incarnation of its previous life. Member X and a
+/// witness Y are split from the rest; X publishes new metadata (incarnation i+1), which only Y
+/// hears; X crashes, the split heals, X restarts with a fresh core and joins member 0, which
+/// still knows X at incarnation i. Every live member must end up seeing X's own record.
 fn restart_after_update(seed: u64) -> Result<Outcome, String> {
-    let (mut sim, mut faults) =
-        cluster("restart_after_update", "restart_after_update", seed, 3, 9, 50);
+    let (mut sim, mut faults) = cluster(
+        "restart_after_update",
+        "restart_after_update",
+        seed,
+        3,
+        9,
+        50,
+    );
     let mut outcome = Outcome::default();
     start(&mut sim, &mut faults)?;
-    sim.run_for(faults.range(0, 3_000));
-    let victim = pick_any(&sim, &mut faults);
-    sim.update_metadata(victim, format!("node-{victim}/life-1/roles-v1").into_bytes());
-    sim.run_for(faults.range(0, 30));
+    sim.run_for(faults.range(0, 3_000))?;
+    let mut others: Vec<MemberId> = sim.ids().filter(|id| *id != 0).collect();
+    faults.shuffle(&mut others);
+    let (victim, witness) = (others[0], others[1]);
+    sim.partition(&BTreeSet::from([victim, witness]));
+    sim.protected.clear();
+    sim.update_metadata(
+        victim,
+        format!("node-{victim}/life-1/roles-v1").into_bytes(),
+    );
+    sim.run_for(3_000)?;
     sim.crash(victim);
-    sim.run_for(faults.range(0, 3_000));
+    sim.heal();
+    sim.run_for(faults.range(0, 500))?;
     sim.boot(victim, metadata_of(victim, 2));
     let bound = restart_bound_ms(&sim.config);
     let took = run_within(
@@ -579,13 +732,25 @@ fn restart_after_update(seed: u64) -> Result<Outcome, String> {
 /// Property 5: a member that leaves is seen Left (never Dead) by all survivors within the
 /// bound; `grace_ms` after that, nobody sends it anything any more (but a `Join` to it as a
 /// configured contact point, which anti-entropy keeps trying), nor asks anyone to probe it.
-fn leave_with(seed: u64, name: &'static str, grace_ms: u64) -> Result<Outcome, String> {
+/// With `announce_reliably` the one-shot announcements of `leave` are not lost (gossip after
+/// them still is): a leave whose every announcement is lost looks like a crash.
+fn leave_with(
+    seed: u64,
+    name: &'static str,
+    grace_ms: u64,
+    announce_reliably: bool,
+) -> Result<Outcome, String> {
     let (mut sim, mut faults) = cluster(name, "leave", seed, 3, 9, 50);
     let mut outcome = Outcome::default();
     start(&mut sim, &mut faults)?;
-    sim.run_for(faults.range(0, 3_000));
+    sim.run_for(faults.range(0, 3_000))?;
     let leaver = pick_any(&sim, &mut faults);
+    let net = sim.net.clone();
+    if announce_reliably {
+        sim.net.loss_per_mille = 0;
+    }
     sim.leave(leaver);
+    sim.net = net;
     let bound = leave_bound_ms(&sim.config);
     let took = run_within(
         &mut sim,
@@ -594,10 +759,9 @@ fn leave_with(seed: u64, name: &'static str, grace_ms: u64) -> Result<Outcome, S
         &format!("member {leaver} left but not everybody saw it Left"),
     )?;
     outcome.metric("left_seen_ms", took);
-    sim.run_for(grace_ms);
+    sim.run_for(grace_ms)?;
     sim.start_watch(leaver);
-    sim.run_for(3 * sim.config.sync_interval_ms);
-    sim.check()?;
+    sim.run_for(3 * sim.config.sync_interval_ms)?;
     if !sim.all_see(leaver, is_state(MemberState::Left)) {
         return Err(sim.failure(&format!("member {leaver} is no longer seen Left")));
     }
@@ -633,24 +797,35 @@ fn leave_with(seed: u64, name: &'static str, grace_ms: u64) -> Result<Outcome, S
 }
 
 /// A probe that was already running when the target's Left arrived may still finish (its
-/// indirect probes go out up to `probe_timeout` later, relays ping within a network delay).
+/// indirect probes go out up to `probe_timeout` later, relays ping within a network delay):
+/// a probe interval of grace.
 fn leave(seed: u64) -> Result<Outcome, String> {
     let config = SwimConfig::default();
-    leave_with(seed, "leave", config.probe_interval_ms)
+    leave_with(seed, "leave", config.probe_interval_ms, true)
 }
 
 fn leave_no_grace(seed: u64) -> Result<Outcome, String> {
-    leave_with(seed, "leave_no_grace", 0)
+    leave_with(seed, "leave_no_grace", 0, false)
+}
+
+/// The announcements of a leave go out once; if all are lost, the leaver is declared Dead.
+fn leave_lossy(seed: u64) -> Result<Outcome, String> {
+    let config = SwimConfig::default();
+    leave_with(seed, "leave_lossy", config.probe_interval_ms, false)
 }
 
 /// A member leaves while a split keeps its `Left` from the other side, which declares it Dead
-/// meanwhile; after the heal everybody should see it Left, which the member itself said last
-/// (at a higher incarnation than the one it was declared Dead at).
+/// meanwhile; its own side (at least one more member) saw it Left. After the heal everybody
+/// should see it Left, which the member itself said last, at a higher incarnation than the one
+/// it was declared Dead at.
 fn leave_partitioned(seed: u64) -> Result<Outcome, String> {
     let (mut sim, mut faults) = cluster("leave_partitioned", "leave_partitioned", seed, 3, 9, 50);
     let mut outcome = Outcome::default();
     start(&mut sim, &mut faults)?;
-    let side = random_side(&sim, &mut faults);
+    let mut side = random_side(&sim, &mut faults);
+    while side.len() < 2 {
+        side = random_side(&sim, &mut faults);
+    }
     let leaver = *side.iter().next().expect("sides are not empty");
     sim.partition(&side);
     sim.protected.clear();
@@ -685,7 +860,7 @@ fn metadata(seed: u64) -> Result<Outcome, String> {
     let owner = pick_any(&sim, &mut faults);
     let mut latest = Vec::new();
     for version in 0..faults.range(1, 3) {
-        sim.run_for(faults.range(0, 2_000));
+        sim.run_for(faults.range(0, 2_000))?;
         latest = format!("node-{owner}/roles-v{version}/{}", faults.next_u64()).into_bytes();
         sim.update_metadata(owner, latest.clone());
     }
@@ -731,14 +906,13 @@ fn stress_with(seed: u64, name: &'static str, strict: bool) -> Result<Outcome, S
     let mut sim = Sim::new(name, seed, 9, NetConfig::stormy(200));
     sim.protected.clear();
     let mut outcome = Outcome::default();
-    boot_all(&mut sim, &mut faults, 2_000);
+    boot_all(&mut sim, &mut faults, 2_000)?;
     let mut lives: Vec<u32> = vec![1; sim.count()];
     let mut crashed: Vec<MemberId> = Vec::new();
     let mut leaver = None;
     let storm_end_ms = sim.now_ms + 60_000;
     while sim.now_ms < storm_end_ms {
-        sim.run_for(faults.range(200, 4_000));
-        sim.check()?;
+        sim.run_for(faults.range(200, 4_000))?;
         let live = sim.live_ids();
         match faults.below(7) {
             0 if crashed.len() < 3 && live.len() > 3 => {
@@ -827,42 +1001,47 @@ fn stress_consistent(seed: u64) -> Result<Outcome, String> {
 
 #[test]
 fn cold_start_converges_within_bound() {
-    run_seeds("cold_start", seeds(40));
+    run_seeds("cold_start", seeds(500));
+}
+
+#[test]
+fn steady_cluster_kills_nobody() {
+    run_seeds("steady", seeds(200));
 }
 
 #[test]
 fn crash_is_detected_by_all_within_bound() {
-    run_seeds("crash", seeds(40));
+    run_seeds("crash", seeds(500));
 }
 
 #[test]
 fn partition_heals_to_full_membership() {
-    run_seeds("partition", seeds(40));
+    run_seeds("partition", seeds(500));
 }
 
 #[test]
 fn one_way_cuts_kill_nobody() {
-    run_seeds("one_way_cut", seeds(20));
+    run_seeds("one_way_cut", seeds(300));
 }
 
 #[test]
 fn restarted_member_rejoins_with_higher_incarnation() {
-    run_seeds("restart", seeds(40));
+    run_seeds("restart", seeds(500));
 }
 
 #[test]
 fn leave_is_seen_left_and_not_probed() {
-    run_seeds("leave", seeds(40));
+    run_seeds("leave", seeds(500));
 }
 
 #[test]
 fn metadata_reaches_everyone_within_bound() {
-    run_seeds("metadata", seeds(40));
+    run_seeds("metadata", seeds(500));
 }
 
 #[test]
 fn stress_storm_then_full_convergence() {
-    run_seeds("stress", seeds(20));
+    run_seeds("stress", seeds(300));
 }
 
 /// Replays one seed: `SWIM_SEED` (default 1) of `SWIM_SCENARIO` (default: every scenario not
@@ -895,7 +1074,11 @@ fn one_seed() {
 #[test]
 #[ignore = "manual: SWIM_SCENARIO names the scenario, SWIM_SEEDS and SWIM_SEED_BASE the seeds"]
 fn explore() {
-    let name = std::env::var("SWIM_SCENARIO").expect("SWIM_SCENARIO names a scenario");
+    let Ok(name) = std::env::var("SWIM_SCENARIO") else {
+        let names: Vec<&str> = SCENARIOS.iter().map(|(name, _, _)| *name).collect();
+        println!("set SWIM_SCENARIO to one of {names:?}");
+        return;
+    };
     run_seeds(&name, seeds(100));
 }
 
@@ -923,7 +1106,7 @@ fn forged(update: Member) -> Result<(), String> {
         updates: vec![update],
     };
     sim.inject(1, 2, message);
-    sim.run_for(100);
+    sim.run_for(100)?;
     sim.check()
 }
 
@@ -967,6 +1150,10 @@ fn checks_catch_a_cluster_that_does_not_converge() {
 }
 
 // ==================================================================== known bugs in swim.rs
+//
+// Each test below fails today on the listed seeds; replay one with the command printed on
+// failure (or `replay_command`). Fix the bug, then un-ignore the test and move the scenario's
+// flag in `SCENARIOS` to `false`.
 
 /// Bug: a refutation is only a bounded broadcast. Once its λ(log2 n + 1) transmissions are
 /// spent (here mostly on links into the other side of a split), a member that still suspects
@@ -976,7 +1163,18 @@ fn checks_catch_a_cluster_that_does_not_converge() {
 #[test]
 #[ignore = "bug: a stale suspicion is never re-refuted, so a same-side member is declared Dead"]
 fn partition_never_kills_a_member_of_the_same_side() {
-    run_seeds("partition_same_side", [120, 131]);
+    run_seeds("partition_same_side", [120, 131, 448]);
+}
+
+/// Bug: the same as `partition_never_kills_a_member_of_the_same_side`, from a 1-4 s network
+/// blip in a healthy cluster: a member suspected inside its side during the blip refutes there,
+/// its refutation's transmissions run out inside the blip, and a member of the other side that
+/// suspected it too keeps the stale suspicion after the heal and declares it Dead ~10 s later
+/// (about 2% of seeds).
+#[test]
+#[ignore = "bug: a stale suspicion is never re-refuted, so a short blip kills a live member"]
+fn network_blips_kill_nobody() {
+    run_seeds("blips", [124, 136, 154]);
 }
 
 /// Bug: the same as `partition_never_kills_a_member_of_the_same_side`, with one-way cuts and
@@ -988,30 +1186,62 @@ fn one_way_cuts_with_loss_kill_nobody() {
     run_seeds("one_way_cut_lossy", [166]);
 }
 
-/// Bug: a probe under way when the target's Left (or Dead) arrives still sends its `PingReq`s
-/// at the probe timeout, and relays ping a target they themselves know is Left.
+/// Bug: a fresh core starts at incarnation 0 and refutes to one above the highest incarnation
+/// it hears of itself. When that is not its previous life's highest, it publishes an
+/// incarnation its previous life already used, with other metadata; members that hold the old
+/// record at that incarnation never take the new one (Alive needs a strictly higher one), and
+/// are corrected only if the restarted member happens to pull its record from exactly them.
+#[test]
+#[ignore = "bug: a restarted member reuses an incarnation, members keep its old metadata"]
+fn restarted_member_record_wins_everywhere() {
+    run_seeds("restart_after_update", [5, 37, 44]);
+}
+
+/// Bug: the same as `restarted_member_record_wins_everywhere`, found by the storm: after
+/// 160 s of healthy network some members still hold a restarted member's previous-life
+/// metadata at the incarnation it now uses.
+#[test]
+#[ignore = "bug: a restarted member reuses an incarnation, members keep its old metadata"]
+fn stress_storm_then_views_equal_own_records() {
+    run_seeds("stress_consistent", [771, 1840, 4097, 4482, 4716]);
+}
+
+/// Bug: a probe under way when the target's Left arrives still sends its `PingReq`s at the
+/// probe timeout, and relays ping a target they themselves know is Left.
 #[test]
 #[ignore = "bug: a member already seen Left everywhere is still probed indirectly"]
 fn leave_stops_probes_at_once() {
-    run_seeds("leave_no_grace", [31, 37]);
-}
-
-/// Bug: anti-entropy is pull-only. A `Join` carries the joiner's own record and a few pending
-/// broadcasts, never its table, and long-known records are no longer broadcast; so when two
-/// sub-clusters formed at boot (member 0 came up after others found each other through other
-/// contact points) meet, each member learns each member of the other only by its own pulls,
-/// one random peer per sync interval: 20-30 s instead of one round.
-#[test]
-#[ignore = "bug: pull-only anti-entropy merges sub-clusters slowly (several sync rounds)"]
-fn cold_start_converges_within_one_sync_round() {
-    run_seeds("cold_start_tight", [60, 71, 92]);
+    run_seeds("leave_no_grace", [31, 37, 79]);
 }
 
 /// Bug: `Left` never wins over `Dead`, whatever the incarnations: a member that leaves while a
-/// split keeps the other side from hearing it is Dead there forever, although its `Left` comes
-/// at a higher incarnation than the one it was declared Dead at.
+/// split keeps the other side from hearing it is Dead there forever, although its own side
+/// saw its `Left` at a higher incarnation than the one it was declared Dead at.
 #[test]
 #[ignore = "bug: Left(i+1) does not override Dead(i), so a leave during a split stays Dead"]
 fn leave_during_partition_is_seen_left_after_heal() {
-    run_seeds("leave_partitioned", seeds(5));
+    run_seeds("leave_partitioned", [0, 1, 2]);
+}
+
+/// Weakness: `leave` announces `Left` once to each live member and then ignores everything,
+/// pings included. If every announcement is lost (3 members at 5% loss: 1 leave in 400), nobody
+/// ever hears of it and the leaver is declared Dead. Answering a ping with the `Left` record, or
+/// repeating the announcement for a while, would make a leave robust.
+#[test]
+#[ignore = "weakness: a leave whose one-shot announcements are all lost ends as Dead"]
+fn leave_with_lossy_announcements_is_seen_left() {
+    run_seeds("leave_lossy", [101_767]);
+}
+
+/// Slow (a liveness weakness rather than a safety bug): anti-entropy is pull-only. A `Join`
+/// carries the joiner's own record and a few pending broadcasts, never its table; a member is
+/// not learnt from its pings; long-known records are no longer broadcast; and a member that
+/// knows anyone stops joining its contact points. So when two sub-clusters formed at boot
+/// (member 0 came up after others had found each other through other contact points), each
+/// member learns each member of the other only through a lucky anti-entropy pick: 20-60 s
+/// instead of one sync round.
+#[test]
+#[ignore = "slow: pull-only anti-entropy merges sub-clusters in several sync rounds"]
+fn cold_start_converges_within_one_sync_round() {
+    run_seeds("cold_start_tight", [60, 71, 92, 103_178]);
 }

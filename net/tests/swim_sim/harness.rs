@@ -207,6 +207,8 @@ pub struct Sim {
 const RECENT_MAX: usize = 60;
 /// A guard against a core that keeps asking to be ticked at the same instant.
 const STEPS_PER_INSTANT_MAX: u64 = 100_000;
+/// A guard against message storms: a run takes at most some 20 000 steps.
+const STEPS_MAX: u64 = 2_000_000;
 
 impl Sim {
     /// `count` members, none booted yet. Every member gets the address of member 0 as contact
@@ -296,6 +298,11 @@ impl Sim {
         self.nodes[as_index(of)]
             .contact_points
             .contains(&address(subject))
+    }
+
+    /// Messages delivered plus ticks so far.
+    pub fn steps(&self) -> u64 {
+        self.steps
     }
 
     /// A digest of every event, to compare runs.
@@ -442,7 +449,7 @@ impl Sim {
             if at == self.now_ms {
                 instant_steps += 1;
                 if instant_steps > STEPS_PER_INSTANT_MAX {
-                    self.fail(format!(
+                    self.fail(&format!(
                         "no progress: {STEPS_PER_INSTANT_MAX} steps at the same instant"
                     ));
                     continue;
@@ -452,6 +459,13 @@ impl Sim {
             }
             self.now_ms = at;
             self.steps += 1;
+            if self.steps > STEPS_MAX {
+                self.fail(&format!(
+                    "more than {STEPS_MAX} steps: a message storm ({} messages queued)",
+                    self.queue.len()
+                ));
+                continue;
+            }
             match timer {
                 Some(id) => self.tick(id),
                 None => self.deliver_next(),
@@ -459,10 +473,11 @@ impl Sim {
         }
     }
 
-    /// Runs for `duration_ms` (stops early only on a broken invariant).
-    pub fn run_for(&mut self, duration_ms: u64) {
+    /// Runs for `duration_ms`; stops early with the report of the first broken invariant.
+    pub fn run_for(&mut self, duration_ms: u64) -> Result<(), String> {
         let deadline_ms = self.now_ms + duration_ms;
         self.run_until(deadline_ms, |_| false);
+        self.check()
     }
 
     fn tick(&mut self, id: MemberId) {
@@ -474,7 +489,7 @@ impl Sim {
         swim.handle_tick(now_ms);
         let next = swim.poll_timeout();
         if next <= now_ms {
-            self.fail(format!(
+            self.fail(&format!(
                 "member {id}: after handle_tick({now_ms}) poll_timeout is {next}, not later"
             ));
         }
@@ -513,7 +528,7 @@ impl Sim {
             );
         }
         if let Err(error) = swim.handle_message(&address(from), message, now_ms) {
-            self.fail(format!(
+            self.fail(&format!(
                 "member {to} rejected a {kind} from {from}, but every simulated member is \
                  honest: {error:?}"
             ));
@@ -549,17 +564,17 @@ impl Sim {
         } = transmit;
         let kind = kind_name(&message.kind);
         let Some(to) = id_of(&to_address).filter(|to| as_index(*to) < self.nodes.len()) else {
-            self.fail(format!(
+            self.fail(&format!(
                 "member {from} sends a {kind} to {to_address:?}, which is no member's address"
             ));
             return;
         };
         if to == from {
-            self.fail(format!("member {from} sends a {kind} to itself"));
+            self.fail(&format!("member {from} sends a {kind} to itself"));
             return;
         }
         if message.sender_id != from {
-            self.fail(format!(
+            self.fail(&format!(
                 "member {from} sends a {kind} signed as member {}",
                 message.sender_id
             ));
@@ -607,9 +622,10 @@ impl Sim {
 
     // ---------------------------------------------------------------- the invariants
 
-    fn fail(&mut self, reason: String) {
+    fn fail(&mut self, reason: &str) {
         if self.violation.is_none() {
-            self.note(format!("{:>7} VIOLATION {reason}", self.now_ms));
+            let line = format!("{:>7} VIOLATION {reason}", self.now_ms);
+            self.note(line);
             self.violation = Some(format!("at {} ms: {reason}", self.now_ms));
         }
     }
@@ -645,7 +661,7 @@ impl Sim {
         self.note(line);
         let problem = self.event_problem(observer, &event);
         if let Some(problem) = problem {
-            self.fail(format!(
+            self.fail(&format!(
                 "member {observer}: {name} event about {subject}: {problem}"
             ));
         }
@@ -671,12 +687,13 @@ impl Sim {
         }
         let previous = self.nodes[as_index(observer)].shadow.get(&subject);
         let state_fits = match event {
-            MembershipEvent::MemberAdded(_) => !record.state.is_down(),
+            MembershipEvent::MemberAdded(_) | MembershipEvent::MetadataChanged(_) => {
+                !record.state.is_down()
+            }
             MembershipEvent::MemberSuspect(_) => record.state == MemberState::Suspect,
             MembershipEvent::MemberAlive(_) => record.state == MemberState::Alive,
             MembershipEvent::MemberDead(_) => record.state == MemberState::Dead,
             MembershipEvent::MemberLeft(_) => record.state == MemberState::Left,
-            MembershipEvent::MetadataChanged(_) => !record.state.is_down(),
         };
         if !state_fits {
             return Some(format!("carries state {:?}", record.state));
@@ -822,7 +839,7 @@ impl Sim {
         node.seen_incarnation.extend(seen);
         self.max_incarnation[index] = self.max_incarnation[index].max(own_incarnation);
         if let Some(problem) = problems.into_iter().next() {
-            self.fail(format!("member {id} {problem}"));
+            self.fail(&format!("member {id} {problem}"));
         }
     }
 

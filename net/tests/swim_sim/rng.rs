@@ -1,8 +1,8 @@
-//! The simulation's only randomness: SplitMix64, split into independent named streams so that
+//! The simulation's only randomness: `SplitMix64`, split into independent named streams so that
 //! one seed reproduces a run exactly and a change in one purpose (say, the network) does not
 //! shift the random choices of another (say, the faults).
 
-/// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and good enough for a simulation.
+/// `SplitMix64` (Steele, Lea, Flood 2014): tiny, fast, and good enough for a simulation.
 #[derive(Clone, Debug)]
 pub struct Rng {
     state: u64,
