@@ -220,7 +220,9 @@ impl Partition {
     ) -> anyhow::Result<Rc<Partition>> {
         let started = Instant::now();
         let journal_dir = config.dir.join("journal");
-        let storage = DmaStorage::open(&journal_dir).await?;
+        // Write-through: a flush is one `O_DSYNC` write instead of a write and an fdatasync,
+        // one io_uring round trip less on every commit (measured in the README).
+        let storage = DmaStorage::open_write_through(&journal_dir).await?;
         let journal_config = JournalConfig {
             segment_bytes: config.segment_bytes,
             ..JournalConfig::default()

@@ -50,8 +50,27 @@ fn meta(index: u64) -> BatchMeta {
 
 #[test]
 fn large_flushes_reach_the_disk_and_read_back() {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("dma-large-flush-{}", std::process::id()));
+    large_flushes_read_back(false);
+}
+
+#[test]
+fn large_flushes_written_through_reach_the_disk_and_read_back() {
+    large_flushes_read_back(true);
+}
+
+async fn open_storage(dir: &std::path::Path, write_through: bool) -> DmaStorage {
+    if write_through {
+        DmaStorage::open_write_through(dir).await.expect("storage")
+    } else {
+        DmaStorage::open(dir).await.expect("storage")
+    }
+}
+
+fn large_flushes_read_back(write_through: bool) {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "dma-large-flush-{}-{write_through}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("test directory");
     let run_dir = dir.clone();
@@ -61,7 +80,7 @@ fn large_flushes_reach_the_disk_and_read_back() {
         .expect("executor")
         .run(async move {
             let dir = run_dir;
-            let storage = DmaStorage::open(&dir).await.expect("storage");
+            let storage = open_storage(&dir, write_through).await;
             let (journal, _) = Journal::open(storage, config()).await.expect("open");
             let journal = Rc::new(journal);
             let flusher = spawn_flusher(journal.clone(), FlushPolicy::Immediate);
@@ -100,7 +119,7 @@ fn large_flushes_reach_the_disk_and_read_back() {
             flusher.await;
             drop(journal);
 
-            let storage = DmaStorage::open(&dir).await.expect("storage");
+            let storage = open_storage(&dir, write_through).await;
             let (journal, report) = Journal::open(storage, config()).await.expect("reopen");
             assert_eq!(
                 report.dropped_tail, None,

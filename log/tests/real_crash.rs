@@ -82,6 +82,9 @@ fn say(line: &str) {
     out.flush().expect("stdout");
 }
 
+/// Set by the parent: "1" makes the child open its journal write-through.
+const WRITE_THROUGH_ENV: &str = "SLUICE_CRASH_CHILD_WRITE_THROUGH";
+
 fn executor() -> LocalExecutorBuilder {
     LocalExecutorBuilder::new(Placement::Unbound).io_memory(IO_MEMORY_BYTES)
 }
@@ -92,8 +95,13 @@ fn crash_child() {
     let Ok(dir) = std::env::var(CHILD_ENV) else {
         return;
     };
+    let write_through = std::env::var(WRITE_THROUGH_ENV).is_ok_and(|v| v == "1");
     executor().make().expect("executor").run(async move {
-        let storage = DmaStorage::open(&dir).await.expect("storage");
+        let storage = if write_through {
+            DmaStorage::open_write_through(&dir).await.expect("storage")
+        } else {
+            DmaStorage::open(&dir).await.expect("storage")
+        };
         let (journal, report) = Journal::open(storage, config()).await.expect("child open");
         say(&format!(
             "open {} {}",
@@ -194,6 +202,9 @@ fn run_child(dir: &Path, log: &Path, rng: &mut u64, cycle: u64) -> Vec<u64> {
     let mut child = Command::new(std::env::current_exe().expect("current exe"))
         .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, dir)
+        // Odd cycles write through (`O_DSYNC`), even ones write then fdatasync: both modes
+        // must recover everything acknowledged, also from a log the other mode wrote.
+        .env(WRITE_THROUGH_ENV, if cycle % 2 == 1 { "1" } else { "0" })
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()
