@@ -121,10 +121,19 @@ impl Management {
             .members()
             .iter()
             .map(|member| {
-                let metadata = peers
-                    .iter()
-                    .find(|p| p.node_id == member.node_id)
-                    .and_then(|p| p.metadata.clone());
+                let metadata = if member.node_id == self.node.node_id() {
+                    let settings = self.node.settings();
+                    Some(crate::node::MemberMetadata {
+                        command_api: settings.command_api_advertised.clone(),
+                        management: settings.management_advertised.clone(),
+                        partitions: Vec::new(),
+                    })
+                } else {
+                    peers
+                        .iter()
+                        .find(|p| p.node_id == member.node_id)
+                        .and_then(|p| p.metadata.clone())
+                };
                 let state = if member.node_id == self.node.node_id() {
                     "ALIVE"
                 } else {

@@ -277,7 +277,11 @@ impl Node {
         let mut transport_config =
             TransportConfig::new(settings.internal_bind, settings.tls.clone());
         transport_config.mtu_upper_bound_bytes = settings.mtu_upper_bound_bytes;
-        let transport = Transport::bind(transport_config)?;
+        let transport = retry_bind(
+            &format!("the QUIC transport on UDP {}", settings.internal_bind),
+            || Transport::bind(transport_config.clone()).map_err(anyhow::Error::from),
+        )
+        .await?;
         let metadata = MemberMetadata {
             command_api: settings.command_api_advertised.clone(),
             management: settings.management_advertised.clone(),
@@ -923,6 +927,31 @@ async fn connect_shards(
         shard_outputs.push(ends.output);
     }
     (remote, shard_inputs, shard_outputs)
+}
+
+/// How long a start-up keeps retrying a bind whose port is still held: a broker restarted the
+/// moment its previous process exited can find its ports held for a few milliseconds more
+/// (the exiting process's io_uring rings release their sockets asynchronously).
+pub const BIND_RETRY: Duration = Duration::from_secs(5);
+const BIND_RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// Calls `bind` until it succeeds or [`BIND_RETRY`] has passed; the last error names `what`.
+pub async fn retry_bind<T>(
+    what: &str,
+    mut bind: impl FnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + BIND_RETRY;
+    loop {
+        match bind() {
+            Ok(bound) => return Ok(bound),
+            Err(error) if Instant::now() >= deadline => {
+                return Err(error.context(format!(
+                    "binding {what} (retried for {BIND_RETRY:?}); is another broker using the port?"
+                )));
+            }
+            Err(_) => glommio::timer::sleep(BIND_RETRY_PAUSE).await,
+        }
+    }
 }
 
 /// How the replica of `partition_id` on this node is opened.

@@ -126,12 +126,16 @@ pub fn run(config: &BrokerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         .map_err(|error| anyhow::anyhow!("starting the shard's executor: {error}"))?;
     let result = executor.run(async move {
         let node = Node::start(settings, shard_ends).await?;
-        let command_listener = glommio::net::TcpListener::bind(command_api).map_err(|error| {
-            anyhow::anyhow!("binding the command API on {command_api}: {error}")
-        })?;
-        let management_listener = glommio::net::TcpListener::bind(management).map_err(|error| {
-            anyhow::anyhow!("binding the management API on {management}: {error}")
-        })?;
+        let command_listener =
+            node::retry_bind(&format!("the command API on {command_api}"), || {
+                glommio::net::TcpListener::bind(command_api).map_err(|e| anyhow::anyhow!("{e}"))
+            })
+            .await?;
+        let management_listener =
+            node::retry_bind(&format!("the management API on {management}"), || {
+                glommio::net::TcpListener::bind(management).map_err(|e| anyhow::anyhow!("{e}"))
+            })
+            .await?;
         glommio::spawn_local(crate::command_server::serve(
             Rc::clone(&node),
             command_listener,
