@@ -931,7 +931,7 @@ async fn connect_shards(
 
 /// How long a start-up keeps retrying a bind whose port is still held: a broker restarted the
 /// moment its previous process exited can find its ports held for a few milliseconds more
-/// (the exiting process's io_uring rings release their sockets asynchronously).
+/// (the exiting process's `io_uring` rings release their sockets asynchronously).
 pub const BIND_RETRY: Duration = Duration::from_secs(5);
 const BIND_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
