@@ -706,8 +706,15 @@ fn handle_event(
             conn.established = true;
             stats.connections_established += 1;
             stats.connections_open += 1;
-            // An accepted connection serves sends too, unless one to that address exists.
-            by_addr.entry(conn.remote).or_insert(handle);
+            if conn.quic.side().is_server() {
+                // A peer that just completed a handshake with us is alive at that address:
+                // send over this connection from now on. An older one may lead to a previous
+                // life of the peer (killed without a close) and would swallow frames until its
+                // idle timeout. Both connections of a simultaneous connect stay open and usable.
+                by_addr.insert(conn.remote, handle);
+            } else {
+                by_addr.entry(conn.remote).or_insert(handle);
+            }
         }
         Event::ConnectionLost { reason } => {
             conn.lost = true;
