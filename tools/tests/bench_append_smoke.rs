@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Ports of broker i: the defaults + 10 * (PORT_OFFSET + i), away from other tests and from a
+/// Ports of broker i: the defaults + 10 * (`PORT_OFFSET` + i), away from other tests and from a
 /// developer's `sluice dev`.
 const PORT_OFFSET: u16 = 300;
 const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
