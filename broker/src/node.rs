@@ -295,7 +295,9 @@ impl Node {
             serde_json::to_vec(&metadata)?,
             seed,
             0,
-        )?;
+        )?
+        // Each life starts above the incarnations of the previous ones (see the method).
+        .with_initial_incarnation(wall_clock_ms());
         // Contact points, plus every member the stored topology remembers: a restarted broker
         // finds its peers even if its contact points are gone.
         let mut contacts = settings.contact_points.clone();
@@ -927,6 +929,14 @@ async fn connect_shards(
         shard_outputs.push(ends.output);
     }
     (remote, shard_inputs, shard_outputs)
+}
+
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 /// How long a start-up keeps retrying a bind whose port is still held: a broker restarted the

@@ -22,24 +22,70 @@
 //! - Every `probe_interval_ms` the member pings the next member of a shuffled round-robin list.
 //!   Without an ack within `probe_timeout_ms` it asks `suspect_probes` other members to ping the
 //!   target on its behalf (`PingReq`); they relay the ack. Without any ack by the end of the
-//!   interval the target becomes Suspect.
+//!   interval the target becomes Suspect. A probe whose target goes down (Dead or Left) meanwhile
+//!   ends at once: no `PingReq`, no suspicion. A member asked to probe a target it holds down
+//!   does not ping it but sends the requester its record of the target.
+//! - Every `Ping` and every direct `Ack` carries the sender's own record first, and a relayed
+//!   `Ack` carries the relay's record of the target first: whoever probes a member (directly or
+//!   not) learns its current record, refutations included, and a member learns whoever probes
+//!   it.
 //! - A Suspect that does not refute within `failure_timeout_ms` becomes Dead. A member that hears
 //!   it is suspected (or declared dead) refutes by raising its incarnation and gossiping Alive.
+//!   Both the suspicion and the refutation are bounded broadcasts whose transmissions may all
+//!   be lost (or spent into a partition), so:
+//!   - a member that suspects another piggybacks that record first on every message to it, and
+//!     every probe interval sends it to up to `gossip_fanout` random Suspect members besides the
+//!     one it probes: the suspect hears the doubt as long as it lasts;
+//!   - a member answers a message that carries a Suspect, Dead or Left record of itself (after
+//!     refuting it, if it was at or above its incarnation) with its own record: directly in the
+//!     `Ack` to a `Ping` or the `Sync` to a `Join`, else in a `Gossip` to the sender;
+//!   - a member that hears such a record of itself *below* its incarnation (a doubt its
+//!     refutation has not dispelled there) also disseminates its own record again from scratch;
+//!   - a member that comes to hold another Dead (by its own verdict or by gossip) sends it that
+//!     record once, as nothing else goes to a Dead member but anti-entropy: a live one (say,
+//!     across a healed split whose stale verdicts now cross over) refutes at once.
+//! - A message that carries the sender's own record which, after merging, differs from the
+//!   receiver's record of the sender (the receiver's is newer, or it is the same incarnation
+//!   with other content) is answered with a `Gossip` to the sender carrying the receiver's
+//!   record (a `Join` is answered by the `Sync` anyway): the sender is behind on itself and
+//!   refutes. This is what repairs a restarted member that reused an incarnation of an earlier
+//!   life with other metadata (Alive needs a strictly higher incarnation, so the old record
+//!   would otherwise stay wherever it is held). [`Swim::with_initial_incarnation`] lets a
+//!   driver avoid the reuse in the first place.
 //! - Updates ride on every message, least-sent and most recent first, each at most
 //!   `retransmit_multiplier * (log2(n) + 1)` times; every `gossip_interval_ms` pending updates are
 //!   also pushed to `gossip_fanout` random members.
-//! - Contact points are addresses only: the member sends them `Join` until it knows someone, and
-//!   every `sync_interval_ms` it sends `Join` to a random known address to get a full `Sync`
-//!   snapshot back. That snapshot is what lets a member that was partitioned away come back.
+//! - Contact points are addresses only. The member sends `Join` to every contact point at whose
+//!   address it knows no live (Alive or Suspect) member, and to all of them until it first
+//!   receives a `Sync` (knowing a member from its ping is not knowing its table): every probe
+//!   interval while it knows no live member at all, else at an interval that doubles from the
+//!   probe interval up to `sync_interval_ms`, and starts over when a contact point's member is
+//!   declared Dead. So sub-clusters that formed before a contact point came up meet through it
+//!   within seconds.
+//! - Anti-entropy is push-pull: every `sync_interval_ms` the member sends `Join` to a random
+//!   address among those of known members (Dead ones included) and contact points, each address
+//!   once, but none where a member it holds Left was. A `Join` carries the joiner's own record
+//!   first, then its member table (a random window of it if it exceeds `message_updates_max`),
+//!   and is answered with the receiver's table in `Sync` messages. That exchange is what lets
+//!   members that were partitioned away come back.
+//! - [`Swim::leave`] announces Left to every live member at once and again every
+//!   `gossip_interval_ms` for `retransmit_multiplier` more rounds. Meanwhile, and for as long as
+//!   the driver keeps the core, it answers a `Ping` with an `Ack` and a `PingReq` or `Join` with
+//!   a `Gossip`, each carrying only its Left record. Members do not answer (ack, relay for,
+//!   correct) a member they hold Left, except its `Join` (a restarted member's).
 //!
 //! Precedence on incarnations, for an update about member `m` currently known at incarnation `i`:
 //! Alive(j) wins iff `j > i`; Suspect(j) wins over Alive iff `j >= i` and over Suspect iff
-//! `j > i`; Dead/Left(j) wins over Alive and Suspect iff `j >= i`. A Dead or Left member comes
-//! back only with a strictly higher incarnation, which it picks itself when it hears of its own
-//! death. Claims about the local member that differ from its own record are always refuted.
+//! `j > i`; Dead(j) and Left(j) win over Alive and Suspect iff `j >= i`; Left(j) wins over
+//! Dead iff `j >= i` (a member leaves at an incarnation above its last Alive one, so a leave
+//! during a split overrides the other side's Dead verdict after the heal); nothing but Alive
+//! wins over Left (Left is final for a life), and neither Suspect nor Dead wins over Dead. A
+//! Dead or Left member comes back only with a strictly higher incarnation, which it picks
+//! itself when it hears of its own death (or, restarted, of its earlier life). Claims about the
+//! local member at its incarnation or above that differ from its own record are always refuted.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::{Error, Result};
 
@@ -242,15 +288,17 @@ pub struct Message {
     pub sender_id: MemberId,
     /// What the message asks for.
     pub kind: MessageKind,
-    /// Piggybacked member updates; for `Join` the sender's own record comes first, for `Sync`
-    /// this is a slice of the sender's whole member table.
+    /// Piggybacked member updates. For `Join`, `Ping` and a direct `Ack` the sender's own
+    /// record comes first (for `Join` followed by the sender's member table); for a relayed
+    /// `Ack` the target's record comes first; for `Sync` this is a slice of the sender's whole
+    /// member table.
     pub updates: Vec<Member>,
 }
 
 /// The request or reply a [`Message`] carries besides its updates.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MessageKind {
-    /// "Here I am, send me your members": answered with one or more `Sync`.
+    /// "Here I am and these are my members, send me yours": answered with one or more `Sync`.
     Join,
     /// A slice of the sender's member table, in answer to `Join`.
     Sync,
@@ -389,6 +437,8 @@ struct Probe {
 #[derive(Debug)]
 struct Relay {
     sequence: u64,
+    target_id: MemberId,
+    requester: Option<MemberId>,
     requester_address: String,
     requester_sequence: u64,
     expires_at_ms: u64,
@@ -418,7 +468,17 @@ pub struct Swim {
     next_gossip_at_ms: u64,
     next_sync_at_ms: u64,
     next_join_at_ms: u64,
+    /// The pause before the next round of `Join`s to unknown contact points: the probe interval
+    /// while alone or right after a contact point was declared Dead, doubling to the sync
+    /// interval.
+    join_interval_ms: u64,
+    /// Whether a `Sync` (someone's member table) ever arrived: until then every contact point
+    /// is joined, known or not, as knowing a member from its ping alone is not knowing its
+    /// table.
+    synced: bool,
     left: bool,
+    /// Rounds of the `Left` announcement still to repeat after `leave`, one per gossip interval.
+    farewells_left: u32,
 }
 
 fn check_address(address: &str) -> Result<()> {
@@ -473,6 +533,8 @@ impl Swim {
             next_gossip_at_ms: now_ms + config.gossip_interval_ms,
             next_sync_at_ms: now_ms + config.sync_interval_ms,
             next_join_at_ms: now_ms,
+            join_interval_ms: config.probe_interval_ms,
+            synced: false,
             config,
             self_id,
             members,
@@ -490,14 +552,35 @@ impl Swim {
             stats: SwimStats::default(),
             now_ms,
             left: false,
+            farewells_left: 0,
         };
         swim.broadcast(self_id);
         Ok(swim)
     }
 
+    /// Starts the local member at `incarnation` instead of 0; call it right after
+    /// [`Swim::new`], before [`Swim::join`].
+    ///
+    /// A fresh core knows nothing of its previous lives. Started at 0 it refutes to one above
+    /// the first record of itself it hears of, which may be stale, and then publishes an
+    /// incarnation its previous life already used with other metadata; the core repairs that
+    /// (members that hold the other record tell it, and it raises its incarnation again), but
+    /// only after a round trip. A driver that starts each life above every incarnation of the
+    /// previous ones avoids the detour: the broker passes the wall-clock milliseconds at start,
+    /// which only a life that raised its incarnation more than once per millisecond could
+    /// overtake.
+    #[must_use]
+    pub fn with_initial_incarnation(mut self, incarnation: u64) -> Self {
+        self.local_mut().incarnation = incarnation;
+        self
+    }
+
     /// Remembers the initial contact points (addresses; ids are learnt from their answers) and
-    /// sends each a `Join`. Until some other member is known alive, `Join` is resent every
-    /// probe interval. The local address is skipped.
+    /// sends each a `Join`. A contact point at whose address no live member is known (any
+    /// contact point, until a `Sync` arrived) keeps getting `Join`s: every probe interval while
+    /// no other member is known alive, else at an
+    /// interval that doubles from the probe interval to the sync interval (and starts over when
+    /// a contact point's member is declared Dead). The local address is skipped.
     pub fn join<S: AsRef<str>>(&mut self, contact_points: &[S]) -> Result<()> {
         if self.left {
             return Err(Error::Left);
@@ -517,9 +600,11 @@ impl Swim {
             .map(|address| address.as_ref().to_owned())
             .filter(|address| *address != own_address)
             .collect();
+        self.contact_points.sort();
         self.contact_points.dedup();
         self.next_join_at_ms = self.now_ms;
-        self.send_joins_if_alone();
+        self.join_interval_ms = self.config.probe_interval_ms;
+        self.run_joins();
         Ok(())
     }
 
@@ -541,48 +626,43 @@ impl Swim {
         Ok(())
     }
 
-    /// Leaves gracefully: announces Left to every live member at once, then stays silent.
-    /// After this the core ignores input and produces no further messages.
+    /// Leaves gracefully: announces Left to every live member at once, and again every gossip
+    /// interval for `retransmit_multiplier` more rounds; after that `poll_timeout` is
+    /// `u64::MAX`. From the call on the core probes, gossips and joins no more, merges nothing,
+    /// and answers a `Ping` (with an `Ack`), a `PingReq` or a `Join` (with a `Gossip`) only with
+    /// its `Left` record, so a member that missed every announcement learns of the leave from
+    /// its next probe. The driver keeps pumping the core until `poll_timeout` is `u64::MAX`.
     pub fn leave(&mut self) {
         if self.left {
             return;
         }
         self.left = true;
         self.probe = None;
+        self.relays.clear();
         let local = self.local_mut();
-        local.incarnation += 1;
+        local.incarnation = local.incarnation.saturating_add(1);
         local.state = MemberState::Left;
-        let record = local.clone();
-        let targets: Vec<String> = self
-            .members
-            .values()
-            .filter(|entry| entry.member.id != self.self_id && !entry.member.state.is_down())
-            .map(|entry| entry.member.address.clone())
-            .collect();
-        for to_address in targets {
-            let message = Message {
-                sender_id: self.self_id,
-                kind: MessageKind::Gossip,
-                updates: vec![record.clone()],
-            };
-            self.push_transmit(Transmit {
-                to_address,
-                message,
-            });
-        }
+        self.announce_left();
+        self.farewells_left = self.config.retransmit_multiplier;
+        self.next_gossip_at_ms = self.now_ms + self.config.gossip_interval_ms;
     }
 
     /// Advances timers to `now_ms`: probes, indirect probes, suspicion timeouts, gossip and sync.
     pub fn handle_tick(&mut self, now_ms: u64) {
         self.advance_clock(now_ms);
         if self.left {
+            if self.farewells_left > 0 && now_ms >= self.next_gossip_at_ms {
+                self.farewells_left -= 1;
+                self.next_gossip_at_ms = now_ms + self.config.gossip_interval_ms;
+                self.announce_left();
+            }
             return;
         }
         self.relays.retain(|relay| relay.expires_at_ms > now_ms);
         self.expire_suspects();
         self.run_probe_period();
         self.run_gossip();
-        self.send_joins_if_alone();
+        self.run_joins();
         self.run_sync();
     }
 
@@ -596,30 +676,65 @@ impl Swim {
     ) -> Result<()> {
         self.advance_clock(now_ms);
         self.stats.messages_received += 1;
-        if self.left {
-            return Ok(());
-        }
         if let Err(reason) = self.check_message(from_address, &message) {
             self.stats.messages_dropped += 1;
             return Err(Error::MalformedMessage { reason });
+        }
+        if self.left {
+            self.answer_after_leave(from_address, &message.kind);
+            return Ok(());
         }
         let Message {
             sender_id,
             kind,
             updates,
         } = message;
+        // What the sender says about itself, to check below that it is not behind on itself.
+        let claim = updates
+            .iter()
+            .find(|update| update.id == sender_id)
+            .cloned();
+        let doubted = updates
+            .iter()
+            .any(|update| update.id == self.self_id && update.state != MemberState::Alive);
         for update in updates {
             self.merge(update);
+        }
+        // The sender's record of itself lost against ours or tied with other content: it is
+        // behind on itself (it restarted and reused an incarnation of an earlier life, or has
+        // not heard that it is suspected). Our record of it goes back, so it refutes.
+        let mut correction = claim.and_then(|claim| {
+            self.member(sender_id)
+                .filter(|ours| **ours != claim)
+                .cloned()
+        });
+        let sender = self.members.contains_key(&sender_id).then_some(sender_id);
+        let is_join = kind == MessageKind::Join;
+        self.synced |= kind == MessageKind::Sync;
+        // The ack to a ping and the sync to a join carry our records anyway.
+        let answered = matches!(kind, MessageKind::Join | MessageKind::Ping { .. });
+        // A message from a member that left was sent before it left (or is a restarted
+        // member's, which its `Join` brings back): answering it would reach nobody. Only a
+        // `Join` is answered, with the record that makes a restarted member refute.
+        let sender_left = self
+            .member(sender_id)
+            .is_some_and(|member| member.state == MemberState::Left);
+        if sender_left && !is_join {
+            return Ok(());
         }
         match kind {
             MessageKind::Join => self.send_sync(from_address),
             MessageKind::Sync | MessageKind::Gossip => {}
             MessageKind::Ping { sequence, .. } => {
-                let sender = self.members.contains_key(&sender_id).then_some(sender_id);
-                self.send(
+                // The own record rides first on every ack: the prober learns us, and a prober
+                // that still doubts us at an old incarnation sees our refutation at once.
+                let mut records = vec![self.local().clone()];
+                records.extend(correction.take());
+                self.send_with(
                     from_address.to_owned(),
                     sender,
                     MessageKind::Ack { sequence },
+                    records,
                 );
             }
             MessageKind::Ack { sequence } => self.handle_ack(sequence),
@@ -628,8 +743,11 @@ impl Swim {
                 target_id,
                 target_address,
             } => {
-                self.relay_probe(from_address, sequence, target_id, target_address);
+                self.relay_probe(from_address, sender, sequence, target_id, target_address);
             }
+        }
+        if !answered {
+            self.answer_doubts(from_address, sender, doubted, correction);
         }
         Ok(())
     }
@@ -644,11 +762,16 @@ impl Swim {
         self.events.pop_front()
     }
 
-    /// When `handle_tick` must be called next, on the driver's clock. `u64::MAX` after `leave`.
+    /// When `handle_tick` must be called next, on the driver's clock. `u64::MAX` once the
+    /// announcements of `leave` are over.
     #[must_use]
     pub fn poll_timeout(&self) -> u64 {
         if self.left {
-            return u64::MAX;
+            return if self.farewells_left > 0 {
+                self.next_gossip_at_ms
+            } else {
+                u64::MAX
+            };
         }
         let mut deadline = self
             .next_probe_at_ms
@@ -660,7 +783,7 @@ impl Swim {
         {
             deadline = deadline.min(probe.sent_at_ms + self.config.probe_timeout_ms);
         }
-        if self.is_alone() && !self.contact_points.is_empty() {
+        if !self.contact_points.is_empty() {
             deadline = deadline.min(self.next_join_at_ms);
         }
         for entry in self.members.values() {
@@ -723,13 +846,6 @@ impl Swim {
         self.now_ms = now_ms;
     }
 
-    fn is_alone(&self) -> bool {
-        !self
-            .members
-            .values()
-            .any(|entry| entry.member.id != self.self_id && !entry.member.state.is_down())
-    }
-
     fn check_message(
         &self,
         from_address: &str,
@@ -790,18 +906,14 @@ impl Swim {
         };
         let current = &entry.member;
         let wins = match (update.state, current.state) {
-            (MemberState::Alive, _) => update.incarnation > current.incarnation,
-            (MemberState::Suspect, MemberState::Alive) => update.incarnation >= current.incarnation,
-            (MemberState::Suspect, MemberState::Suspect) => {
+            (MemberState::Alive, _) | (MemberState::Suspect, MemberState::Suspect) => {
                 update.incarnation > current.incarnation
             }
-            (MemberState::Dead | MemberState::Left, MemberState::Alive | MemberState::Suspect) => {
-                update.incarnation >= current.incarnation
-            }
-            (
-                MemberState::Suspect | MemberState::Dead | MemberState::Left,
-                MemberState::Dead | MemberState::Left,
-            ) => false,
+            (MemberState::Suspect, MemberState::Alive)
+            | (MemberState::Dead | MemberState::Left, MemberState::Alive | MemberState::Suspect)
+            | (MemberState::Left, MemberState::Dead) => update.incarnation >= current.incarnation,
+            (MemberState::Suspect | MemberState::Dead, MemberState::Dead | MemberState::Left)
+            | (MemberState::Left, MemberState::Left) => false,
         };
         if !wins {
             return;
@@ -825,24 +937,155 @@ impl Swim {
             MemberState::Left => self.push_event(MembershipEvent::MemberLeft(record.clone())),
             _ => {}
         }
+        let went_down = record.state.is_down() && !previous_state.is_down();
         if metadata_changed && !record.state.is_down() {
             self.push_event(MembershipEvent::MetadataChanged(record));
         }
         self.broadcast(id);
+        if went_down {
+            self.on_down(id);
+        }
     }
 
-    /// Someone gossips about us: anything that differs from our own record is refuted by
-    /// claiming a higher incarnation, so our record wins everywhere.
+    /// Someone gossips about us. A record at our incarnation or above that differs from ours is
+    /// refuted by claiming a higher incarnation, so our record wins everywhere. A Suspect, Dead
+    /// or Left record below our incarnation is a doubt our refutation has not dispelled where
+    /// it comes from (all its transmissions may have been lost): our record is disseminated
+    /// again from scratch.
     fn merge_about_self(&mut self, update: &Member) {
         let local = self.local();
-        let differs = update.state != local.state
-            || update.address != local.address
-            || update.metadata != local.metadata;
         if update.incarnation > local.incarnation
-            || (differs && update.incarnation == local.incarnation)
+            || (update.incarnation == local.incarnation && update != local)
         {
-            self.local_mut().incarnation = update.incarnation + 1;
+            self.local_mut().incarnation = update.incarnation.saturating_add(1);
             self.broadcast(self.self_id);
+        } else if update.incarnation < local.incarnation && update.state != MemberState::Alive {
+            self.broadcast(self.self_id);
+        }
+    }
+
+    /// Answers a message that needs an answer and got none with a `Gossip` to its sender:
+    /// - it doubted us (`doubted`: it carried a Suspect, Dead or Left record of us, which we
+    ///   refuted just now or earlier): our own record, so the doubter hears the refutation
+    ///   directly instead of by chance;
+    /// - the sender is behind on itself: our record of it (`correction`), so it refutes.
+    fn answer_doubts(
+        &mut self,
+        from_address: &str,
+        sender: Option<MemberId>,
+        doubted: bool,
+        correction: Option<Member>,
+    ) {
+        let mut records = Vec::new();
+        if doubted {
+            records.push(self.local().clone());
+        }
+        records.extend(correction);
+        if records.is_empty() {
+            return;
+        }
+        self.send_with(
+            from_address.to_owned(),
+            sender,
+            MessageKind::Gossip,
+            records,
+        );
+    }
+
+    /// Sends our doubt (the piggyback puts a doubted recipient's record first) to up to
+    /// `gossip_fanout` random Suspect members besides the one probed this period: a suspicion
+    /// whose broadcast was spent (say, into a partition) still reaches the suspect, so it
+    /// refutes before it is declared Dead.
+    fn remind_suspects(&mut self, probed: Option<MemberId>) {
+        let mut suspects: Vec<(MemberId, String)> = self
+            .members
+            .values()
+            .filter(|entry| {
+                entry.member.state == MemberState::Suspect
+                    && entry.member.id != self.self_id
+                    && Some(entry.member.id) != probed
+            })
+            .map(|entry| (entry.member.id, entry.member.address.clone()))
+            .collect();
+        let count = as_usize(self.config.gossip_fanout).min(suspects.len());
+        self.rng.choose(&mut suspects, count);
+        for (id, address) in suspects.into_iter().take(count) {
+            self.send(address, Some(id), MessageKind::Gossip);
+        }
+    }
+
+    /// A member went down here: a probe of it under way ends at once. A member declared Dead is
+    /// sent its Dead record, and if it was a contact point (a split may heal), joining that
+    /// address starts over at the probe interval. A contact point that left answers only with
+    /// its Left record; it is still joined at the longest interval, in case it comes back with
+    /// a new life.
+    fn on_down(&mut self, id: MemberId) {
+        if self
+            .probe
+            .as_ref()
+            .is_some_and(|probe| probe.target_id == id)
+        {
+            self.probe = None;
+        }
+        let Some(member) = self.member(id) else {
+            return;
+        };
+        if member.state != MemberState::Dead {
+            return;
+        }
+        // Nothing is sent to a Dead member but anti-entropy: tell it now, once, so that if it
+        // lives (a verdict from across a healed split, a stale record) it refutes at once.
+        let (address, record) = (member.address.clone(), member.clone());
+        let is_contact_point = self.contact_points.contains(&address);
+        self.send_with(address, Some(id), MessageKind::Gossip, vec![record]);
+        if is_contact_point {
+            self.join_interval_ms = self.config.probe_interval_ms;
+            self.next_join_at_ms = self
+                .next_join_at_ms
+                .min(self.now_ms + self.config.probe_interval_ms);
+        }
+    }
+
+    /// After `leave`: answers requests (which only members that have not heard of the leave
+    /// send) with the `Left` record alone.
+    fn answer_after_leave(&mut self, from_address: &str, kind: &MessageKind) {
+        let kind = match kind {
+            MessageKind::Ping { sequence, .. } => MessageKind::Ack {
+                sequence: *sequence,
+            },
+            MessageKind::PingReq { .. } | MessageKind::Join => MessageKind::Gossip,
+            MessageKind::Sync | MessageKind::Ack { .. } | MessageKind::Gossip => return,
+        };
+        let message = Message {
+            sender_id: self.self_id,
+            kind,
+            updates: vec![self.local().clone()],
+        };
+        self.push_transmit(Transmit {
+            to_address: from_address.to_owned(),
+            message,
+        });
+    }
+
+    /// Sends the `Left` record to every member not known down.
+    fn announce_left(&mut self) {
+        let record = self.local().clone();
+        let targets: Vec<String> = self
+            .members
+            .values()
+            .filter(|entry| entry.member.id != self.self_id && !entry.member.state.is_down())
+            .map(|entry| entry.member.address.clone())
+            .collect();
+        for to_address in targets {
+            let message = Message {
+                sender_id: self.self_id,
+                kind: MessageKind::Gossip,
+                updates: vec![record.clone()],
+            };
+            self.push_transmit(Transmit {
+                to_address,
+                message,
+            });
         }
     }
 
@@ -897,6 +1140,9 @@ impl Swim {
             MemberState::Left => MembershipEvent::MemberLeft(record),
         });
         self.broadcast(id);
+        if state.is_down() {
+            self.on_down(id);
+        }
     }
 
     fn expire_suspects(&mut self) {
@@ -926,7 +1172,16 @@ impl Swim {
         {
             probe.indirect_sent = true;
             let (target_id, sequence) = (probe.target_id, probe.sequence);
-            self.send_ping_requests(target_id, sequence);
+            // `on_down` ends the probe of a member that goes down; this covers a target that
+            // was forgotten meanwhile.
+            if self
+                .member(target_id)
+                .is_some_and(|member| !member.state.is_down())
+            {
+                self.send_ping_requests(target_id, sequence);
+            } else {
+                self.probe = None;
+            }
         }
         if now_ms < self.next_probe_at_ms {
             return;
@@ -941,7 +1196,9 @@ impl Swim {
         }
         // From now, not from the old deadline: a stalled driver must not cause a probe burst.
         self.next_probe_at_ms = now_ms + self.config.probe_interval_ms;
-        if let Some(target_id) = self.next_probe_target() {
+        let target = self.next_probe_target();
+        self.remind_suspects(target);
+        if let Some(target_id) = target {
             let sequence = self.take_sequence();
             let address = self.members[&target_id].member.address.clone();
             self.probe = Some(Probe {
@@ -951,13 +1208,17 @@ impl Swim {
                 acked: false,
                 indirect_sent: false,
             });
-            self.send(
+            // The own record rides first on every ping: the target learns the prober even if
+            // every other way it could have was lost.
+            let record = self.local().clone();
+            self.send_with(
                 address,
                 Some(target_id),
                 MessageKind::Ping {
                     sequence,
                     target_id,
                 },
+                vec![record],
             );
         }
     }
@@ -1009,10 +1270,24 @@ impl Swim {
     fn relay_probe(
         &mut self,
         from_address: &str,
+        requester: Option<MemberId>,
         requester_sequence: u64,
         target_id: MemberId,
         target_address: String,
     ) {
+        if let Some(target) = self.member(target_id)
+            && target.state.is_down()
+        {
+            // We know it is gone (for good, if it left): no ping, but the requester hears why.
+            let record = target.clone();
+            self.send_with(
+                from_address.to_owned(),
+                requester,
+                MessageKind::Gossip,
+                vec![record],
+            );
+            return;
+        }
         if self.relays.len() >= RELAYS_IN_FLIGHT_MAX {
             // Indirect probes are best effort: the requester has other helpers.
             return;
@@ -1020,17 +1295,21 @@ impl Swim {
         let sequence = self.take_sequence();
         self.relays.push_back(Relay {
             sequence,
+            target_id,
+            requester,
             requester_address: from_address.to_owned(),
             requester_sequence,
             expires_at_ms: self.now_ms + self.config.probe_interval_ms,
         });
-        self.send(
+        let record = self.local().clone();
+        self.send_with(
             target_address,
             Some(target_id),
             MessageKind::Ping {
                 sequence,
                 target_id,
             },
+            vec![record],
         );
     }
 
@@ -1047,10 +1326,21 @@ impl Swim {
             .position(|relay| relay.sequence == sequence)
         {
             let relay = self.relays.remove(index).expect("the index was just found");
+            if let Some(requester) = relay.requester
+                && self
+                    .member(requester)
+                    .is_some_and(|member| member.state == MemberState::Left)
+            {
+                // The requester left meanwhile: the answer would reach nobody.
+                return;
+            }
             let kind = MessageKind::Ack {
                 sequence: relay.requester_sequence,
             };
-            self.send(relay.requester_address, None, kind);
+            // The target's record rides first, as the target's own ack carried it to us: a
+            // requester that cannot hear the target directly still learns its refutations.
+            let record: Vec<Member> = self.member(relay.target_id).cloned().into_iter().collect();
+            self.send_with(relay.requester_address, None, kind, record);
         }
         // Otherwise a late ack of an earlier period: the verdict on it is already taken.
     }
@@ -1071,13 +1361,35 @@ impl Swim {
         }
     }
 
-    fn send_joins_if_alone(&mut self) {
-        if self.now_ms < self.next_join_at_ms || self.contact_points.is_empty() || !self.is_alone()
-        {
+    /// Joins the contact points at whose address no live member is known: sub-clusters that
+    /// formed before a contact point came up find it (and through it each other) within a
+    /// join interval instead of waiting for a lucky anti-entropy pick.
+    fn run_joins(&mut self) {
+        if self.now_ms < self.next_join_at_ms || self.contact_points.is_empty() {
             return;
         }
-        self.next_join_at_ms = self.now_ms + self.config.probe_interval_ms;
-        for address in self.contact_points.clone() {
+        let live: BTreeSet<&str> = self
+            .members
+            .values()
+            .filter(|entry| entry.member.id != self.self_id && !entry.member.state.is_down())
+            .map(|entry| entry.member.address.as_str())
+            .collect();
+        let alone = live.is_empty();
+        let synced = self.synced;
+        let targets: Vec<String> = self
+            .contact_points
+            .iter()
+            .filter(|address| !synced || !live.contains(address.as_str()))
+            .cloned()
+            .collect();
+        if alone {
+            self.join_interval_ms = self.config.probe_interval_ms;
+        }
+        self.next_join_at_ms = self.now_ms + self.join_interval_ms;
+        if !alone && !targets.is_empty() {
+            self.join_interval_ms = (2 * self.join_interval_ms).min(self.config.sync_interval_ms);
+        }
+        for address in targets {
             self.send_join(address);
         }
     }
@@ -1089,27 +1401,63 @@ impl Swim {
             return;
         }
         self.next_sync_at_ms = self.now_ms + self.config.sync_interval_ms;
-        let mut candidates: Vec<String> = self
-            .members
-            .values()
-            .filter(|entry| {
-                entry.member.id != self.self_id && entry.member.state != MemberState::Left
-            })
-            .map(|entry| entry.member.address.clone())
-            .collect();
-        candidates.extend(self.contact_points.iter().cloned());
+        // Every address once: known members (Dead ones too, which is how split sides meet
+        // again) and contact points, but not where a member we hold Left was, as a Left member
+        // answers with its Left record only.
+        let mut left: BTreeSet<&str> = BTreeSet::new();
+        let mut candidates: BTreeSet<&str> = BTreeSet::new();
+        for entry in self.members.values() {
+            if entry.member.id == self.self_id {
+                continue;
+            }
+            if entry.member.state == MemberState::Left {
+                left.insert(&entry.member.address);
+            } else {
+                candidates.insert(&entry.member.address);
+            }
+        }
+        for address in &self.contact_points {
+            if !left.contains(address.as_str()) {
+                candidates.insert(address);
+            }
+        }
         if candidates.is_empty() {
             return;
         }
         let index = self.rng.below(candidates.len());
-        let address = candidates.swap_remove(index);
+        let address = candidates
+            .into_iter()
+            .nth(index)
+            .expect("the index is below the count")
+            .to_owned();
         self.send_join(address);
     }
 
+    /// A `Join` is push-pull: it carries our own record first, then our table (a random
+    /// window of it when it exceeds `message_updates_max`), and is answered with the
+    /// receiver's table. Either side's news reaches the other in one exchange.
     fn send_join(&mut self, to_address: String) {
         let mut updates = vec![self.local().clone()];
-        let limit = as_usize(self.config.piggyback_updates_max) - 1;
-        self.piggyback(None, limit, &mut updates);
+        let others: Vec<&Member> = self
+            .members
+            .values()
+            .map(|entry| &entry.member)
+            .filter(|member| member.id != self.self_id)
+            .collect();
+        let room = as_usize(self.config.message_updates_max) - 1;
+        let start = if others.len() > room {
+            self.rng.below(others.len())
+        } else {
+            0
+        };
+        updates.extend(
+            others
+                .iter()
+                .cycle()
+                .skip(start)
+                .take(room.min(others.len()))
+                .map(|member| (*member).clone()),
+        );
         let message = Message {
             sender_id: self.self_id,
             kind: MessageKind::Join,
@@ -1153,12 +1501,19 @@ impl Swim {
     }
 
     fn send(&mut self, to_address: String, to_id: Option<MemberId>, kind: MessageKind) {
-        let mut updates = Vec::new();
-        self.piggyback(
-            to_id,
-            as_usize(self.config.piggyback_updates_max),
-            &mut updates,
-        );
+        self.send_with(to_address, to_id, kind, Vec::new());
+    }
+
+    /// Sends `kind` carrying `updates` first, then pending updates up to the piggyback limit.
+    fn send_with(
+        &mut self,
+        to_address: String,
+        to_id: Option<MemberId>,
+        kind: MessageKind,
+        mut updates: Vec<Member>,
+    ) {
+        let limit = as_usize(self.config.piggyback_updates_max).saturating_sub(updates.len());
+        self.piggyback(to_id, limit, &mut updates);
         let message = Message {
             sender_id: self.self_id,
             kind,
@@ -1171,13 +1526,15 @@ impl Swim {
     }
 
     /// Appends up to `limit` pending updates: first the recipient's own record when we doubt it
-    /// (so it can refute at once), then the least-sent, most recent ones.
+    /// (so it can refute at once), then the least-sent, most recent ones. Members `updates`
+    /// already holds are skipped.
     fn piggyback(&mut self, to_id: Option<MemberId>, limit: usize, updates: &mut Vec<Member>) {
         let mut budget = limit;
         if let Some(to_id) = to_id
             && budget > 0
             && let Some(entry) = self.members.get(&to_id)
             && entry.member.state != MemberState::Alive
+            && !updates.iter().any(|member| member.id == to_id)
         {
             updates.push(entry.member.clone());
             budget -= 1;
@@ -1189,8 +1546,7 @@ impl Swim {
             if taken == budget {
                 break;
             }
-            if Some(broadcast.id) == to_id && updates.iter().any(|member| member.id == broadcast.id)
-            {
+            if updates.iter().any(|member| member.id == broadcast.id) {
                 continue;
             }
             if let Some(entry) = self.members.get(&broadcast.id) {
@@ -1677,11 +2033,19 @@ mod tests {
     fn graceful_leave_is_seen_by_everyone() {
         let (mut sim, _) = converge(3, SEED);
         sim.nodes.get_mut(&3).expect("node 3").leave();
-        assert_eq!(sim.node(3).poll_timeout(), u64::MAX);
+        let config = SwimConfig::default();
+        assert_eq!(
+            sim.node(3).poll_timeout(),
+            sim.now_ms + config.gossip_interval_ms,
+            "the announcement is repeated"
+        );
         let at = sim.run_until(sim.now_ms + 100, |sim| {
             sim.everyone_sees(3, MemberState::Left)
         });
         assert!(at.is_some(), "leave was not announced at once");
+        let farewell_ms = u64::from(config.retransmit_multiplier) * config.gossip_interval_ms;
+        sim.run_for(farewell_ms);
+        assert_eq!(sim.node(3).poll_timeout(), u64::MAX, "the farewell is over");
         sim.stopped.insert(3);
         sim.run_for(20_000);
         assert!(sim.everyone_sees(3, MemberState::Left));
@@ -1940,5 +2304,630 @@ mod tests {
         assert!(node.poll_timeout() <= SwimConfig::default().gossip_interval_ms);
         let result = node.join(&vec!["a"; CONTACT_POINTS_MAX + 1]);
         assert!(matches!(result, Err(Error::TooManyContactPoints { .. })));
+    }
+
+    /// Ticks `node` through `duration_ms` of its own deadlines, answering each of its pings as
+    /// member `peer` would (its own record first), and returns everything it sent.
+    fn pump(node: &mut Swim, peer: &Member, duration_ms: u64) -> Vec<Transmit> {
+        let until_ms = node.poll_timeout() + duration_ms;
+        let mut sent = Vec::new();
+        while node.poll_timeout() <= until_ms {
+            node.handle_tick(node.poll_timeout());
+            while let Some(transmit) = node.poll_transmit() {
+                if let MessageKind::Ping { sequence, .. } = transmit.message.kind {
+                    let ack = Message {
+                        sender_id: peer.id,
+                        kind: MessageKind::Ack { sequence },
+                        updates: vec![peer.clone()],
+                    };
+                    let now_ms = node.poll_timeout().min(until_ms);
+                    node.handle_message(&peer.address, ack, now_ms)
+                        .expect("valid ack");
+                }
+                sent.push(transmit);
+            }
+        }
+        sent
+    }
+
+    fn carries(transmit: &Transmit, id: MemberId, incarnation: u64) -> bool {
+        transmit
+            .message
+            .updates
+            .iter()
+            .any(|member| member.id == id && member.incarnation == incarnation)
+    }
+
+    #[test]
+    fn stale_suspicion_is_refuted_again() {
+        let mut node = lone_node();
+        let suspect_me = |incarnation| Member {
+            state: MemberState::Suspect,
+            incarnation,
+            ..alive(1, 0)
+        };
+        node.handle_message(&address(2), gossip(2, vec![alive(2, 0), suspect_me(0)]), 1)
+            .expect("valid");
+        assert_eq!(node.local().incarnation, 1, "refuted");
+        // Spend every transmission of the refutation.
+        let sent = pump(&mut node, &alive(2, 0), 30_000);
+        assert!(sent.iter().any(|transmit| carries(transmit, 1, 1)));
+        let sent = pump(&mut node, &alive(2, 0), 2_000);
+        assert!(
+            sent.iter()
+                .all(|transmit| transmit.message.kind != MessageKind::Gossip),
+            "nothing left to gossip: {sent:?}"
+        );
+        // Member 2 never heard the refutation and still doubts us at incarnation 0.
+        let now_ms = node.poll_timeout();
+        node.handle_message(&address(2), gossip(2, vec![suspect_me(0)]), now_ms)
+            .expect("valid");
+        assert_eq!(node.local().incarnation, 1, "no new incarnation needed");
+        let sent = pump(&mut node, &alive(2, 0), 1_000);
+        assert!(
+            sent.iter().any(|transmit| {
+                transmit.message.kind == MessageKind::Gossip && carries(transmit, 1, 1)
+            }),
+            "the refutation is disseminated again: {sent:?}"
+        );
+    }
+
+    #[test]
+    fn ping_carries_own_record_first() {
+        let mut node = lone_node();
+        node.handle_message(&address(2), gossip(2, vec![alive(2, 0)]), 1)
+            .expect("valid");
+        while node.poll_transmit().is_some() {}
+        let ping = loop {
+            assert!(node.now_ms < 10_000, "no probe");
+            node.handle_tick(node.poll_timeout());
+            if let Some(ping) = std::iter::from_fn(|| node.poll_transmit())
+                .find(|transmit| matches!(transmit.message.kind, MessageKind::Ping { .. }))
+            {
+                break ping;
+            }
+        };
+        assert_eq!(ping.message.updates.first(), Some(node.local()));
+        // The target learns the prober from the ping alone.
+        let mut target =
+            Swim::new(SwimConfig::default(), 2, address(2), Vec::new(), 3, 0).expect("valid");
+        target
+            .handle_message(&address(1), ping.message, node.now_ms)
+            .expect("valid");
+        assert_eq!(target.member(1), Some(node.local()));
+    }
+
+    #[test]
+    fn doubt_is_answered_with_own_record() {
+        let mut node = lone_node();
+        let suspect_me = Member {
+            state: MemberState::Suspect,
+            ..alive(1, 0)
+        };
+        node.handle_message(&address(2), gossip(2, vec![alive(2, 0), suspect_me]), 1)
+            .expect("valid");
+        assert_eq!(node.local().incarnation, 1);
+        let answer = node.poll_transmit().expect("an answer");
+        assert_eq!(answer.to_address, address(2));
+        assert_eq!(answer.message.kind, MessageKind::Gossip);
+        assert_eq!(answer.message.updates.first(), Some(node.local()));
+        assert!(node.poll_transmit().is_none());
+        // Agreement needs no answer.
+        node.handle_message(&address(2), gossip(2, vec![alive(1, 1), alive(2, 0)]), 2)
+            .expect("valid");
+        assert!(node.poll_transmit().is_none());
+    }
+
+    #[test]
+    fn suspects_hear_the_doubt_every_probe_period() {
+        let mut node = lone_node();
+        let suspect = Member {
+            state: MemberState::Suspect,
+            ..alive(3, 0)
+        };
+        let updates = vec![alive(2, 0), alive(4, 0), suspect.clone()];
+        node.handle_message(&address(2), gossip(2, updates), 1)
+            .expect("valid");
+        while node.poll_transmit().is_some() {}
+        let config = SwimConfig::default();
+        let periods = 5;
+        let until_ms = periods * config.probe_interval_ms;
+        let mut reminded_at = BTreeSet::new();
+        while node.poll_timeout() <= until_ms {
+            let now_ms = node.poll_timeout();
+            node.handle_tick(now_ms);
+            while let Some(transmit) = node.poll_transmit() {
+                if transmit.to_address == address(3) {
+                    // A gossip carries it first, a probe right after the prober's own record.
+                    assert!(
+                        transmit
+                            .message
+                            .updates
+                            .iter()
+                            .take(2)
+                            .any(|member| *member == suspect),
+                        "{transmit:?}"
+                    );
+                    reminded_at.insert(now_ms / config.probe_interval_ms);
+                } else if let MessageKind::Ping {
+                    sequence,
+                    target_id,
+                } = transmit.message.kind
+                {
+                    let ack = Message {
+                        sender_id: target_id,
+                        kind: MessageKind::Ack { sequence },
+                        updates: vec![alive(target_id, 0)],
+                    };
+                    node.handle_message(&transmit.to_address, ack, now_ms)
+                        .expect("valid");
+                }
+            }
+        }
+        assert!(
+            (1..=periods).all(|period| reminded_at.contains(&period)),
+            "every probe period: {reminded_at:?}"
+        );
+    }
+
+    #[test]
+    fn a_member_held_dead_is_told_once() {
+        let mut node = lone_node();
+        node.handle_message(&address(3), gossip(3, vec![alive(2, 0), alive(3, 0)]), 1)
+            .expect("valid");
+        while node.poll_transmit().is_some() {}
+        let dead = Member {
+            state: MemberState::Dead,
+            ..alive(2, 0)
+        };
+        node.handle_message(&address(3), gossip(3, vec![dead.clone()]), 2)
+            .expect("valid");
+        let told = node.poll_transmit().expect("member 2 is told");
+        assert_eq!(told.to_address, address(2));
+        assert_eq!(told.message.updates.first(), Some(&dead));
+        assert!(node.poll_transmit().is_none());
+        // The verdict arriving again changes nothing and tells nobody.
+        node.handle_message(&address(3), gossip(3, vec![dead]), 3)
+            .expect("valid");
+        assert!(node.poll_transmit().is_none());
+    }
+
+    #[test]
+    fn ack_carries_own_record_first() {
+        let mut node = lone_node();
+        node.handle_message(&address(2), gossip(2, vec![alive(2, 0)]), 1)
+            .expect("valid");
+        let ping = Message {
+            sender_id: 2,
+            kind: MessageKind::Ping {
+                sequence: 5,
+                target_id: 1,
+            },
+            updates: Vec::new(),
+        };
+        while node.poll_transmit().is_some() {}
+        node.handle_message(&address(2), ping, 2).expect("valid");
+        let ack = node.poll_transmit().expect("an ack");
+        assert_eq!(ack.message.kind, MessageKind::Ack { sequence: 5 });
+        assert_eq!(ack.message.updates.first(), Some(node.local()));
+    }
+
+    #[test]
+    fn relayed_ack_carries_the_targets_record() {
+        let mut node = lone_node();
+        node.handle_message(&address(2), gossip(2, vec![alive(2, 0), alive(3, 0)]), 1)
+            .expect("valid");
+        while node.poll_transmit().is_some() {}
+        let request = Message {
+            sender_id: 2,
+            kind: MessageKind::PingReq {
+                sequence: 9,
+                target_id: 3,
+                target_address: address(3),
+            },
+            updates: Vec::new(),
+        };
+        node.handle_message(&address(2), request, 2).expect("valid");
+        let ping = node.poll_transmit().expect("a ping to the target");
+        assert_eq!(ping.to_address, address(3));
+        let MessageKind::Ping { sequence, .. } = ping.message.kind else {
+            panic!("not a ping: {ping:?}");
+        };
+        // The target refuted a suspicion the requester cannot tell it about directly.
+        let ack = Message {
+            sender_id: 3,
+            kind: MessageKind::Ack { sequence },
+            updates: vec![alive(3, 4)],
+        };
+        node.handle_message(&address(3), ack, 3).expect("valid");
+        let relayed = node.poll_transmit().expect("the relayed ack");
+        assert_eq!(relayed.to_address, address(2));
+        assert_eq!(relayed.message.kind, MessageKind::Ack { sequence: 9 });
+        assert_eq!(relayed.message.updates.first(), Some(&alive(3, 4)));
+    }
+
+    #[test]
+    fn sender_behind_on_itself_is_told_and_refutes() {
+        // Member 2 restarted and reused incarnation 5 with new metadata; we hold its old record.
+        let mut node = lone_node();
+        let old = Member {
+            metadata: b"old".to_vec(),
+            ..alive(2, 5)
+        };
+        node.handle_message(&address(3), gossip(3, vec![alive(3, 0), old.clone()]), 1)
+            .expect("valid");
+        while node.poll_transmit().is_some() {}
+        let new = Member {
+            metadata: b"new".to_vec(),
+            ..alive(2, 5)
+        };
+        node.handle_message(&address(2), gossip(2, vec![new.clone()]), 2)
+            .expect("valid");
+        assert_eq!(
+            node.member(2),
+            Some(&old),
+            "an equal incarnation does not win"
+        );
+        let told = node.poll_transmit().expect("member 2 is told");
+        assert_eq!(told.to_address, address(2));
+        assert_eq!(told.message.updates.first(), Some(&old));
+        assert!(node.poll_transmit().is_none());
+        // Member 2's side: a record of itself at its incarnation with other metadata makes it
+        // raise its incarnation, and the new record wins everywhere.
+        let mut restarted = Swim::new(SwimConfig::default(), 2, address(2), b"new".to_vec(), 7, 0)
+            .expect("valid")
+            .with_initial_incarnation(5);
+        assert_eq!(restarted.local(), &new);
+        restarted
+            .handle_message(&address(1), told.message, 3)
+            .expect("valid");
+        assert_eq!(restarted.local().incarnation, 6);
+        let refuted = restarted.local().clone();
+        node.handle_message(&address(2), gossip(2, vec![refuted.clone()]), 4)
+            .expect("valid");
+        assert_eq!(node.member(2), Some(&refuted));
+        assert!(node.poll_transmit().is_none(), "nothing more to tell");
+    }
+
+    #[test]
+    fn ack_corrects_a_prober_behind_on_itself() {
+        let mut node = lone_node();
+        let old = Member {
+            metadata: b"old".to_vec(),
+            ..alive(2, 5)
+        };
+        node.handle_message(&address(3), gossip(3, vec![alive(3, 0), old.clone()]), 1)
+            .expect("valid");
+        while node.poll_transmit().is_some() {}
+        let ping = Message {
+            sender_id: 2,
+            kind: MessageKind::Ping {
+                sequence: 4,
+                target_id: 1,
+            },
+            updates: vec![Member {
+                metadata: b"new".to_vec(),
+                ..alive(2, 5)
+            }],
+        };
+        node.handle_message(&address(2), ping, 2).expect("valid");
+        let ack = node.poll_transmit().expect("an ack");
+        assert_eq!(ack.message.kind, MessageKind::Ack { sequence: 4 });
+        assert_eq!(ack.message.updates[..2], [node.local().clone(), old]);
+        assert!(node.poll_transmit().is_none(), "the ack is the only answer");
+    }
+
+    #[test]
+    fn initial_incarnation_is_announced() {
+        let mut node = lone_node().with_initial_incarnation(1_700_000_000_000);
+        assert_eq!(node.local().incarnation, 1_700_000_000_000);
+        node.join(&[address(2)]).expect("valid");
+        let join = node.poll_transmit().expect("a join");
+        assert_eq!(join.message.updates.first(), Some(node.local()));
+    }
+
+    #[test]
+    fn probe_of_a_member_that_left_ends_at_once() {
+        let mut node = lone_node();
+        node.handle_message(&address(2), gossip(2, vec![alive(2, 0), alive(3, 0)]), 1)
+            .expect("valid");
+        while node.poll_transmit().is_some() {}
+        let mut target_id = None;
+        while target_id.is_none() {
+            assert!(node.now_ms < 10_000, "no probe");
+            node.handle_tick(node.poll_timeout());
+            target_id = std::iter::from_fn(|| node.poll_transmit()).find_map(|transmit| {
+                match transmit.message.kind {
+                    MessageKind::Ping { target_id, .. } => Some(target_id),
+                    _ => None,
+                }
+            });
+        }
+        let target_id = target_id.expect("checked above");
+        let left = Member {
+            state: MemberState::Left,
+            incarnation: 1,
+            ..alive(target_id, 0)
+        };
+        let other = 5 - target_id;
+        let now_ms = node.now_ms + 10;
+        node.handle_message(&address(other), gossip(other, vec![left.clone()]), now_ms)
+            .expect("valid");
+        // Past the probe timeout and the end of the period: no indirect probe, no suspicion.
+        let until_ms = now_ms + SwimConfig::default().probe_interval_ms;
+        while node.poll_timeout() <= until_ms {
+            node.handle_tick(node.poll_timeout());
+            while let Some(transmit) = node.poll_transmit() {
+                assert!(
+                    !matches!(transmit.message.kind, MessageKind::PingReq { .. }),
+                    "{transmit:?}"
+                );
+                assert_ne!(transmit.to_address, address(target_id), "{transmit:?}");
+            }
+        }
+        // Nor does it relay a probe of it: the requester is told why instead.
+        let request = Message {
+            sender_id: other,
+            kind: MessageKind::PingReq {
+                sequence: 3,
+                target_id,
+                target_address: address(target_id),
+            },
+            updates: Vec::new(),
+        };
+        node.handle_message(&address(other), request, until_ms)
+            .expect("valid");
+        let answer = node.poll_transmit().expect("an answer");
+        assert_eq!(answer.to_address, address(other));
+        assert_eq!(answer.message.kind, MessageKind::Gossip);
+        assert_eq!(answer.message.updates.first(), Some(&left));
+        assert!(node.poll_transmit().is_none());
+    }
+
+    #[test]
+    fn left_overrides_dead_at_the_same_or_a_higher_incarnation() {
+        let mut node = lone_node();
+        let at = |state, incarnation| Member {
+            state,
+            incarnation,
+            ..alive(2, 0)
+        };
+        let mut apply = |update: Member| {
+            node.handle_message(&address(3), gossip(3, vec![alive(3, 0), update]), 1)
+                .expect("valid");
+            node.member(2)
+                .map(|member| (member.state, member.incarnation))
+        };
+        apply(at(MemberState::Alive, 4));
+        assert_eq!(
+            apply(at(MemberState::Dead, 4)),
+            Some((MemberState::Dead, 4))
+        );
+        assert_eq!(
+            apply(at(MemberState::Left, 3)),
+            Some((MemberState::Dead, 4))
+        );
+        assert_eq!(
+            apply(at(MemberState::Left, 4)),
+            Some((MemberState::Left, 4))
+        );
+        // Left is final: no Dead, Suspect or Left overrides it, only a new life does.
+        assert_eq!(
+            apply(at(MemberState::Dead, 9)),
+            Some((MemberState::Left, 4))
+        );
+        assert_eq!(
+            apply(at(MemberState::Left, 9)),
+            Some((MemberState::Left, 4))
+        );
+        assert_eq!(
+            apply(at(MemberState::Alive, 5)),
+            Some((MemberState::Alive, 5))
+        );
+        let events: Vec<MembershipEvent> = std::iter::from_fn(|| node.poll_event())
+            .filter(|event| matches!(event, MembershipEvent::MemberLeft(member) if member.id == 2))
+            .collect();
+        assert_eq!(events.len(), 1, "{events:?}");
+    }
+
+    #[test]
+    fn unknown_contact_points_keep_being_joined_with_the_table() {
+        let mut node = lone_node();
+        node.join(&[address(2), address(3)]).expect("valid");
+        let joins: Vec<Transmit> = std::iter::from_fn(|| node.poll_transmit()).collect();
+        assert_eq!(joins.len(), 2);
+        // Member 2 answers; member 3 is not up yet.
+        let sync = Message {
+            sender_id: 2,
+            kind: MessageKind::Sync,
+            updates: vec![alive(2, 0), alive(4, 0)],
+        };
+        node.handle_message(&address(2), sync, 5).expect("valid");
+        let config = SwimConfig::default();
+        let mut join_times = Vec::new();
+        let mut sync_times = Vec::new();
+        while node.poll_timeout() <= 40_000 {
+            let now_ms = node.poll_timeout();
+            if now_ms >= node.next_sync_at_ms {
+                sync_times.push(now_ms);
+            }
+            node.handle_tick(now_ms);
+            while let Some(transmit) = node.poll_transmit() {
+                if let MessageKind::Ping {
+                    sequence,
+                    target_id,
+                } = transmit.message.kind
+                {
+                    let ack = Message {
+                        sender_id: target_id,
+                        kind: MessageKind::Ack { sequence },
+                        updates: vec![alive(target_id, 0)],
+                    };
+                    node.handle_message(&transmit.to_address, ack, now_ms)
+                        .expect("valid");
+                }
+                if transmit.message.kind != MessageKind::Join {
+                    continue;
+                }
+                if transmit.to_address == address(3) {
+                    // Push-pull: the table rides along, the own record first.
+                    let ids: Vec<MemberId> = transmit
+                        .message
+                        .updates
+                        .iter()
+                        .map(|member| member.id)
+                        .collect();
+                    assert_eq!(ids, vec![1, 2, 4]);
+                    join_times.push(now_ms);
+                } else {
+                    assert_eq!(
+                        sync_times.last(),
+                        Some(&now_ms),
+                        "a known contact point is joined only by anti-entropy"
+                    );
+                }
+            }
+        }
+        // The retries back off by doubling from the probe interval (the first was scheduled
+        // while alone) to the sync interval; anti-entropy may pick member 3 as well.
+        let retries = [1_000, 2_000, 4_000, 8_000, 16_000, 26_000, 36_000];
+        assert!(
+            retries.iter().all(|at| join_times.contains(at)),
+            "{join_times:?}"
+        );
+        assert!(
+            join_times
+                .iter()
+                .all(|at| retries.contains(at) || sync_times.contains(at)),
+            "{join_times:?} {sync_times:?}"
+        );
+        // Once member 3 is known alive, only anti-entropy joins anyone, once per sync interval.
+        let now_ms = node.poll_timeout();
+        node.handle_message(&address(3), gossip(3, vec![alive(3, 0)]), now_ms)
+            .expect("valid");
+        let until_ms = now_ms + 3 * config.sync_interval_ms;
+        let mut joins = 0;
+        while node.poll_timeout() <= until_ms {
+            let now_ms = node.poll_timeout();
+            node.handle_tick(now_ms);
+            while let Some(transmit) = node.poll_transmit() {
+                match transmit.message.kind {
+                    MessageKind::Ping {
+                        sequence,
+                        target_id,
+                    } => {
+                        let ack = Message {
+                            sender_id: target_id,
+                            kind: MessageKind::Ack { sequence },
+                            updates: vec![alive(target_id, 0)],
+                        };
+                        node.handle_message(&transmit.to_address, ack, now_ms)
+                            .expect("valid");
+                    }
+                    MessageKind::Join => joins += 1,
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(joins, 3);
+    }
+
+    #[test]
+    fn contact_points_are_joined_until_a_sync_arrives() {
+        let mut node = lone_node();
+        node.join(&[address(2)]).expect("valid");
+        assert!(node.poll_transmit().is_some(), "the first join");
+        // Member 2 is learnt from its ping alone (its answer to the join was lost).
+        let ping = Message {
+            sender_id: 2,
+            kind: MessageKind::Ping {
+                sequence: 1,
+                target_id: 1,
+            },
+            updates: vec![alive(2, 0)],
+        };
+        node.handle_message(&address(2), ping, 5).expect("valid");
+        while node.poll_transmit().is_some() {}
+        let joins_until = |node: &mut Swim, until_ms: u64| {
+            let mut joins = 0;
+            while node.poll_timeout() <= until_ms {
+                let now_ms = node.poll_timeout();
+                node.handle_tick(now_ms);
+                while let Some(transmit) = node.poll_transmit() {
+                    match transmit.message.kind {
+                        MessageKind::Join => joins += 1,
+                        MessageKind::Ping { sequence, .. } => {
+                            let ack = Message {
+                                sender_id: 2,
+                                kind: MessageKind::Ack { sequence },
+                                updates: vec![alive(2, 0)],
+                            };
+                            node.handle_message(&address(2), ack, now_ms)
+                                .expect("valid");
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            joins
+        };
+        assert_eq!(joins_until(&mut node, 1_000), 1, "joined again");
+        let sync = Message {
+            sender_id: 2,
+            kind: MessageKind::Sync,
+            updates: vec![alive(2, 0)],
+        };
+        node.handle_message(&address(2), sync, 1_010)
+            .expect("valid");
+        assert_eq!(
+            joins_until(&mut node, 9_000),
+            0,
+            "a known contact point is no longer joined once a table arrived"
+        );
+    }
+
+    #[test]
+    fn leaver_answers_requests_with_its_left_record() {
+        let mut node = lone_node();
+        node.handle_message(&address(2), gossip(2, vec![alive(2, 0), alive(3, 0)]), 1)
+            .expect("valid");
+        while node.poll_transmit().is_some() {}
+        node.leave();
+        let left = node.local().clone();
+        assert_eq!(left.state, MemberState::Left);
+        let announced: Vec<String> = std::iter::from_fn(|| node.poll_transmit())
+            .map(|transmit| transmit.to_address)
+            .collect();
+        assert_eq!(announced, vec![address(2), address(3)]);
+        let ping = Message {
+            sender_id: 2,
+            kind: MessageKind::Ping {
+                sequence: 8,
+                target_id: 1,
+            },
+            updates: vec![alive(3, 7)],
+        };
+        node.handle_message(&address(2), ping, 2).expect("valid");
+        let ack = node.poll_transmit().expect("an ack");
+        assert_eq!(ack.message.kind, MessageKind::Ack { sequence: 8 });
+        assert_eq!(ack.message.updates, vec![left.clone()]);
+        assert_eq!(node.member(3), Some(&alive(3, 0)), "nothing is merged");
+        node.handle_message(&address(3), gossip(3, Vec::new()), 3)
+            .expect("valid");
+        assert!(node.poll_transmit().is_none(), "gossip is not answered");
+        // The announcement is repeated every gossip interval, then the core falls silent.
+        let config = SwimConfig::default();
+        let mut rounds = 0;
+        while node.poll_timeout() != u64::MAX {
+            node.handle_tick(node.poll_timeout());
+            let sent: Vec<Transmit> = std::iter::from_fn(|| node.poll_transmit()).collect();
+            assert_eq!(sent.len(), 2);
+            assert!(
+                sent.iter()
+                    .all(|transmit| transmit.message.updates == vec![left.clone()])
+            );
+            rounds += 1;
+        }
+        assert_eq!(rounds, config.retransmit_multiplier);
     }
 }

@@ -32,8 +32,9 @@
 //! - Nobody sees a member at an incarnation that member never had itself (over all its
 //!   lives), nor at another address; a view's incarnation of a member never decreases.
 //! - Events: none about the local member; the first about a member is `MemberAdded`, and only
-//!   the first; each carries the state it names; no repeated Suspect/Alive/Dead/Left; no
-//!   `MemberLeft` for a member that never left; the state and metadata in the member table
+//!   the first; each carries the state it names; no repeated Suspect/Alive/Dead/Left (but
+//!   `MemberLeft` may follow `MemberDead`, never the reverse); no `MemberLeft` for a member
+//!   that never left; the state and metadata in the member table
 //!   always equal those of the last event about that member, and every listed member was
 //!   announced. A `MemberDead` about a running member nobody may kill (the survivors in a
 //!   healthy network, 0-5% loss; the own side during a split when asked) is a false Dead.
@@ -43,31 +44,39 @@
 //!
 //! # Properties (bounds derived next to each `*_bound_ms`, all from `SwimConfig`)
 //! 1. `cold_start`: boots spread over 2 s, 5% loss: everybody sees everybody Alive within
-//!    the convergence bound; 30 s later, once loss stops, every view equals its member's own
-//!    record within a sync interval.
+//!    the convergence bound (`cold_start_tight`: within one sync round); 30 s later, once loss
+//!    stops, every view equals its member's own record within a sync interval.
 //! 2. `crash`: every survivor emits `MemberDead` for the crashed member within
 //!    `2(n-1)·probe_interval + failure_timeout + probe_interval`; it stays Dead; no survivor is
 //!    ever declared Dead. `steady`: five minutes at 0-5% loss declare nobody Dead.
 //! 3. `partition`: each side declares the other Dead within the same bound; after the heal
 //!    everybody sees everybody Alive, then every view equals its member's own record, each
-//!    within the heal bound. `one_way_cut`: one or two one-way cuts for a minute kill nobody
-//!    (indirect probes route around them).
+//!    within the heal bound (`partition_same_side`: and nobody is declared Dead by its own
+//!    side). `blips`: five 1-4 s splits kill nobody. `one_way_cut`: one or two one-way cuts for
+//!    a minute kill nobody (indirect probes route around them), with 0-5% loss in
+//!    `one_way_cut_lossy`.
 //! 4. `restart`: a crashed member restarted with a fresh core (before or after it was
 //!    declared Dead) is seen Alive by all, above any incarnation they knew, with its new
-//!    metadata, and sees all Alive, within the restart bound.
-//! 5. `leave`: the leaver (whose one-shot announcements are not lost) is seen Left by all
-//!    within two probe intervals, never Dead, and a probe interval later nobody sends it
-//!    anything (but anti-entropy `Join`s to it as a configured contact point) nor asks anyone
-//!    to probe it.
+//!    metadata, and sees all Alive, within the restart bound. `restart_after_update`: a fresh
+//!    core that reuses an incarnation of its previous life with other metadata still ends up
+//!    with its own record in every view.
+//! 5. `leave`: the leaver is seen Left by all within two probe intervals, never Dead, and a
+//!    probe interval later (`leave_no_grace`: at once) nobody sends it anything (but `Join`s to
+//!    it as a configured contact point) nor asks anyone to probe it; `leave` keeps the first
+//!    announcements from being lost, `leave_lossy` and `leave_no_grace` do not.
+//!    `leave_partitioned`: a member that leaves during a split, declared Dead by the other
+//!    side, is seen Left by all after the heal.
 //! 6. `metadata`: the last of 1-3 `update_metadata` calls reaches everybody, each with a
 //!    `MetadataChanged` carrying it, within the metadata bound.
 //! 7. The invariants above, in every scenario.
 //! 8. `stress`: 9 members, 20% loss, duplicates, reordering and a minute of random faults;
-//!    after the heal everybody live sees everybody live Alive and the leaver down.
+//!    after the heal everybody live sees everybody live Alive and the leaver down
+//!    (`stress_consistent`: and then every view equals its member's own record).
 //!
-//! The regular tests check what the core meets today. The ignored tests at the end pin the
-//! bugs found in `swim.rs`: each runs a stricter variant of a scenario (marked `true` in
-//! `SCENARIOS`; `one_seed` runs those only by name) on the seeds that show the bug. The
+//! The tests at the end (regressions) run the stricter variants on the seeds that showed a bug
+//! in `swim.rs` before it was fixed, and on as many further seeds as the others. A scenario
+//! found failing on some seeds because of a bug not yet fixed is marked `true` in `SCENARIOS`
+//! (`one_seed` then runs it only by name) and pinned by an ignored test. The
 //! `checks_catch_*` tests feed forged messages or a dead network to show the checks fire.
 
 #[path = "swim_sim/harness.rs"]
@@ -117,19 +126,19 @@ const SCENARIOS: &[(&str, Scenario, bool)] = &[
     ("crash", crash, false),
     ("partition", partition, false),
     ("one_way_cut", one_way_cut, false),
-    ("blips", blips, true),
+    ("blips", blips, false),
     ("restart", restart, false),
     ("leave", leave, false),
     ("metadata", metadata, false),
     ("stress", stress, false),
-    ("stress_consistent", stress_consistent, true),
-    ("restart_after_update", restart_after_update, true),
-    ("cold_start_tight", cold_start_tight, true),
-    ("partition_same_side", partition_same_side, true),
-    ("one_way_cut_lossy", one_way_cut_lossy, true),
-    ("leave_no_grace", leave_no_grace, true),
-    ("leave_partitioned", leave_partitioned, true),
-    ("leave_lossy", leave_lossy, true),
+    ("stress_consistent", stress_consistent, false),
+    ("restart_after_update", restart_after_update, false),
+    ("cold_start_tight", cold_start_tight, false),
+    ("partition_same_side", partition_same_side, false),
+    ("one_way_cut_lossy", one_way_cut_lossy, false),
+    ("leave_no_grace", leave_no_grace, false),
+    ("leave_partitioned", leave_partitioned, false),
+    ("leave_lossy", leave_lossy, false),
 ];
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -211,6 +220,13 @@ fn run_seeds(name: &str, seeds: impl IntoIterator<Item = u64>) {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// The seeds that once showed a bug, then `seeds(default_count)`.
+fn regression_seeds(found: &[u64], default_count: u64) -> Vec<u64> {
+    let mut all = found.to_vec();
+    all.extend(seeds(default_count).filter(|seed| !found.contains(seed)));
+    all
 }
 
 /// `default_count` seeds from 0 (a tenth in a debug build, which is much slower), or
@@ -1149,99 +1165,108 @@ fn checks_catch_a_cluster_that_does_not_converge() {
     );
 }
 
-// ==================================================================== known bugs in swim.rs
+// ==================================================================== regressions
 //
-// Each test below fails today on the listed seeds; replay one with the command printed on
-// failure (or `replay_command`). Fix the bug, then un-ignore the test and move the scenario's
-// flag in `SCENARIOS` to `false`.
+// Each test below runs a stricter variant of a scenario on the seeds that showed a bug in
+// `swim.rs` before it was fixed (the fix is named in each test's docs), then on the regular
+// seed range; `explore` runs any of them over more seeds.
 
-/// Bug: a refutation is only a bounded broadcast. Once its λ(log2 n + 1) transmissions are
-/// spent (here mostly on links into the other side of a split), a member that still suspects
-/// the refuter at the old incarnation is never told again: its "doubt" piggyback reaches the
-/// suspect on every message, but `merge_about_self` ignores a suspicion below the local
-/// incarnation, so nothing is re-sent, and a live, reachable member is declared Dead.
+/// A refutation is only a bounded broadcast. Once its λ(log2 n + 1) transmissions were spent
+/// (here mostly on links into the other side of a split), a member that still suspected the
+/// refuter at the old incarnation was never told again, and a live, reachable member was
+/// declared Dead. Fixed: a stale doubt about itself makes a member disseminate its record
+/// again, and every ack carries the responder's own record (a relayed ack the target's).
 #[test]
-#[ignore = "bug: a stale suspicion is never re-refuted, so a same-side member is declared Dead"]
 fn partition_never_kills_a_member_of_the_same_side() {
-    run_seeds("partition_same_side", [120, 131, 448]);
+    run_seeds(
+        "partition_same_side",
+        regression_seeds(&[120, 131, 448], 300),
+    );
 }
 
-/// Bug: the same as `partition_never_kills_a_member_of_the_same_side`, from a 1-4 s network
-/// blip in a healthy cluster: a member suspected inside its side during the blip refutes there,
-/// its refutation's transmissions run out inside the blip, and a member of the other side that
-/// suspected it too keeps the stale suspicion after the heal and declares it Dead ~10 s later
-/// (about 2% of seeds).
+/// The same as `partition_never_kills_a_member_of_the_same_side`, from a 1-4 s network blip in
+/// a healthy cluster: a member suspected inside its side during the blip refuted there, its
+/// refutation's transmissions ran out inside the blip, and a member of the other side that
+/// suspected it too kept the stale suspicion after the heal and declared it Dead ~10 s later.
+/// Seed 4341, found after the first fixes: a member cut off alone suspected another, spent its
+/// suspicion's transmissions into the split, and after the heal told nobody of it in time;
+/// now every probe interval it sends the doubt to its suspects, and a doubted member answers
+/// the doubter directly with its record.
 #[test]
-#[ignore = "bug: a stale suspicion is never re-refuted, so a short blip kills a live member"]
 fn network_blips_kill_nobody() {
-    run_seeds("blips", [124, 136, 154]);
+    run_seeds("blips", regression_seeds(&[124, 136, 154, 4341], 300));
 }
 
-/// Bug: the same as `partition_never_kills_a_member_of_the_same_side`, with one-way cuts and
-/// loss instead of a split: the refuter cannot reach the suspecter directly, its re-broadcasts
-/// through others run out, and it ignores the suspecter's stale suspicion thereafter.
+/// The same as `partition_never_kills_a_member_of_the_same_side`, with one-way cuts and loss
+/// instead of a split: the refuter cannot reach the suspecter directly, and its re-broadcasts
+/// through others ran out. The relayed ack now carries the target's record.
 #[test]
-#[ignore = "bug: a stale suspicion is never re-refuted, so a cut-off member is declared Dead"]
 fn one_way_cuts_with_loss_kill_nobody() {
-    run_seeds("one_way_cut_lossy", [166]);
+    run_seeds("one_way_cut_lossy", regression_seeds(&[166], 300));
 }
 
-/// Bug: a fresh core starts at incarnation 0 and refutes to one above the highest incarnation
-/// it hears of itself. When that is not its previous life's highest, it publishes an
-/// incarnation its previous life already used, with other metadata; members that hold the old
-/// record at that incarnation never take the new one (Alive needs a strictly higher one), and
-/// are corrected only if the restarted member happens to pull its record from exactly them.
+/// A fresh core starts at incarnation 0 and refutes to one above the highest incarnation it
+/// hears of itself. When that is not its previous life's highest, it publishes an incarnation
+/// its previous life already used, with other metadata, which members holding the old record
+/// at that incarnation never took. Fixed: a member whose record of the sender differs from the
+/// sender's own record (here: same incarnation, other metadata) tells the sender, which refutes.
 #[test]
-#[ignore = "bug: a restarted member reuses an incarnation, members keep its old metadata"]
 fn restarted_member_record_wins_everywhere() {
-    run_seeds("restart_after_update", [5, 37, 44]);
+    run_seeds("restart_after_update", regression_seeds(&[5, 37, 44], 300));
 }
 
-/// Bug: the same as `restarted_member_record_wins_everywhere`, found by the storm: after
-/// 160 s of healthy network some members still hold a restarted member's previous-life
-/// metadata at the incarnation it now uses.
+/// The same as `restarted_member_record_wins_everywhere`, found by the storm: after 160 s of
+/// healthy network some members still held a restarted member's previous-life metadata at the
+/// incarnation it then used.
 #[test]
-#[ignore = "bug: a restarted member reuses an incarnation, members keep its old metadata"]
 fn stress_storm_then_views_equal_own_records() {
-    run_seeds("stress_consistent", [771, 1840, 4097, 4482, 4716]);
+    run_seeds(
+        "stress_consistent",
+        regression_seeds(&[771, 1840, 4097, 4482, 4716], 300),
+    );
 }
 
-/// Bug: a probe under way when the target's Left arrives still sends its `PingReq`s at the
-/// probe timeout, and relays ping a target they themselves know is Left.
+/// A probe under way when the target's Left arrived still sent its `PingReq`s at the probe
+/// timeout, and relays pinged a target they knew was Left. Fixed: the probe of a member that
+/// goes down ends at once; a relay that holds the target down answers with its record instead;
+/// nobody acks, relays for or corrects a member it holds Left.
 #[test]
-#[ignore = "bug: a member already seen Left everywhere is still probed indirectly"]
 fn leave_stops_probes_at_once() {
-    run_seeds("leave_no_grace", [31, 37, 79]);
+    run_seeds(
+        "leave_no_grace",
+        regression_seeds(&[31, 37, 79, 507, 1025, 1591, 1818], 300),
+    );
 }
 
-/// Bug: `Left` never wins over `Dead`, whatever the incarnations: a member that leaves while a
-/// split keeps the other side from hearing it is Dead there forever, although its own side
-/// saw its `Left` at a higher incarnation than the one it was declared Dead at.
+/// `Left` never won over `Dead`: a member that left while a split kept the other side from
+/// hearing it stayed Dead there forever, although its own side saw its `Left` at a higher
+/// incarnation. Fixed: Left(j) wins over Dead(i) iff `j >= i`.
 #[test]
-#[ignore = "bug: Left(i+1) does not override Dead(i), so a leave during a split stays Dead"]
 fn leave_during_partition_is_seen_left_after_heal() {
-    run_seeds("leave_partitioned", [0, 1, 2]);
+    run_seeds("leave_partitioned", regression_seeds(&[0, 1, 2], 300));
 }
 
-/// Weakness: `leave` announces `Left` once to each live member and then ignores everything,
-/// pings included. If every announcement is lost (3 members at 5% loss: 1 leave in 400), nobody
-/// ever hears of it and the leaver is declared Dead. Answering a ping with the `Left` record, or
-/// repeating the announcement for a while, would make a leave robust.
+/// `leave` announced `Left` once to each live member and then ignored everything, pings
+/// included: if every announcement was lost (3 members at 5% loss: 1 leave in 400), nobody
+/// heard of it and the leaver was declared Dead. Fixed: the announcement is repeated for
+/// `retransmit_multiplier` gossip intervals, and the leaver answers pings, ping requests and
+/// joins with its `Left` record.
 #[test]
-#[ignore = "weakness: a leave whose one-shot announcements are all lost ends as Dead"]
 fn leave_with_lossy_announcements_is_seen_left() {
-    run_seeds("leave_lossy", [101_767]);
+    run_seeds("leave_lossy", regression_seeds(&[101_767], 300));
 }
 
-/// Slow (a liveness weakness rather than a safety bug): anti-entropy is pull-only. A `Join`
-/// carries the joiner's own record and a few pending broadcasts, never its table; a member is
-/// not learnt from its pings; long-known records are no longer broadcast; and a member that
-/// knows anyone stops joining its contact points. So when two sub-clusters formed at boot
-/// (member 0 came up after others had found each other through other contact points), each
-/// member learns each member of the other only through a lucky anti-entropy pick: 20-60 s
-/// instead of one sync round.
+/// Anti-entropy was pull-only: a `Join` carried the joiner's own record and a few pending
+/// broadcasts, never its table; a member was not learnt from its pings; and a member that knew
+/// anyone stopped joining its contact points. So two sub-clusters formed at boot (member 0 came
+/// up after others had found each other through other contact points) merged only through a
+/// lucky anti-entropy pick: 20-60 s instead of one sync round. Fixed: contact points not known
+/// live are joined with backoff, a `Join` carries the joiner's table (push-pull), and pings and
+/// acks carry the sender's own record.
 #[test]
-#[ignore = "slow: pull-only anti-entropy merges sub-clusters in several sync rounds"]
 fn cold_start_converges_within_one_sync_round() {
-    run_seeds("cold_start_tight", [60, 71, 92, 103_178]);
+    run_seeds(
+        "cold_start_tight",
+        regression_seeds(&[60, 71, 92, 2536, 3039, 103_178], 300),
+    );
 }

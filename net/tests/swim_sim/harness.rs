@@ -714,9 +714,9 @@ impl Sim {
                 let repeated = match event {
                     MembershipEvent::MemberSuspect(_) => previous.state == MemberState::Suspect,
                     MembershipEvent::MemberAlive(_) => previous.state == MemberState::Alive,
-                    MembershipEvent::MemberDead(_) | MembershipEvent::MemberLeft(_) => {
-                        previous.state.is_down()
-                    }
+                    MembershipEvent::MemberDead(_) => previous.state.is_down(),
+                    // Left overrides Dead (the member said so itself), never the reverse.
+                    MembershipEvent::MemberLeft(_) => previous.state == MemberState::Left,
                     _ => false,
                 };
                 if repeated {
