@@ -1,6 +1,10 @@
 //! Starts `sluice dev` (the README's run command) on its own ports, runs a short
 //! `sluice-bench append --json` against it, and checks the report's shape (never its speed).
 //! Then it stops `sluice dev` with SIGINT, as Ctrl-C would, and checks it exits cleanly.
+//!
+//! The brokers run two shards each (`threads.cpuThreadCount` 2), so one partition's replica
+//! lives on the second shard of every broker: appends to it cross the shard channels on the
+//! leader and Raft traffic crosses them on every broker. The other tests run one shard.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -72,6 +76,7 @@ fn dev_cluster_serves_a_short_bench_run() {
         .env("ZEEBE_BROKER_CLUSTER_ELECTIONTIMEOUT", "1000ms")
         .env("ZEEBE_BROKER_CLUSTER_HEARTBEATINTERVAL", "100ms")
         .env("ZEEBE_BROKER_DATA_LOGSEGMENTSIZE", "16MB")
+        .env("ZEEBE_BROKER_THREADS_CPUTHREADCOUNT", "2")
         .stdout(Stdio::piped())
         .spawn()
         .expect("starting sluice dev"));
