@@ -57,7 +57,8 @@
 //!   also pushed to `gossip_fanout` random members.
 //! - Contact points are addresses only. The member sends `Join` to every contact point at whose
 //!   address it knows no live (Alive or Suspect) member, and to all of them until it first
-//!   receives a `Sync` (knowing a member from its ping is not knowing its table): every probe
+//!   receives a `Sync` (knowing a member from its ping is not knowing its table; a member
+//!   without contact points joins a random live member it knows of instead): every probe
 //!   interval while it knows no live member at all, else at an interval that doubles from the
 //!   probe interval up to `sync_interval_ms`, and starts over when a contact point's member is
 //!   declared Dead. So sub-clusters that formed before a contact point came up meet through it
@@ -532,7 +533,9 @@ impl Swim {
             next_probe_at_ms: now_ms + config.probe_interval_ms,
             next_gossip_at_ms: now_ms + config.gossip_interval_ms,
             next_sync_at_ms: now_ms + config.sync_interval_ms,
-            next_join_at_ms: now_ms,
+            // `join` sends at once; without contact points the first pull from a member
+            // learnt meanwhile waits a probe interval.
+            next_join_at_ms: now_ms + config.probe_interval_ms,
             join_interval_ms: config.probe_interval_ms,
             synced: false,
             config,
@@ -783,7 +786,7 @@ impl Swim {
         {
             deadline = deadline.min(probe.sent_at_ms + self.config.probe_timeout_ms);
         }
-        if !self.contact_points.is_empty() {
+        if !self.contact_points.is_empty() || !self.synced {
             deadline = deadline.min(self.next_join_at_ms);
         }
         for entry in self.members.values() {
@@ -1363,9 +1366,11 @@ impl Swim {
 
     /// Joins the contact points at whose address no live member is known: sub-clusters that
     /// formed before a contact point came up find it (and through it each other) within a
-    /// join interval instead of waiting for a lucky anti-entropy pick.
+    /// join interval instead of waiting for a lucky anti-entropy pick. Until a `Sync` arrived,
+    /// every contact point is joined, and a member without contact points (say, the first
+    /// broker, restarted) joins a random live member it knows of.
     fn run_joins(&mut self) {
-        if self.now_ms < self.next_join_at_ms || self.contact_points.is_empty() {
+        if self.now_ms < self.next_join_at_ms || (self.contact_points.is_empty() && self.synced) {
             return;
         }
         let live: BTreeSet<&str> = self
@@ -1376,12 +1381,16 @@ impl Swim {
             .collect();
         let alone = live.is_empty();
         let synced = self.synced;
-        let targets: Vec<String> = self
+        let mut targets: Vec<String> = self
             .contact_points
             .iter()
             .filter(|address| !synced || !live.contains(address.as_str()))
             .cloned()
             .collect();
+        if targets.is_empty() && !synced && !alone {
+            let index = self.rng.below(live.len());
+            targets.extend(live.iter().nth(index).map(|address| (*address).to_owned()));
+        }
         if alone {
             self.join_interval_ms = self.config.probe_interval_ms;
         }
@@ -2884,6 +2893,31 @@ mod tests {
             0,
             "a known contact point is no longer joined once a table arrived"
         );
+    }
+
+    #[test]
+    fn member_without_contact_points_pulls_a_table() {
+        let mut node = lone_node();
+        let ping = Message {
+            sender_id: 2,
+            kind: MessageKind::Ping {
+                sequence: 1,
+                target_id: 1,
+            },
+            updates: vec![alive(2, 0)],
+        };
+        node.handle_message(&address(2), ping, 5).expect("valid");
+        while node.poll_transmit().is_some() {}
+        let mut joins = Vec::new();
+        while node.poll_timeout() <= SwimConfig::default().probe_interval_ms {
+            node.handle_tick(node.poll_timeout());
+            joins.extend(
+                std::iter::from_fn(|| node.poll_transmit())
+                    .filter(|transmit| transmit.message.kind == MessageKind::Join)
+                    .map(|transmit| transmit.to_address),
+            );
+        }
+        assert_eq!(joins, vec![address(2)], "a table is pulled from member 2");
     }
 
     #[test]
