@@ -1,0 +1,340 @@
+//! Jobs: activation in batches, completion, failure with retries and back-off, thrown errors,
+//! retries and timeout updates, deadlines.
+
+use super::{Engine, Output, RequestId, SideEffect, Step, parse_variables};
+use crate::record::{
+    ErrorType, Intent, JobBatchValue, JobValue, Key, Record, RecordValue, RejectionType,
+};
+use crate::state::JobState;
+
+impl Engine {
+    pub(super) fn process_job(
+        &mut self,
+        command: &Record,
+        value: &JobValue,
+        request: Option<RequestId>,
+        out: &mut Output,
+    ) {
+        let key = command.key;
+        let action = match command.intent {
+            Intent::Complete => "complete",
+            Intent::Fail => "fail",
+            Intent::ThrowError => "throw an error for",
+            Intent::UpdateRetries => "update retries of",
+            Intent::UpdateTimeout => "update the timeout of",
+            Intent::TimeOut => "time out",
+            Intent::RecurAfterBackoff => "recur",
+            _ => {
+                let reason = format!(
+                    "Expected a job command, but got intent {:?}",
+                    command.intent
+                );
+                self.reject(command, request, RejectionType::InvalidArgument, reason, out);
+                return;
+            }
+        };
+        let Some(job) = self.state.jobs.get(&key) else {
+            let reason =
+                format!("Expected to {action} job with key '{key}', but no such job was found");
+            self.reject(command, request, RejectionType::NotFound, reason, out);
+            return;
+        };
+        let job_state = job.state;
+        let state_word = match job_state {
+            JobState::Activatable => "activatable",
+            JobState::Activated => "activated",
+            JobState::Failed => "failed",
+            JobState::BackingOff => "failed and backing off",
+            JobState::ErrorThrown => "in error state",
+        };
+        match command.intent {
+            Intent::Complete | Intent::Fail | Intent::ThrowError => {
+                if !matches!(job_state, JobState::Activatable | JobState::Activated) {
+                    let reason = format!(
+                        "Expected to {action} job with key '{key}', but it is {state_word}"
+                    );
+                    self.reject(command, request, RejectionType::InvalidState, reason, out);
+                    return;
+                }
+            }
+            Intent::TimeOut | Intent::UpdateTimeout => {
+                if job_state != JobState::Activated {
+                    let reason = format!(
+                        "Expected to {action} job with key '{key}', but it is {state_word}"
+                    );
+                    self.reject(command, request, RejectionType::InvalidState, reason, out);
+                    return;
+                }
+            }
+            Intent::RecurAfterBackoff => {
+                if job_state != JobState::BackingOff {
+                    let reason = format!(
+                        "Expected to {action} job with key '{key}', but it is {state_word}"
+                    );
+                    self.reject(command, request, RejectionType::InvalidState, reason, out);
+                    return;
+                }
+            }
+            _ => {}
+        }
+        match command.intent {
+            Intent::Complete => self.complete_job(command, value, request, out),
+            Intent::Fail => self.fail_job(command, value, request, out),
+            Intent::ThrowError => self.throw_job_error(command, value, request, out),
+            Intent::UpdateRetries => {
+                if value.retries < 1 {
+                    let reason = format!(
+                        "Expected to update retries of job with key '{key}' with a positive \
+                         amount of retries, but got {}",
+                        value.retries
+                    );
+                    self.reject(command, request, RejectionType::InvalidArgument, reason, out);
+                    return;
+                }
+                let mut updated = self.job_value(key);
+                updated.retries = value.retries;
+                self.write_event_and_respond(
+                    key,
+                    Intent::RetriesUpdated,
+                    RecordValue::Job(updated),
+                    request,
+                    out,
+                );
+            }
+            Intent::UpdateTimeout => {
+                let mut updated = self.job_value(key);
+                updated.timeout = value.timeout;
+                updated.deadline = self.now_ms.saturating_add(value.timeout);
+                self.write_event_and_respond(
+                    key,
+                    Intent::TimeoutUpdated,
+                    RecordValue::Job(updated),
+                    request,
+                    out,
+                );
+            }
+            Intent::TimeOut => {
+                let timed_out = self.job_value(key);
+                let job_type = timed_out.job_type.clone();
+                self.write_event(key, Intent::TimedOut, RecordValue::Job(timed_out), out);
+                out.side_effects.push(SideEffect::JobsAvailable { job_type });
+            }
+            Intent::RecurAfterBackoff => {
+                let recurred = self.job_value(key);
+                let job_type = recurred.job_type.clone();
+                self.write_event(
+                    key,
+                    Intent::RecurredAfterBackoff,
+                    RecordValue::Job(recurred),
+                    out,
+                );
+                out.side_effects.push(SideEffect::JobsAvailable { job_type });
+            }
+            _ => unreachable!("filtered above"),
+        }
+    }
+
+    fn complete_job(
+        &mut self,
+        command: &Record,
+        value: &JobValue,
+        request: Option<RequestId>,
+        out: &mut Output,
+    ) {
+        let key = command.key;
+        let variables = match parse_variables(&value.variables) {
+            Ok(variables) => variables,
+            Err(reason) => {
+                self.reject(command, request, RejectionType::InvalidArgument, reason, out);
+                return;
+            }
+        };
+        let mut completed = self.job_value(key);
+        completed.variables.clone_from(&value.variables);
+        let element_instance_key = completed.element_instance_key;
+        self.write_event_and_respond(key, Intent::Completed, RecordValue::Job(completed), request, out);
+        self.steps.push_back(Step::Complete {
+            key: element_instance_key,
+            variables: Some(variables),
+        });
+    }
+
+    fn fail_job(
+        &mut self,
+        command: &Record,
+        value: &JobValue,
+        request: Option<RequestId>,
+        out: &mut Output,
+    ) {
+        let key = command.key;
+        if value.retry_backoff < 0 {
+            let reason = format!(
+                "Expected to fail job with key '{key}' with a non-negative back-off, but got {}",
+                value.retry_backoff
+            );
+            self.reject(command, request, RejectionType::InvalidArgument, reason, out);
+            return;
+        }
+        let mut failed = self.job_value(key);
+        failed.retries = value.retries;
+        failed.error_message.clone_from(&value.error_message);
+        failed.retry_backoff = value.retry_backoff;
+        failed.recurring_time = if value.retries > 0 && value.retry_backoff > 0 {
+            self.now_ms.saturating_add(value.retry_backoff)
+        } else {
+            -1
+        };
+        failed.deadline = -1;
+        let job_type = failed.job_type.clone();
+        let element_instance_key = failed.element_instance_key;
+        let error_message = failed.error_message.clone();
+        self.write_event_and_respond(key, Intent::Failed, RecordValue::Job(failed), request, out);
+        if value.retries <= 0 {
+            let message = if error_message.is_empty() {
+                "No more retries left.".to_owned()
+            } else {
+                error_message
+            };
+            if self.state.element_instances.contains_key(&element_instance_key) {
+                self.raise_incident(
+                    element_instance_key,
+                    ErrorType::JobNoRetries,
+                    message,
+                    key,
+                    out,
+                );
+            }
+        } else if value.retry_backoff == 0 {
+            out.side_effects.push(SideEffect::JobsAvailable { job_type });
+        }
+    }
+
+    fn throw_job_error(
+        &mut self,
+        command: &Record,
+        value: &JobValue,
+        request: Option<RequestId>,
+        out: &mut Output,
+    ) {
+        let key = command.key;
+        if value.error_code.is_empty() {
+            let reason = format!(
+                "Expected to throw an error for job with key '{key}' with an error code, but it \
+                 was empty"
+            );
+            self.reject(command, request, RejectionType::InvalidArgument, reason, out);
+            return;
+        }
+        let mut thrown = self.job_value(key);
+        thrown.error_code.clone_from(&value.error_code);
+        thrown.error_message.clone_from(&value.error_message);
+        let element_instance_key = thrown.element_instance_key;
+        self.write_event_and_respond(key, Intent::ErrorThrown, RecordValue::Job(thrown), request, out);
+        if !self.throw_error(element_instance_key, &value.error_code, out) {
+            let message = format!(
+                "Expected to throw an error event with the code '{}' with message '{}', but it \
+                 was not caught. No error events are available in the scope.",
+                value.error_code, value.error_message
+            );
+            self.raise_incident(
+                element_instance_key,
+                ErrorType::UnhandledErrorEvent,
+                message,
+                key,
+                out,
+            );
+        }
+    }
+
+    pub(super) fn activate_jobs(
+        &mut self,
+        command: &Record,
+        value: &JobBatchValue,
+        request: Option<RequestId>,
+        out: &mut Output,
+    ) {
+        let problem = if value.job_type.is_empty() {
+            Some("Expected to activate jobs of a type, but the type is empty".to_owned())
+        } else if value.max_jobs_to_activate < 1 {
+            Some(format!(
+                "Expected to activate at least one job, but max jobs to activate is {}",
+                value.max_jobs_to_activate
+            ))
+        } else if value.timeout < 1 {
+            Some(format!(
+                "Expected to activate jobs with a positive timeout, but it is {}",
+                value.timeout
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = problem {
+            self.reject(command, request, RejectionType::InvalidArgument, reason, out);
+            return;
+        }
+        let max = usize::try_from(value.max_jobs_to_activate).unwrap_or(usize::MAX);
+        let candidates: Vec<Key> = self
+            .state
+            .activatable
+            .get(value.job_type.as_str())
+            .map(|keys| keys.iter().copied().take(max.saturating_add(1)).collect())
+            .unwrap_or_default();
+        let deadline = self.now_ms.saturating_add(value.timeout);
+        let mut batch = JobBatchValue {
+            job_keys: Vec::new(),
+            jobs: Vec::new(),
+            truncated: false,
+            ..value.clone()
+        };
+        let mut bytes = 0_usize;
+        for job_key in candidates {
+            if batch.jobs.len() == max {
+                batch.truncated = true;
+                break;
+            }
+            let mut job = self.job_value(job_key);
+            let visible = self.state.visible_variables(job.element_instance_key);
+            let variables: serde_json::Map<String, serde_json::Value> =
+                if value.fetch_variables.is_empty() {
+                    visible
+                } else {
+                    visible
+                        .into_iter()
+                        .filter(|(name, _)| value.fetch_variables.contains(name))
+                        .collect()
+                };
+            job.variables = serde_json::Value::Object(variables).to_string();
+            job.deadline = deadline;
+            job.worker.clone_from(&value.worker);
+            job.timeout = value.timeout;
+            bytes += job.variables.len() + job.job_type.len() + 256;
+            if bytes > self.config.job_batch_bytes_max && !batch.jobs.is_empty() {
+                batch.truncated = true;
+                break;
+            }
+            batch.job_keys.push(job_key);
+            batch.jobs.push(job);
+        }
+        if batch.jobs.is_empty() {
+            // Nothing to hand out: answer at once, write nothing (the command is dropped from
+            // the batch by `process`).
+            if let Some(request) = request {
+                let mut record = command.clone();
+                record.record_type = crate::record::RecordType::Event;
+                record.intent = Intent::Activated;
+                record.value = RecordValue::JobBatch(batch);
+                out.side_effects
+                    .push(SideEffect::Respond { request, record });
+            }
+            return;
+        }
+        let key = self.state.next_key();
+        self.write_event_and_respond(
+            key,
+            Intent::Activated,
+            RecordValue::JobBatch(batch),
+            request,
+            out,
+        );
+    }
+}

@@ -1,0 +1,628 @@
+//! Messages and their subscriptions across partitions.
+//!
+//! A message lives on the partition its correlation key hashes to
+//! ([`super::subscription_partition`]); an element instance that waits for a message lives on its
+//! instance's partition. The two talk with commands sent after commit:
+//!
+//! ```text
+//! instance partition                          message partition
+//! PROCESS_MESSAGE_SUBSCRIPTION CREATING  ──▶  MESSAGE_SUBSCRIPTION CREATE → CREATED
+//! PROCESS_MESSAGE_SUBSCRIPTION CREATED   ◀──  (ack)
+//!                                        ◀──  CORRELATING (a message matched)
+//! PROCESS_MESSAGE_SUBSCRIPTION CORRELATED ──▶ MESSAGE_SUBSCRIPTION CORRELATED (ack)
+//! ```
+//!
+//! Every unacknowledged step is re-sent by [`Engine::tick`] until its answer arrives; every
+//! handler is idempotent, so a duplicate does nothing twice.
+
+use super::{Engine, Output, RequestId, Step, parse_variables, subscription_partition};
+use crate::model::MessageRef;
+use crate::record::{
+    Intent, Key, MessageStartEventSubscriptionValue, MessageSubscriptionValue, MessageValue,
+    ProcessMessageSubscriptionValue, Record, RecordValue, RejectionType, key_partition,
+};
+use crate::state::{ElementState, ProcessSubscriptionState};
+
+impl Engine {
+    pub(super) fn publish_message(
+        &mut self,
+        command: &Record,
+        value: &MessageValue,
+        request: Option<RequestId>,
+        out: &mut Output,
+    ) {
+        if value.name.is_empty() {
+            let reason = "Expected to publish a message with a name, but the name is empty";
+            self.reject(command, request, RejectionType::InvalidArgument, reason.into(), out);
+            return;
+        }
+        if value.time_to_live < 0 {
+            let reason = format!(
+                "Expected to publish a message with a non-negative time to live, but got {}",
+                value.time_to_live
+            );
+            self.reject(command, request, RejectionType::InvalidArgument, reason, out);
+            return;
+        }
+        let variables = match parse_variables(&value.variables) {
+            Ok(variables) => variables,
+            Err(reason) => {
+                self.reject(command, request, RejectionType::InvalidArgument, reason, out);
+                return;
+            }
+        };
+        if !value.message_id.is_empty() {
+            let index = (value.name.clone(), value.correlation_key.clone());
+            let duplicate = self
+                .state
+                .messages_by_correlation
+                .get(&index)
+                .is_some_and(|keys| {
+                    keys.iter()
+                        .any(|key| self.state.messages[key].message_id == value.message_id)
+                });
+            if duplicate {
+                let reason = format!(
+                    "Expected to publish a new message with id '{}', but a message with that id \
+                     was already published",
+                    value.message_id
+                );
+                self.reject(command, request, RejectionType::AlreadyExists, reason, out);
+                return;
+            }
+        }
+        let key = self.state.next_key();
+        let published = MessageValue {
+            deadline: self.now_ms.saturating_add(value.time_to_live),
+            ..value.clone()
+        };
+        self.write_event_and_respond(
+            key,
+            Intent::Published,
+            RecordValue::Message(published.clone()),
+            request,
+            out,
+        );
+        let mut correlated: Vec<String> = Vec::new();
+        // Waiting instances: at most one instance per process.
+        let index = (value.name.clone(), value.correlation_key.clone());
+        let mut subscriptions: Vec<Key> = self
+            .state
+            .subscriptions_by_correlation
+            .get(&index)
+            .cloned()
+            .unwrap_or_default();
+        subscriptions.sort_unstable();
+        for subscription_key in subscriptions {
+            let subscription = &self.state.message_subscriptions[&subscription_key];
+            if subscription.correlating_message.is_some()
+                || correlated.contains(&subscription.value.bpmn_process_id)
+            {
+                continue;
+            }
+            correlated.push(subscription.value.bpmn_process_id.clone());
+            self.correlate(subscription_key, key, &published, out);
+        }
+        // Message start events: one new instance per process.
+        let mut starts: Vec<(Key, Key, String, String)> = self
+            .state
+            .message_start_subscriptions
+            .values()
+            .filter(|s| s.message_name == value.name)
+            .map(|s| {
+                (
+                    s.key,
+                    s.process_definition_key,
+                    s.bpmn_process_id.clone(),
+                    s.start_event_id.clone(),
+                )
+            })
+            .collect();
+        starts.sort_unstable();
+        for (subscription_key, definition_key, bpmn_process_id, start_event_id) in starts {
+            if correlated.contains(&bpmn_process_id) {
+                continue;
+            }
+            let Some(definition) = self.definition(definition_key) else {
+                continue;
+            };
+            let Some(start) = definition.model.element_index(&start_event_id) else {
+                continue;
+            };
+            correlated.push(bpmn_process_id.clone());
+            let process_instance_key = self.state.next_key_peek();
+            self.write_event(
+                subscription_key,
+                Intent::Correlated,
+                RecordValue::MessageStartEventSubscription(MessageStartEventSubscriptionValue {
+                    process_definition_key: definition_key,
+                    bpmn_process_id,
+                    start_event_id,
+                    message_name: value.name.clone(),
+                    correlation_key: value.correlation_key.clone(),
+                    message_key: key,
+                    process_instance_key,
+                    variables: published.variables.clone(),
+                }),
+                out,
+            );
+            let started = self.start_instance(&definition, start, variables.clone(), out);
+            debug_assert_eq!(started, process_instance_key);
+        }
+    }
+
+    /// Marks a subscription as correlating a message and tells the instance's partition.
+    fn correlate(
+        &mut self,
+        subscription_key: Key,
+        message_key: Key,
+        message: &MessageValue,
+        out: &mut Output,
+    ) {
+        let mut value = self.state.message_subscriptions[&subscription_key]
+            .value
+            .clone();
+        value.message_key = message_key;
+        value.variables.clone_from(&message.variables);
+        self.write_event(
+            subscription_key,
+            Intent::Correlating,
+            RecordValue::MessageSubscription(value.clone()),
+            out,
+        );
+        self.send_correlate(&value, out);
+    }
+
+    fn send_correlate(&mut self, value: &MessageSubscriptionValue, out: &mut Output) {
+        let command = Record::command_for(
+            value.element_instance_key,
+            Intent::Correlate,
+            RecordValue::ProcessMessageSubscription(ProcessMessageSubscriptionValue {
+                subscription_partition_id: self.config.partition_id,
+                process_instance_key: value.process_instance_key,
+                element_instance_key: value.element_instance_key,
+                bpmn_process_id: value.bpmn_process_id.clone(),
+                element_id: String::new(),
+                message_name: value.message_name.clone(),
+                correlation_key: value.correlation_key.clone(),
+                message_key: value.message_key,
+                variables: value.variables.clone(),
+                interrupting: true,
+            }),
+        );
+        self.send(key_partition(value.process_instance_key), command, out);
+    }
+
+    pub(super) fn expire_message(&mut self, command: &Record, out: &mut Output) {
+        let Some(message) = self.state.messages.get(&command.key) else {
+            return;
+        };
+        let value = MessageValue {
+            name: message.name.clone(),
+            correlation_key: message.correlation_key.clone(),
+            message_id: message.message_id.clone(),
+            variables: message.variables.clone(),
+            deadline: message.deadline_ms,
+            time_to_live: 0,
+        };
+        self.write_event(command.key, Intent::Expired, RecordValue::Message(value), out);
+    }
+
+    /// The subscription of the element instance `element_key` among those of (name, key).
+    fn find_subscription(&self, value: &MessageSubscriptionValue) -> Option<Key> {
+        let index = (value.message_name.clone(), value.correlation_key.clone());
+        self.state
+            .subscriptions_by_correlation
+            .get(&index)?
+            .iter()
+            .copied()
+            .find(|key| {
+                self.state.message_subscriptions[key]
+                    .value
+                    .element_instance_key
+                    == value.element_instance_key
+            })
+    }
+
+    /// Commands on the message partition's side.
+    pub(super) fn process_message_subscription(
+        &mut self,
+        command: &Record,
+        value: &MessageSubscriptionValue,
+        out: &mut Output,
+    ) {
+        match command.intent {
+            Intent::Create => {
+                if self.find_subscription(value).is_none() {
+                    let key = self.state.next_key();
+                    self.write_event(
+                        key,
+                        Intent::Created,
+                        RecordValue::MessageSubscription(value.clone()),
+                        out,
+                    );
+                    // A buffered message not yet correlated to this process?
+                    let index = (value.message_name.clone(), value.correlation_key.clone());
+                    let now = self.now_ms;
+                    let buffered = self
+                        .state
+                        .messages_by_correlation
+                        .get(&index)
+                        .and_then(|keys| {
+                            keys.iter().copied().find(|message_key| {
+                                let message = &self.state.messages[message_key];
+                                message.deadline_ms > now
+                                    && !message.correlated_to.contains(&value.bpmn_process_id)
+                            })
+                        });
+                    if let Some(message_key) = buffered {
+                        let message = &self.state.messages[&message_key];
+                        let message = MessageValue {
+                            name: message.name.clone(),
+                            correlation_key: message.correlation_key.clone(),
+                            variables: message.variables.clone(),
+                            ..MessageValue::default()
+                        };
+                        self.correlate(key, message_key, &message, out);
+                    }
+                }
+                let ack = Record::command_for(
+                    value.element_instance_key,
+                    Intent::Create,
+                    RecordValue::ProcessMessageSubscription(ProcessMessageSubscriptionValue {
+                        subscription_partition_id: self.config.partition_id,
+                        process_instance_key: value.process_instance_key,
+                        element_instance_key: value.element_instance_key,
+                        bpmn_process_id: value.bpmn_process_id.clone(),
+                        message_name: value.message_name.clone(),
+                        correlation_key: value.correlation_key.clone(),
+                        interrupting: value.interrupting,
+                        ..ProcessMessageSubscriptionValue::default()
+                    }),
+                );
+                self.send(key_partition(value.process_instance_key), ack, out);
+            }
+            Intent::Correlate => {
+                if let Some(key) = self.find_subscription(value) {
+                    let mut correlated = self.state.message_subscriptions[&key].value.clone();
+                    correlated.message_key = value.message_key;
+                    self.write_event(
+                        key,
+                        Intent::Correlated,
+                        RecordValue::MessageSubscription(correlated),
+                        out,
+                    );
+                }
+            }
+            Intent::Delete => {
+                if let Some(key) = self.find_subscription(value) {
+                    let deleted = self.state.message_subscriptions[&key].value.clone();
+                    self.write_event(
+                        key,
+                        Intent::Deleted,
+                        RecordValue::MessageSubscription(deleted),
+                        out,
+                    );
+                }
+                let ack = Record::command_for(
+                    value.element_instance_key,
+                    Intent::Delete,
+                    RecordValue::ProcessMessageSubscription(ProcessMessageSubscriptionValue {
+                        subscription_partition_id: self.config.partition_id,
+                        process_instance_key: value.process_instance_key,
+                        element_instance_key: value.element_instance_key,
+                        bpmn_process_id: value.bpmn_process_id.clone(),
+                        message_name: value.message_name.clone(),
+                        correlation_key: value.correlation_key.clone(),
+                        ..ProcessMessageSubscriptionValue::default()
+                    }),
+                );
+                self.send(key_partition(value.process_instance_key), ack, out);
+            }
+            Intent::Reject => {
+                // The instance could not take the message: it may go to another instance of
+                // the same process.
+                let subscription = self.find_subscription(value);
+                if let Some(key) = subscription {
+                    let deleted = self.state.message_subscriptions[&key].value.clone();
+                    self.write_event(
+                        key,
+                        Intent::Deleted,
+                        RecordValue::MessageSubscription(deleted),
+                        out,
+                    );
+                }
+                let key = subscription.unwrap_or(command.key);
+                self.write_event(
+                    key,
+                    Intent::Rejected,
+                    RecordValue::MessageSubscription(value.clone()),
+                    out,
+                );
+                let Some(message) = self.state.messages.get(&value.message_key) else {
+                    return;
+                };
+                let message = MessageValue {
+                    name: message.name.clone(),
+                    correlation_key: message.correlation_key.clone(),
+                    variables: message.variables.clone(),
+                    ..MessageValue::default()
+                };
+                let index = (value.message_name.clone(), value.correlation_key.clone());
+                let mut candidates: Vec<Key> = self
+                    .state
+                    .subscriptions_by_correlation
+                    .get(&index)
+                    .cloned()
+                    .unwrap_or_default();
+                candidates.sort_unstable();
+                let next = candidates.into_iter().find(|key| {
+                    let subscription = &self.state.message_subscriptions[key];
+                    subscription.correlating_message.is_none()
+                        && subscription.value.bpmn_process_id == value.bpmn_process_id
+                });
+                if let Some(next) = next {
+                    self.correlate(next, value.message_key, &message, out);
+                }
+            }
+            _ => {
+                let reason = format!(
+                    "Expected a message subscription command, but got intent {:?}",
+                    command.intent
+                );
+                self.reject(command, None, RejectionType::InvalidArgument, reason, out);
+            }
+        }
+    }
+
+    /// Commands on the instance partition's side.
+    pub(super) fn process_process_subscription(
+        &mut self,
+        command: &Record,
+        value: &ProcessMessageSubscriptionValue,
+        out: &mut Output,
+    ) {
+        let element_key = value.element_instance_key;
+        let subscription = self
+            .state
+            .process_subscriptions
+            .get(&element_key)
+            .map(|s| (s.key, s.state, s.value.clone()));
+        match command.intent {
+            Intent::Create => {
+                if let Some((key, ProcessSubscriptionState::Creating, current)) = subscription {
+                    self.write_event(
+                        key,
+                        Intent::Created,
+                        RecordValue::ProcessMessageSubscription(current),
+                        out,
+                    );
+                }
+            }
+            Intent::Correlate => {
+                let waiting = self
+                    .state
+                    .element_instances
+                    .get(&element_key)
+                    .is_some_and(|instance| instance.state == ElementState::Activated);
+                match subscription {
+                    Some((key, ProcessSubscriptionState::Creating | ProcessSubscriptionState::Opened, current))
+                        if waiting && current.message_name == value.message_name =>
+                    {
+                        let variables = parse_variables(&value.variables).unwrap_or_default();
+                        let correlated = ProcessMessageSubscriptionValue {
+                            message_key: value.message_key,
+                            variables: value.variables.clone(),
+                            ..current
+                        };
+                        self.write_event(
+                            key,
+                            Intent::Correlated,
+                            RecordValue::ProcessMessageSubscription(correlated.clone()),
+                            out,
+                        );
+                        let ack = Record::command_for(
+                            key,
+                            Intent::Correlate,
+                            RecordValue::MessageSubscription(MessageSubscriptionValue {
+                                process_instance_key: correlated.process_instance_key,
+                                element_instance_key: element_key,
+                                bpmn_process_id: correlated.bpmn_process_id.clone(),
+                                message_name: correlated.message_name.clone(),
+                                correlation_key: correlated.correlation_key.clone(),
+                                message_key: value.message_key,
+                                variables: String::new(),
+                                interrupting: true,
+                            }),
+                        );
+                        self.send(value.subscription_partition_id, ack, out);
+                        self.steps.push_back(Step::Complete {
+                            key: element_key,
+                            variables: Some(variables),
+                        });
+                    }
+                    _ => {
+                        let reason = format!(
+                            "Expected to correlate a message to the element instance '{element_key}', \
+                             but it no longer waits for it"
+                        );
+                        self.reject(command, None, RejectionType::InvalidState, reason, out);
+                        let reject = Record::command_for(
+                            command.key,
+                            Intent::Reject,
+                            RecordValue::MessageSubscription(MessageSubscriptionValue {
+                                process_instance_key: value.process_instance_key,
+                                element_instance_key: element_key,
+                                bpmn_process_id: value.bpmn_process_id.clone(),
+                                message_name: value.message_name.clone(),
+                                correlation_key: value.correlation_key.clone(),
+                                message_key: value.message_key,
+                                variables: String::new(),
+                                interrupting: true,
+                            }),
+                        );
+                        self.send(value.subscription_partition_id, reject, out);
+                    }
+                }
+            }
+            Intent::Delete => {
+                if let Some((key, ProcessSubscriptionState::Deleting, current)) = subscription {
+                    self.write_event(
+                        key,
+                        Intent::Deleted,
+                        RecordValue::ProcessMessageSubscription(current),
+                        out,
+                    );
+                }
+            }
+            _ => {
+                let reason = format!(
+                    "Expected a process message subscription command, but got intent {:?}",
+                    command.intent
+                );
+                self.reject(command, None, RejectionType::InvalidArgument, reason, out);
+            }
+        }
+    }
+
+    /// The message name and correlation key an element waits for.
+    pub(super) fn subscription_for(
+        &self,
+        message: &MessageRef,
+        key: Key,
+    ) -> Result<(String, String), String> {
+        let name = self.evaluate_string(&message.name, key)?;
+        let Some(correlation_key) = &message.correlation_key else {
+            return Err(format!("message '{name}' has no correlation key"));
+        };
+        let correlation_key = self.evaluate_string(correlation_key, key).map_err(|error| {
+            format!("failed to extract the correlation key for '{}': {error}", correlation_key.text)
+        })?;
+        Ok((name, correlation_key))
+    }
+
+    /// Opens the subscription of a waiting element on the message's partition.
+    pub(super) fn open_subscription(
+        &mut self,
+        element_key: Key,
+        message_name: String,
+        correlation_key: String,
+        out: &mut Output,
+    ) {
+        let instance = &self.state.element_instances[&element_key];
+        let definition = self
+            .definition(instance.process_definition_key)
+            .expect("deployed");
+        let value = ProcessMessageSubscriptionValue {
+            subscription_partition_id: subscription_partition(
+                &correlation_key,
+                self.config.partition_count,
+            ),
+            process_instance_key: instance.process_instance_key,
+            element_instance_key: element_key,
+            bpmn_process_id: definition.bpmn_process_id.to_string(),
+            element_id: definition.model.element(instance.element).id.clone(),
+            message_name,
+            correlation_key,
+            message_key: -1,
+            variables: String::new(),
+            interrupting: true,
+        };
+        let key = self.state.next_key();
+        self.write_event(
+            key,
+            Intent::Creating,
+            RecordValue::ProcessMessageSubscription(value.clone()),
+            out,
+        );
+        self.send_subscription_command(&value, Intent::Create, out);
+    }
+
+    fn send_subscription_command(
+        &mut self,
+        value: &ProcessMessageSubscriptionValue,
+        intent: Intent,
+        out: &mut Output,
+    ) {
+        let command = Record::command_for(
+            -1,
+            intent,
+            RecordValue::MessageSubscription(MessageSubscriptionValue {
+                process_instance_key: value.process_instance_key,
+                element_instance_key: value.element_instance_key,
+                bpmn_process_id: value.bpmn_process_id.clone(),
+                message_name: value.message_name.clone(),
+                correlation_key: value.correlation_key.clone(),
+                message_key: -1,
+                variables: String::new(),
+                interrupting: value.interrupting,
+            }),
+        );
+        self.send(value.subscription_partition_id, command, out);
+    }
+
+    /// Closes the subscription of an element that stops waiting.
+    pub(super) fn close_subscription(&mut self, element_key: Key, out: &mut Output) {
+        let Some(subscription) = self.state.process_subscriptions.get(&element_key) else {
+            return;
+        };
+        if subscription.state == ProcessSubscriptionState::Deleting {
+            return;
+        }
+        let (key, value) = (subscription.key, subscription.value.clone());
+        self.write_event(
+            key,
+            Intent::Deleting,
+            RecordValue::ProcessMessageSubscription(value.clone()),
+            out,
+        );
+        self.send_subscription_command(&value, Intent::Delete, out);
+    }
+
+    /// Re-sends every cross-partition command still waiting for its answer.
+    pub(super) fn resend_pending(&mut self, now_ms: i64, out: &mut Output) {
+        self.resend_distributions(now_ms, out);
+        let interval = self.config.resend_interval_ms;
+        let mut due: Vec<Key> = self
+            .state
+            .process_subscriptions
+            .values()
+            .filter(|s| s.state != ProcessSubscriptionState::Opened && s.resent_at_ms + interval <= now_ms)
+            .map(|s| s.value.element_instance_key)
+            .collect();
+        due.sort_unstable();
+        for element_key in due {
+            let subscription = self
+                .state
+                .process_subscriptions
+                .get_mut(&element_key)
+                .expect("listed above");
+            subscription.resent_at_ms = now_ms;
+            let (state, value) = (subscription.state, subscription.value.clone());
+            let intent = if state == ProcessSubscriptionState::Creating {
+                Intent::Create
+            } else {
+                Intent::Delete
+            };
+            self.send_subscription_command(&value, intent, out);
+        }
+        let mut correlating: Vec<Key> = self
+            .state
+            .message_subscriptions
+            .values()
+            .filter(|s| s.correlating_message.is_some() && s.resent_at_ms + interval <= now_ms)
+            .map(|s| s.key)
+            .collect();
+        correlating.sort_unstable();
+        for key in correlating {
+            let subscription = self
+                .state
+                .message_subscriptions
+                .get_mut(&key)
+                .expect("listed above");
+            subscription.resent_at_ms = now_ms;
+            let value = subscription.value.clone();
+            self.send_correlate(&value, out);
+        }
+    }
+}

@@ -1,0 +1,645 @@
+//! Records: commands, events and rejections, with Zeebe's value types and intents.
+//!
+//! A record is what a partition's log holds. The leader writes a command together with the
+//! events (and follow-up commands) that processing it produced, as one log batch; followers and
+//! recovery apply only the events. Values are plain data: variables travel as JSON text.
+//!
+//! Records are serialized with rkyv into the log ([`encode_records`] / [`decode_records`]) and
+//! with serde as JSON for golden tests and tools.
+
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+use serde::Serialize;
+
+/// A Zeebe key: `partition_id << 51` plus a per-partition counter.
+pub type Key = i64;
+
+/// Bits of a key below the partition id.
+pub const KEY_PARTITION_SHIFT: u32 = 51;
+
+/// The key of the `counter`-th entity created on `partition_id`.
+#[must_use]
+pub fn encode_key(partition_id: u32, counter: i64) -> Key {
+    (i64::from(partition_id) << KEY_PARTITION_SHIFT) + counter
+}
+
+/// The partition a key was created on (0 for keys that are not partition keys, like `-1`).
+#[must_use]
+pub fn key_partition(key: Key) -> u32 {
+    if key <= 0 {
+        return 0;
+    }
+    u32::try_from(key >> KEY_PARTITION_SHIFT).unwrap_or(0)
+}
+
+/// The counter part of a key.
+#[must_use]
+pub fn key_counter(key: Key) -> i64 {
+    key & ((1_i64 << KEY_PARTITION_SHIFT) - 1)
+}
+
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RecordType {
+    Command,
+    Event,
+    CommandRejection,
+}
+
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ValueType {
+    Deployment,
+    Process,
+    ProcessInstance,
+    ProcessInstanceCreation,
+    Job,
+    JobBatch,
+    Message,
+    MessageSubscription,
+    ProcessMessageSubscription,
+    MessageStartEventSubscription,
+    Timer,
+    Incident,
+    Variable,
+    VariableDocument,
+    CommandDistribution,
+}
+
+/// Intents of every value type, named as Zeebe names them.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Intent {
+    // Deployment, process, creation, variables.
+    Create,
+    Created,
+    FullyDistributed,
+    CreateWithAwaitingResult,
+    Update,
+    Updated,
+    // Process instance.
+    ActivateElement,
+    CompleteElement,
+    TerminateElement,
+    ElementActivating,
+    ElementActivated,
+    ElementCompleting,
+    ElementCompleted,
+    ElementTerminating,
+    ElementTerminated,
+    SequenceFlowTaken,
+    Cancel,
+    // Jobs.
+    Complete,
+    Completed,
+    Fail,
+    Failed,
+    TimeOut,
+    TimedOut,
+    UpdateRetries,
+    RetriesUpdated,
+    UpdateTimeout,
+    TimeoutUpdated,
+    ThrowError,
+    ErrorThrown,
+    RecurAfterBackoff,
+    RecurredAfterBackoff,
+    Canceled,
+    // Job batch.
+    Activate,
+    Activated,
+    // Messages.
+    Publish,
+    Published,
+    Expire,
+    Expired,
+    // Subscriptions.
+    Creating,
+    Correlate,
+    Correlating,
+    Correlated,
+    Delete,
+    Deleting,
+    Deleted,
+    Reject,
+    Rejected,
+    // Timers.
+    Trigger,
+    Triggered,
+    // Incidents.
+    Resolve,
+    Resolved,
+    // Command distribution.
+    Started,
+    Distributing,
+    Acknowledge,
+    Acknowledged,
+    Finished,
+}
+
+/// Why a command was rejected; the gateway maps these to gRPC status codes.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RejectionType {
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    InvalidState,
+    ProcessingError,
+    ExceededBatchRecordSize,
+}
+
+/// One record of the log.
+#[derive(Debug, Clone, PartialEq, Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    pub record_type: RecordType,
+    pub value_type: ValueType,
+    pub intent: Intent,
+    /// The key of the entity the record is about, `-1` when it has none yet.
+    pub key: Key,
+    /// Set by the engine: the time processing saw, milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejection: Option<Rejection>,
+    pub value: RecordValue,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rejection {
+    pub rejection_type: RejectionType,
+    pub reason: String,
+}
+
+impl Record {
+    /// A command with no key yet.
+    #[must_use]
+    pub fn command(intent: Intent, value: RecordValue) -> Self {
+        Self {
+            record_type: RecordType::Command,
+            value_type: value.value_type(),
+            intent,
+            key: -1,
+            timestamp_ms: 0,
+            rejection: None,
+            value,
+        }
+    }
+
+    /// A command about the entity `key`.
+    #[must_use]
+    pub fn command_for(key: Key, intent: Intent, value: RecordValue) -> Self {
+        Self {
+            key,
+            ..Self::command(intent, value)
+        }
+    }
+
+    /// This record as one line of JSON (for golden tests and tools).
+    #[must_use]
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}"))
+    }
+}
+
+/// The value of a record, one variant per value type.
+#[derive(Debug, Clone, PartialEq, Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[serde(untagged)]
+pub enum RecordValue {
+    Deployment(DeploymentValue),
+    Process(ProcessValue),
+    ProcessInstance(ProcessInstanceValue),
+    ProcessInstanceCreation(ProcessInstanceCreationValue),
+    Job(JobValue),
+    JobBatch(JobBatchValue),
+    Message(MessageValue),
+    MessageSubscription(MessageSubscriptionValue),
+    ProcessMessageSubscription(ProcessMessageSubscriptionValue),
+    MessageStartEventSubscription(MessageStartEventSubscriptionValue),
+    Timer(TimerValue),
+    Incident(IncidentValue),
+    Variable(VariableValue),
+    VariableDocument(VariableDocumentValue),
+    CommandDistribution(CommandDistributionValue),
+}
+
+impl RecordValue {
+    #[must_use]
+    pub fn value_type(&self) -> ValueType {
+        match self {
+            Self::Deployment(_) => ValueType::Deployment,
+            Self::Process(_) => ValueType::Process,
+            Self::ProcessInstance(_) => ValueType::ProcessInstance,
+            Self::ProcessInstanceCreation(_) => ValueType::ProcessInstanceCreation,
+            Self::Job(_) => ValueType::Job,
+            Self::JobBatch(_) => ValueType::JobBatch,
+            Self::Message(_) => ValueType::Message,
+            Self::MessageSubscription(_) => ValueType::MessageSubscription,
+            Self::ProcessMessageSubscription(_) => ValueType::ProcessMessageSubscription,
+            Self::MessageStartEventSubscription(_) => ValueType::MessageStartEventSubscription,
+            Self::Timer(_) => ValueType::Timer,
+            Self::Incident(_) => ValueType::Incident,
+            Self::Variable(_) => ValueType::Variable,
+            Self::VariableDocument(_) => ValueType::VariableDocument,
+            Self::CommandDistribution(_) => ValueType::CommandDistribution,
+        }
+    }
+}
+
+/// A resource of a deployment (a `.bpmn` file).
+#[derive(
+    Debug, Clone, PartialEq, Default, Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentResource {
+    pub resource_name: String,
+    /// The XML text (resources must be UTF-8).
+    #[serde(skip)]
+    pub resource: String,
+}
+
+#[derive(
+    Debug, Clone, PartialEq, Default, Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentValue {
+    pub resources: Vec<DeploymentResource>,
+    pub processes_metadata: Vec<ProcessMetadata>,
+}
+
+/// What a deployment says about each process it (re)deployed.
+#[derive(
+    Debug, Clone, PartialEq, Default, Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessMetadata {
+    pub bpmn_process_id: String,
+    pub version: i32,
+    pub process_definition_key: Key,
+    pub resource_name: String,
+    /// crc32c of the resource, hex.
+    pub checksum: String,
+    /// The same resource was deployed before: no new version.
+    pub duplicate: bool,
+}
+
+#[derive(
+    Debug, Clone, PartialEq, Default, Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessValue {
+    pub bpmn_process_id: String,
+    pub version: i32,
+    pub process_definition_key: Key,
+    pub resource_name: String,
+    pub checksum: String,
+    #[serde(skip)]
+    pub resource: String,
+}
+
+/// The BPMN element type of a process-instance record, as Zeebe spells it.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    Serialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum BpmnElementType {
+    #[default]
+    Process,
+    SubProcess,
+    StartEvent,
+    EndEvent,
+    ServiceTask,
+    ReceiveTask,
+    ExclusiveGateway,
+    ParallelGateway,
+    IntermediateCatchEvent,
+    BoundaryEvent,
+    SequenceFlow,
+}
+
+#[derive(
+    Debug, Clone, PartialEq, Default, Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessInstanceValue {
+    pub bpmn_process_id: String,
+    pub version: i32,
+    pub process_definition_key: Key,
+    pub process_instance_key: Key,
+    pub element_id: String,
+    /// The element instance that contains this one; `-1` for the process instance.
+    pub flow_scope_key: Key,
+    pub bpmn_element_type: BpmnElementType,
+}
+
+#[derive(
+    Debug, Clone, PartialEq, Default, Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessInstanceCreationValue {
+    pub bpmn_process_id: String,
+    /// `-1` for the latest version.
+    pub version: i32,
+    pub process_definition_key: Key,
+    pub process_instance_key: Key,
+    /// A JSON object, or empty for none.
+    pub variables: String,
+    /// With result: the variables to return (all when empty).
+    pub fetch_variables: Vec<String>,
+}
+
+/// A `zeebe:header`.
+#[derive(
+    Debug, Clone, PartialEq, Default, Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct Header {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(
+    Debug, Clone, PartialEq, Default, Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct JobValue {
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub retries: i32,
+    /// Epoch ms until which the activated job belongs to its worker; `-1` when not activated.
+    pub deadline: i64,
+    pub worker: String,
+    pub custom_headers: Vec<Header>,
+    /// JSON object: on activation the job's variables, on completion the result.
+    pub variables: String,
+    pub error_code: String,
+    pub error_message: String,
+    /// Back-off in ms before a failed job becomes activatable again.
+    pub retry_backoff: i64,
+    /// Epoch ms when a backed-off job recurs.
+    pub recurring_time: i64,
+    /// Activation timeout in ms (for `UPDATE_TIMEOUT` the new one).
+    pub timeout: i64,
+    pub process_instance_key: Key,
+    pub element_instance_key: Key,
+    pub element_id: String,
+    pub bpmn_process_id: String,
+    pub process_definition_key: Key,
+    pub process_definition_version: i32,
+}
+
+#[derive(
+    Debug, Clone, PartialEq, Default, Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct JobBatchValue {
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub worker: String,
+    pub timeout: i64,
+    pub max_jobs_to_activate: i32,
+    /// Only these variables (all when empty).
+    pub fetch_variables: Vec<String>,
+    pub job_keys: Vec<Key>,
+    pub jobs: Vec<JobValue>,
+    /// More jobs were activatable than fit.
+    pub truncated: bool,
+}
+
+#[derive(
+    Debug, Clone, PartialEq, Default, Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageValue {
+    pub name: String,
+    pub correlation_key: String,
+    /// In ms; 0 correlates only to subscriptions open now.
+    pub time_to_live: i64,
+    /// Empty for none; otherwise unique among the buffered messages of the same name and key.
+    pub message_id: String,
+    pub variables: String,
+    /// Epoch ms at which the buffered message expires.
+    pub deadline: i64,
+}
+
+#[derive(
+    Debug, Clone, PartialEq, Default, Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageSubscriptionValue {
+    pub process_instance_key: Key,
+    pub element_instance_key: Key,
+    pub bpmn_process_id: String,
+    pub message_name: String,
+    pub correlation_key: String,
+    pub message_key: Key,
+    pub variables: String,
+    pub interrupting: bool,
+}
+
+#[derive(
+    Debug, Clone, PartialEq, Default, Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessMessageSubscriptionValue {
+    /// The partition that holds the message subscription (the correlation key's).
+    pub subscription_partition_id: u32,
+    pub process_instance_key: Key,
+    pub element_instance_key: Key,
+    pub bpmn_process_id: String,
+    pub element_id: String,
+    pub message_name: String,
+    pub correlation_key: String,
+    pub message_key: Key,
+    pub variables: String,
+    pub interrupting: bool,
+}
+
+#[derive(
+    Debug, Clone, PartialEq, Default, Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageStartEventSubscriptionValue {
+    pub process_definition_key: Key,
+    pub bpmn_process_id: String,
+    pub start_event_id: String,
+    pub message_name: String,
+    pub correlation_key: String,
+    pub message_key: Key,
+    pub process_instance_key: Key,
+    pub variables: String,
+}
+
+#[derive(
+    Debug, Clone, PartialEq, Default, Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TimerValue {
+    /// `-1` for a timer start event.
+    pub element_instance_key: Key,
+    pub process_instance_key: Key,
+    pub process_definition_key: Key,
+    /// Epoch ms.
+    pub due_date: i64,
+    pub target_element_id: String,
+    /// Firings left for a cycle (`-1` forever); 1 for a one-off timer.
+    pub repetitions: i32,
+    /// The cycle's interval text, empty for one-off timers (a start-event cycle re-arms with it).
+    pub interval: String,
+}
+
+/// Why an incident was raised, as Zeebe names it.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    Serialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorType {
+    #[default]
+    Unknown,
+    JobNoRetries,
+    ExtractValueError,
+    ConditionError,
+    UnhandledErrorEvent,
+    IoMappingError,
+    CalledElementError,
+}
+
+#[derive(
+    Debug, Clone, PartialEq, Default, Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct IncidentValue {
+    pub error_type: ErrorType,
+    pub error_message: String,
+    pub bpmn_process_id: String,
+    pub process_definition_key: Key,
+    pub process_instance_key: Key,
+    pub element_id: String,
+    pub element_instance_key: Key,
+    /// `-1` unless the incident is about a job.
+    pub job_key: Key,
+    pub variable_scope_key: Key,
+}
+
+#[derive(
+    Debug, Clone, PartialEq, Default, Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct VariableValue {
+    pub name: String,
+    /// JSON text.
+    pub value: String,
+    pub scope_key: Key,
+    pub process_instance_key: Key,
+    pub process_definition_key: Key,
+    pub bpmn_process_id: String,
+}
+
+#[derive(
+    Debug, Clone, PartialEq, Default, Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct VariableDocumentValue {
+    pub scope_key: Key,
+    /// Set the variables on the scope itself, not where they already exist above it.
+    pub local: bool,
+    pub variables: String,
+}
+
+#[derive(
+    Debug, Clone, PartialEq, Default, Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandDistributionValue {
+    /// The partition the command goes to (or acknowledges from).
+    pub partition_id: u32,
+    pub value_type: Option<ValueType>,
+}
+
+/// Errors decoding records from a log batch payload.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record payload is not a valid archive: {0}")]
+    Invalid(String),
+}
+
+/// Encodes the records of one batch as its payload.
+#[must_use]
+pub fn encode_records(records: &[Record]) -> AlignedVec {
+    // Every type here is plain data, so serialization cannot fail short of allocation failure.
+    rkyv::to_bytes::<rancor::Error>(&records.to_vec())
+        .expect("records are plain data and always serialize")
+}
+
+/// Decodes a batch payload written by [`encode_records`]. Checks the archive first; a damaged
+/// payload is an error, never a panic.
+pub fn decode_records(payload: &[u8]) -> Result<Vec<Record>, DecodeError> {
+    let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
+    aligned.extend_from_slice(payload);
+    rkyv::from_bytes::<Vec<Record>, rancor::Error>(&aligned)
+        .map_err(|error| DecodeError::Invalid(error.to_string()))
+}
