@@ -22,6 +22,7 @@ pub mod feel;
 pub mod model;
 pub mod processor;
 pub mod record;
+pub mod snapshot;
 pub mod state;
 pub mod time;
 

@@ -407,7 +407,9 @@ impl State {
             .iter()
             .enumerate()
             .filter_map(|(index, element)| {
-                u32::try_from(index).ok().map(|index| (element.id.clone(), index))
+                u32::try_from(index)
+                    .ok()
+                    .map(|index| (element.id.clone(), index))
             })
             .collect();
         self.processes.insert(

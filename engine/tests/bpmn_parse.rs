@@ -1549,3 +1549,9 @@ fn check_indexes(process: &Process) {
         assert!((flow.source as usize) < elements && (flow.target as usize) < elements);
     }
 }
+
+#[test]
+fn rejects_elements_without_id() {
+    let xml = started("t", "<bpmn:serviceTask name=\"no id\" />");
+    assert_rejected(&xml, &["a 'serviceTask' element (line 6)", "has no id"]);
+}

@@ -74,9 +74,10 @@ fn render_keys(text: &str) -> String {
 fn parse_key(text: &str) -> Key {
     if let Some(rest) = text.strip_prefix('K') {
         let (partition, counter) = rest.split_once('.').expect("K<partition>.<counter>");
+        // An unparsable counter (a placeholder while writing a script) names no entity.
         encode_key(
             partition.parse().expect("partition number"),
-            counter.parse().expect("counter"),
+            counter.parse().unwrap_or(0),
         )
     } else {
         text.parse().expect("a key")
@@ -116,7 +117,11 @@ fn render_short(record: &Record) -> String {
     let full = render_record(record);
     let cut = full
         .find(" !")
-        .map(|at| at + full[at..].find(' ').map_or(0, |_| full[at + 1..].find(' ').unwrap_or(0) + 1))
+        .map(|at| {
+            at + full[at..]
+                .find(' ')
+                .map_or(0, |_| full[at + 1..].find(' ').unwrap_or(0) + 1)
+        })
         .or_else(|| full.find(" {"))
         .unwrap_or(full.len());
     full[..cut].to_owned()
@@ -134,8 +139,10 @@ fn words(line: &str) -> (Vec<String>, Option<String>) {
 }
 
 fn option<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter()
-        .find_map(|arg| arg.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
+    args.iter().find_map(|arg| {
+        arg.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('='))
+    })
 }
 
 impl Cluster {
@@ -343,7 +350,8 @@ impl Cluster {
                 SideEffect::Respond { record, .. } => {
                     let mut line = format!("{prefix}-> respond {}", render_short(record));
                     if let RecordValue::JobBatch(batch) = &record.value {
-                        let jobs: Vec<String> = batch.job_keys.iter().map(|k| render_key(*k)).collect();
+                        let jobs: Vec<String> =
+                            batch.job_keys.iter().map(|k| render_key(*k)).collect();
                         let _ = write!(line, " jobs=[{}]", jobs.join(","));
                     }
                     if let RecordValue::ProcessInstanceCreation(value) = &record.value

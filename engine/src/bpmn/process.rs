@@ -175,9 +175,8 @@ impl<'d> Builder<'d> {
         let node = self.document.node(node_id);
         let Some(id) = node.attribute("id").filter(|id| !id.trim().is_empty()) else {
             return Err(BpmnError::new(format!(
-                "{} in process '{}' has no id; give it an id",
-                self.describe(node_id),
-                self.process_id
+                "a '{}' element (line {}) in process '{}' has no id; give it an id",
+                node.name, node.line, self.process_id
             )));
         };
         let index = to_index(self.elements.len())?;

@@ -39,7 +39,13 @@ impl Engine {
         let parsed = match validate_resources(value) {
             Ok(parsed) => parsed,
             Err(reason) => {
-                self.reject(command, request, RejectionType::InvalidArgument, reason, out);
+                self.reject(
+                    command,
+                    request,
+                    RejectionType::InvalidArgument,
+                    reason,
+                    out,
+                );
                 return;
             }
         };
@@ -154,7 +160,11 @@ impl Engine {
         if !self.state.deployments.contains(&deployment_key) {
             let mut created = Vec::new();
             for metadata in &value.processes_metadata {
-                if self.state.process(metadata.process_definition_key).is_some() {
+                if self
+                    .state
+                    .process(metadata.process_definition_key)
+                    .is_some()
+                {
                     continue;
                 }
                 let Some(resource) = value
@@ -262,7 +272,9 @@ impl Engine {
             .state
             .message_start_subscriptions
             .values()
-            .filter(|s| s.bpmn_process_id == bpmn_process_id && s.process_definition_key != definition_key)
+            .filter(|s| {
+                s.bpmn_process_id == bpmn_process_id && s.process_definition_key != definition_key
+            })
             .map(|s| {
                 (
                     s.key,
@@ -424,12 +436,11 @@ fn validate_resources(
                         errors.push(format!("'{name}': {error}"));
                         continue;
                     }
-                    if processes
-                        .iter()
-                        .any(|(_, id): &(crate::record::DeploymentResource, String)| {
+                    if processes.iter().any(
+                        |(_, id): &(crate::record::DeploymentResource, String)| {
                             *id == process.bpmn_process_id
-                        })
-                    {
+                        },
+                    ) {
                         errors.push(format!(
                             "'{name}': duplicated process id '{}' in this deployment",
                             process.bpmn_process_id

@@ -127,7 +127,13 @@ impl Engine {
         let variables = match parse_variables(&value.variables) {
             Ok(variables) => variables,
             Err(reason) => {
-                self.reject(command, request, RejectionType::InvalidArgument, reason, out);
+                self.reject(
+                    command,
+                    request,
+                    RejectionType::InvalidArgument,
+                    reason,
+                    out,
+                );
                 return;
             }
         };
@@ -160,8 +166,10 @@ impl Engine {
                 out,
             );
             if let Some(request) = request {
-                self.awaiting_results
-                    .insert(process_instance_key, (request, value.fetch_variables.clone()));
+                self.awaiting_results.insert(
+                    process_instance_key,
+                    (request, value.fetch_variables.clone()),
+                );
             }
         } else {
             self.write_event_and_respond(
@@ -351,7 +359,8 @@ impl Engine {
                         let retries = self.evaluate_retries(retries, key)?;
                         Ok((job_type, retries))
                     });
-                let timers = self.boundary_timers(&definition, element.boundary_events.as_slice(), key);
+                let timers =
+                    self.boundary_timers(&definition, element.boundary_events.as_slice(), key);
                 let ((job_type, retries), timers) = match (job, timers) {
                     (Ok(job), Ok(timers)) => (job, timers),
                     (Err(message), _) | (_, Err(message)) => {
@@ -389,11 +398,16 @@ impl Engine {
                     .push(SideEffect::JobsAvailable { job_type });
             }
             ElementKind::ReceiveTask { message } => {
-                let opened = self.subscription_for(message, key).and_then(|subscription| {
-                    let timers =
-                        self.boundary_timers(&definition, element.boundary_events.as_slice(), key)?;
-                    Ok((subscription, timers))
-                });
+                let opened = self
+                    .subscription_for(message, key)
+                    .and_then(|subscription| {
+                        let timers = self.boundary_timers(
+                            &definition,
+                            element.boundary_events.as_slice(),
+                            key,
+                        )?;
+                        Ok((subscription, timers))
+                    });
                 match opened {
                     Ok(((name, correlation_key), timers)) => {
                         self.create_timers(key, timers, out);
@@ -448,15 +462,13 @@ impl Engine {
             Value::String(text) => text.trim().parse::<i64>().ok(),
             _ => None,
         };
-        number
-            .and_then(|n| i32::try_from(n).ok())
-            .ok_or_else(|| {
-                format!(
-                    "expected retries '{}' to evaluate to a number, but it was {}",
-                    expression.text,
-                    describe(&value)
-                )
-            })
+        number.and_then(|n| i32::try_from(n).ok()).ok_or_else(|| {
+            format!(
+                "expected retries '{}' to evaluate to a number, but it was {}",
+                expression.text,
+                describe(&value)
+            )
+        })
     }
 
     /// The due dates of the timer boundary events of an activity: (boundary id, timer).
@@ -504,9 +516,7 @@ impl Engine {
                 let text = self.evaluate_string(expression, scope_key)?;
                 let cycle = crate::time::parse_cycle(&text)
                     .map_err(|error| format!("invalid timer cycle '{text}': {error}"))?;
-                let due = cycle
-                    .start_ms
-                    .unwrap_or_else(|| cycle.interval.add_to(now));
+                let due = cycle.start_ms.unwrap_or_else(|| cycle.interval.add_to(now));
                 let repetitions = cycle
                     .repetitions
                     .map_or(-1, |n| i32::try_from(n).unwrap_or(i32::MAX));
@@ -746,7 +756,7 @@ impl Engine {
             };
             match self.evaluate(condition, key)? {
                 Value::Bool(true) => return Ok(*flow),
-                Value::Bool(false) | Value::Null => {}
+                Value::Bool(false) => {}
                 other => {
                     return Err(format!(
                         "Expected result of the expression '{}' to be 'BOOLEAN', but was {}",
@@ -787,7 +797,12 @@ impl Engine {
             .map(|incident| (incident.key, incident.value.clone()))
             .collect();
         for (incident_key, value) in incidents {
-            self.write_event(incident_key, Intent::Resolved, RecordValue::Incident(value), out);
+            self.write_event(
+                incident_key,
+                Intent::Resolved,
+                RecordValue::Incident(value),
+                out,
+            );
         }
         self.write_element_event(key, Intent::ElementTerminated, out);
     }
@@ -849,12 +864,7 @@ impl Engine {
 
     /// A boundary event of the activity `key` was triggered: the activity terminates and the
     /// boundary event is activated in its place.
-    pub(super) fn trigger_boundary(
-        &mut self,
-        key: Key,
-        boundary: ElementIndex,
-        out: &mut Output,
-    ) {
+    pub(super) fn trigger_boundary(&mut self, key: Key, boundary: ElementIndex, out: &mut Output) {
         let Some(instance) = self.state.element_instances.get(&key) else {
             return;
         };
@@ -892,7 +902,12 @@ impl Engine {
             variable_scope_key: key,
         };
         let incident_key = self.state.next_key();
-        self.write_event(incident_key, Intent::Created, RecordValue::Incident(value), out);
+        self.write_event(
+            incident_key,
+            Intent::Created,
+            RecordValue::Incident(value),
+            out,
+        );
     }
 
     pub(super) fn resolve_incident(
@@ -910,6 +925,17 @@ impl Engine {
             return;
         };
         let value = incident.value.clone();
+        if value.job_key > 0
+            && let Some(job) = self.state.jobs.get(&value.job_key)
+            && job.retries <= 0
+        {
+            let reason = format!(
+                "Expected to resolve incident with key '{}', but job with key '{}' has no retries left: update its retries first",
+                command.key, value.job_key
+            );
+            self.reject(command, request, RejectionType::InvalidState, reason, out);
+            return;
+        }
         self.write_event_and_respond(
             command.key,
             Intent::Resolved,
@@ -989,12 +1015,21 @@ impl Engine {
             return;
         };
         let value = timer.value.clone();
-        self.write_event(command.key, Intent::Triggered, RecordValue::Timer(value.clone()), out);
+        self.write_event(
+            command.key,
+            Intent::Triggered,
+            RecordValue::Timer(value.clone()),
+            out,
+        );
         if value.element_instance_key < 0 {
             self.fire_start_timer(&value, out);
             return;
         }
-        let Some(instance) = self.state.element_instances.get(&value.element_instance_key) else {
+        let Some(instance) = self
+            .state
+            .element_instances
+            .get(&value.element_instance_key)
+        else {
             return;
         };
         let definition = self
@@ -1044,7 +1079,13 @@ impl Engine {
     // ---------------------------------------------------------------- variables
 
     /// Sets a variable on exactly this scope (created or updated).
-    pub(super) fn set_variable(&mut self, scope_key: Key, name: &str, value: Value, out: &mut Output) {
+    pub(super) fn set_variable(
+        &mut self,
+        scope_key: Key,
+        name: &str,
+        value: Value,
+        out: &mut Output,
+    ) {
         let existing = self
             .state
             .variables
@@ -1056,13 +1097,16 @@ impl Engine {
             Some((key, false)) => (key, Intent::Updated),
             None => (self.state.next_key(), Intent::Created),
         };
-        let (pi, definition_key) = self
-            .state
-            .element_instances
-            .get(&scope_key)
-            .map_or((scope_key, -1), |instance| {
-                (instance.process_instance_key, instance.process_definition_key)
-            });
+        let (pi, definition_key) =
+            self.state
+                .element_instances
+                .get(&scope_key)
+                .map_or((scope_key, -1), |instance| {
+                    (
+                        instance.process_instance_key,
+                        instance.process_definition_key,
+                    )
+                });
         let bpmn_process_id = self
             .state
             .process(definition_key)
@@ -1142,7 +1186,12 @@ impl Engine {
     }
 
     /// Applies input mappings: each becomes a local variable of the element instance.
-    fn apply_inputs(&mut self, key: Key, inputs: &[Mapping], out: &mut Output) -> Result<(), String> {
+    fn apply_inputs(
+        &mut self,
+        key: Key,
+        inputs: &[Mapping],
+        out: &mut Output,
+    ) -> Result<(), String> {
         let values = self.evaluate_mappings(key, inputs)?;
         for (target, value) in values {
             let (root, nested) = match target.split_once('.') {
@@ -1203,7 +1252,13 @@ impl Engine {
         let variables = match parse_variables(&value.variables) {
             Ok(variables) => variables,
             Err(reason) => {
-                self.reject(command, request, RejectionType::InvalidArgument, reason, out);
+                self.reject(
+                    command,
+                    request,
+                    RejectionType::InvalidArgument,
+                    reason,
+                    out,
+                );
                 return;
             }
         };

@@ -29,7 +29,13 @@ impl Engine {
                     "Expected a job command, but got intent {:?}",
                     command.intent
                 );
-                self.reject(command, request, RejectionType::InvalidArgument, reason, out);
+                self.reject(
+                    command,
+                    request,
+                    RejectionType::InvalidArgument,
+                    reason,
+                    out,
+                );
                 return;
             }
         };
@@ -88,7 +94,13 @@ impl Engine {
                          amount of retries, but got {}",
                         value.retries
                     );
-                    self.reject(command, request, RejectionType::InvalidArgument, reason, out);
+                    self.reject(
+                        command,
+                        request,
+                        RejectionType::InvalidArgument,
+                        reason,
+                        out,
+                    );
                     return;
                 }
                 let mut updated = self.job_value(key);
@@ -117,7 +129,8 @@ impl Engine {
                 let timed_out = self.job_value(key);
                 let job_type = timed_out.job_type.clone();
                 self.write_event(key, Intent::TimedOut, RecordValue::Job(timed_out), out);
-                out.side_effects.push(SideEffect::JobsAvailable { job_type });
+                out.side_effects
+                    .push(SideEffect::JobsAvailable { job_type });
             }
             Intent::RecurAfterBackoff => {
                 let recurred = self.job_value(key);
@@ -128,7 +141,8 @@ impl Engine {
                     RecordValue::Job(recurred),
                     out,
                 );
-                out.side_effects.push(SideEffect::JobsAvailable { job_type });
+                out.side_effects
+                    .push(SideEffect::JobsAvailable { job_type });
             }
             _ => unreachable!("filtered above"),
         }
@@ -145,14 +159,26 @@ impl Engine {
         let variables = match parse_variables(&value.variables) {
             Ok(variables) => variables,
             Err(reason) => {
-                self.reject(command, request, RejectionType::InvalidArgument, reason, out);
+                self.reject(
+                    command,
+                    request,
+                    RejectionType::InvalidArgument,
+                    reason,
+                    out,
+                );
                 return;
             }
         };
         let mut completed = self.job_value(key);
         completed.variables.clone_from(&value.variables);
         let element_instance_key = completed.element_instance_key;
-        self.write_event_and_respond(key, Intent::Completed, RecordValue::Job(completed), request, out);
+        self.write_event_and_respond(
+            key,
+            Intent::Completed,
+            RecordValue::Job(completed),
+            request,
+            out,
+        );
         self.steps.push_back(Step::Complete {
             key: element_instance_key,
             variables: Some(variables),
@@ -172,7 +198,13 @@ impl Engine {
                 "Expected to fail job with key '{key}' with a non-negative back-off, but got {}",
                 value.retry_backoff
             );
-            self.reject(command, request, RejectionType::InvalidArgument, reason, out);
+            self.reject(
+                command,
+                request,
+                RejectionType::InvalidArgument,
+                reason,
+                out,
+            );
             return;
         }
         let mut failed = self.job_value(key);
@@ -195,7 +227,11 @@ impl Engine {
             } else {
                 error_message
             };
-            if self.state.element_instances.contains_key(&element_instance_key) {
+            if self
+                .state
+                .element_instances
+                .contains_key(&element_instance_key)
+            {
                 self.raise_incident(
                     element_instance_key,
                     ErrorType::JobNoRetries,
@@ -205,7 +241,8 @@ impl Engine {
                 );
             }
         } else if value.retry_backoff == 0 {
-            out.side_effects.push(SideEffect::JobsAvailable { job_type });
+            out.side_effects
+                .push(SideEffect::JobsAvailable { job_type });
         }
     }
 
@@ -222,14 +259,26 @@ impl Engine {
                 "Expected to throw an error for job with key '{key}' with an error code, but it \
                  was empty"
             );
-            self.reject(command, request, RejectionType::InvalidArgument, reason, out);
+            self.reject(
+                command,
+                request,
+                RejectionType::InvalidArgument,
+                reason,
+                out,
+            );
             return;
         }
         let mut thrown = self.job_value(key);
         thrown.error_code.clone_from(&value.error_code);
         thrown.error_message.clone_from(&value.error_message);
         let element_instance_key = thrown.element_instance_key;
-        self.write_event_and_respond(key, Intent::ErrorThrown, RecordValue::Job(thrown), request, out);
+        self.write_event_and_respond(
+            key,
+            Intent::ErrorThrown,
+            RecordValue::Job(thrown),
+            request,
+            out,
+        );
         if !self.throw_error(element_instance_key, &value.error_code, out) {
             let message = format!(
                 "Expected to throw an error event with the code '{}' with message '{}', but it \
@@ -269,7 +318,13 @@ impl Engine {
             None
         };
         if let Some(reason) = problem {
-            self.reject(command, request, RejectionType::InvalidArgument, reason, out);
+            self.reject(
+                command,
+                request,
+                RejectionType::InvalidArgument,
+                reason,
+                out,
+            );
             return;
         }
         let max = usize::try_from(value.max_jobs_to_activate).unwrap_or(usize::MAX);

@@ -33,7 +33,13 @@ impl Engine {
     ) {
         if value.name.is_empty() {
             let reason = "Expected to publish a message with a name, but the name is empty";
-            self.reject(command, request, RejectionType::InvalidArgument, reason.into(), out);
+            self.reject(
+                command,
+                request,
+                RejectionType::InvalidArgument,
+                reason.into(),
+                out,
+            );
             return;
         }
         if value.time_to_live < 0 {
@@ -41,13 +47,25 @@ impl Engine {
                 "Expected to publish a message with a non-negative time to live, but got {}",
                 value.time_to_live
             );
-            self.reject(command, request, RejectionType::InvalidArgument, reason, out);
+            self.reject(
+                command,
+                request,
+                RejectionType::InvalidArgument,
+                reason,
+                out,
+            );
             return;
         }
         let variables = match parse_variables(&value.variables) {
             Ok(variables) => variables,
             Err(reason) => {
-                self.reject(command, request, RejectionType::InvalidArgument, reason, out);
+                self.reject(
+                    command,
+                    request,
+                    RejectionType::InvalidArgument,
+                    reason,
+                    out,
+                );
                 return;
             }
         };
@@ -205,7 +223,12 @@ impl Engine {
             deadline: message.deadline_ms,
             time_to_live: 0,
         };
-        self.write_event(command.key, Intent::Expired, RecordValue::Message(value), out);
+        self.write_event(
+            command.key,
+            Intent::Expired,
+            RecordValue::Message(value),
+            out,
+        );
     }
 
     /// The subscription of the element instance `element_key` among those of (name, key).
@@ -244,17 +267,17 @@ impl Engine {
                     // A buffered message not yet correlated to this process?
                     let index = (value.message_name.clone(), value.correlation_key.clone());
                     let now = self.now_ms;
-                    let buffered = self
-                        .state
-                        .messages_by_correlation
-                        .get(&index)
-                        .and_then(|keys| {
-                            keys.iter().copied().find(|message_key| {
-                                let message = &self.state.messages[message_key];
-                                message.deadline_ms > now
-                                    && !message.correlated_to.contains(&value.bpmn_process_id)
-                            })
-                        });
+                    let buffered =
+                        self.state
+                            .messages_by_correlation
+                            .get(&index)
+                            .and_then(|keys| {
+                                keys.iter().copied().find(|message_key| {
+                                    let message = &self.state.messages[message_key];
+                                    message.deadline_ms > now
+                                        && !message.correlated_to.contains(&value.bpmn_process_id)
+                                })
+                            });
                     if let Some(message_key) = buffered {
                         let message = &self.state.messages[&message_key];
                         let message = MessageValue {
@@ -406,9 +429,11 @@ impl Engine {
                     .get(&element_key)
                     .is_some_and(|instance| instance.state == ElementState::Activated);
                 match subscription {
-                    Some((key, ProcessSubscriptionState::Creating | ProcessSubscriptionState::Opened, current))
-                        if waiting && current.message_name == value.message_name =>
-                    {
+                    Some((
+                        key,
+                        ProcessSubscriptionState::Creating | ProcessSubscriptionState::Opened,
+                        current,
+                    )) if waiting && current.message_name == value.message_name => {
                         let variables = parse_variables(&value.variables).unwrap_or_default();
                         let correlated = ProcessMessageSubscriptionValue {
                             message_key: value.message_key,
@@ -495,9 +520,14 @@ impl Engine {
         let Some(correlation_key) = &message.correlation_key else {
             return Err(format!("message '{name}' has no correlation key"));
         };
-        let correlation_key = self.evaluate_string(correlation_key, key).map_err(|error| {
-            format!("failed to extract the correlation key for '{}': {error}", correlation_key.text)
-        })?;
+        let correlation_key = self
+            .evaluate_string(correlation_key, key)
+            .map_err(|error| {
+                format!(
+                    "failed to extract the correlation key for '{}': {error}",
+                    correlation_key.text
+                )
+            })?;
         Ok((name, correlation_key))
     }
 
@@ -587,7 +617,9 @@ impl Engine {
             .state
             .process_subscriptions
             .values()
-            .filter(|s| s.state != ProcessSubscriptionState::Opened && s.resent_at_ms + interval <= now_ms)
+            .filter(|s| {
+                s.state != ProcessSubscriptionState::Opened && s.resent_at_ms + interval <= now_ms
+            })
             .map(|s| s.value.element_instance_key)
             .collect();
         due.sort_unstable();

@@ -307,7 +307,8 @@ impl Engine {
     fn run_steps(&mut self, first: usize, out: &mut Output) {
         while let Some(step) = self.steps.pop_front() {
             if out.records.len() - first > self.config.batch_records_max {
-                let pending: Vec<Step> = std::iter::once(step).chain(self.steps.drain(..)).collect();
+                let pending: Vec<Step> =
+                    std::iter::once(step).chain(self.steps.drain(..)).collect();
                 self.abort_runaway(pending, out);
                 return;
             }
@@ -371,14 +372,22 @@ impl Engine {
                 RecordValue::Timer(state.timers[key].value.clone()),
             ));
         }
-        for (_, key) in state.job_deadlines.iter().take_while(|(at, _)| *at <= now_ms) {
+        for (_, key) in state
+            .job_deadlines
+            .iter()
+            .take_while(|(at, _)| *at <= now_ms)
+        {
             due.push(Record::command_for(
                 *key,
                 Intent::TimeOut,
                 RecordValue::Job(crate::record::JobValue::default()),
             ));
         }
-        for (_, key) in state.job_backoffs.iter().take_while(|(at, _)| *at <= now_ms) {
+        for (_, key) in state
+            .job_backoffs
+            .iter()
+            .take_while(|(at, _)| *at <= now_ms)
+        {
             due.push(Record::command_for(
                 *key,
                 Intent::RecurAfterBackoff,
