@@ -704,7 +704,7 @@ impl State {
         };
         job.state = JobState::Activated;
         job.deadline_ms = deadline_ms;
-        job.worker = worker.to_owned();
+        worker.clone_into(&mut job.worker);
         self.job_deadlines.insert((deadline_ms, key));
     }
 

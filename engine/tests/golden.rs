@@ -162,6 +162,7 @@ impl Cluster {
         }
     }
 
+    #[expect(clippy::too_many_lines, reason = "one arm per script command")]
     fn command(&self, line: &str) -> (u32, Record) {
         let (line, partition) = match line.strip_prefix('@') {
             Some(rest) => {

@@ -415,7 +415,11 @@ fn validate_resources(
     let mut processes = Vec::new();
     for resource in &value.resources {
         let name = &resource.resource_name;
-        if !(name.ends_with(".bpmn") || name.ends_with(".xml")) {
+        let extension = std::path::Path::new(name)
+            .extension()
+            .and_then(|extension| extension.to_str())
+            .unwrap_or_default();
+        if !(extension.eq_ignore_ascii_case("bpmn") || extension.eq_ignore_ascii_case("xml")) {
             errors.push(format!(
                 "'{name}': expected a BPMN resource ('.bpmn' or '.xml'), but the name has \
                  neither extension"

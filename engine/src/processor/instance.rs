@@ -16,6 +16,9 @@ use crate::record::{
 };
 use crate::state::{ElementState, ProcessSubscriptionState};
 
+/// A timer's due date, its repetitions left (`-1` forever) and a cycle's text.
+pub(super) type TimerDue = (i64, i32, String);
+
 /// What the processors need of a deployed process, detached from the state's borrow.
 #[derive(Debug, Clone)]
 pub(super) struct Definition {
@@ -199,7 +202,7 @@ impl Engine {
             out,
         );
         for (name, value) in variables {
-            self.set_variable(key, &name, value, out);
+            self.set_variable(key, &name, &value, out);
         }
         self.write_event(
             key,
@@ -477,7 +480,7 @@ impl Engine {
         definition: &Definition,
         boundary_events: &[ElementIndex],
         key: Key,
-    ) -> Result<Vec<(String, (i64, i32, String))>, String> {
+    ) -> Result<Vec<(String, TimerDue)>, String> {
         let mut timers = Vec::new();
         for boundary in boundary_events {
             let element = definition.model.element(*boundary);
@@ -497,7 +500,7 @@ impl Engine {
         &self,
         timer: &TimerDefinition,
         scope_key: Key,
-    ) -> Result<(i64, i32, String), String> {
+    ) -> Result<TimerDue, String> {
         let now = self.now_ms;
         match timer {
             TimerDefinition::Duration(expression) => {
@@ -526,12 +529,7 @@ impl Engine {
     }
 
     /// Writes `TIMER CREATED` for each (target element id, (due, repetitions, interval)).
-    fn create_timers(
-        &mut self,
-        key: Key,
-        timers: Vec<(String, (i64, i32, String))>,
-        out: &mut Output,
-    ) {
+    fn create_timers(&mut self, key: Key, timers: Vec<(String, TimerDue)>, out: &mut Output) {
         if timers.is_empty() {
             return;
         }
@@ -585,7 +583,7 @@ impl Engine {
                 self.propagate_variables(flow_scope_key, variables, out);
             } else {
                 for (name, value) in variables {
-                    self.set_variable(key, &name, value, out);
+                    self.set_variable(key, &name, &value, out);
                 }
             }
         }
@@ -1083,7 +1081,7 @@ impl Engine {
         &mut self,
         scope_key: Key,
         name: &str,
-        value: Value,
+        value: &Value,
         out: &mut Output,
     ) {
         let existing = self
@@ -1091,7 +1089,7 @@ impl Engine {
             .variables
             .get(&scope_key)
             .and_then(|vars| vars.get(name))
-            .map(|variable| (variable.key, variable.value == value));
+            .map(|variable| (variable.key, variable.value == *value));
         let (key, intent) = match existing {
             Some((_, true)) => return,
             Some((key, false)) => (key, Intent::Updated),
@@ -1133,7 +1131,7 @@ impl Engine {
     ) {
         for (name, value) in variables {
             let target = self.propagation_target(scope_key, &name);
-            self.set_variable(target, &name, value, out);
+            self.set_variable(target, &name, &value, out);
         }
     }
 
@@ -1182,7 +1180,7 @@ impl Engine {
         } else {
             self.propagation_target(scope_key, root)
         };
-        self.set_variable(destination, root, value, out);
+        self.set_variable(destination, root, &value, out);
     }
 
     /// Applies input mappings: each becomes a local variable of the element instance.
@@ -1210,7 +1208,7 @@ impl Engine {
                     merge_path(existing, &path, value)
                 }
             };
-            self.set_variable(key, &root, value, out);
+            self.set_variable(key, &root, &value, out);
         }
         Ok(())
     }
@@ -1264,7 +1262,7 @@ impl Engine {
         };
         if value.local {
             for (name, variable) in variables {
-                self.set_variable(value.scope_key, &name, variable, out);
+                self.set_variable(value.scope_key, &name, &variable, out);
             }
         } else {
             self.propagate_variables(value.scope_key, variables, out);

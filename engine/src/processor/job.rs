@@ -53,35 +53,19 @@ impl Engine {
             JobState::BackingOff => "failed and backing off",
             JobState::ErrorThrown => "in error state",
         };
-        match command.intent {
+        let allowed = match command.intent {
             Intent::Complete | Intent::Fail | Intent::ThrowError => {
-                if !matches!(job_state, JobState::Activatable | JobState::Activated) {
-                    let reason = format!(
-                        "Expected to {action} job with key '{key}', but it is {state_word}"
-                    );
-                    self.reject(command, request, RejectionType::InvalidState, reason, out);
-                    return;
-                }
+                matches!(job_state, JobState::Activatable | JobState::Activated)
             }
-            Intent::TimeOut | Intent::UpdateTimeout => {
-                if job_state != JobState::Activated {
-                    let reason = format!(
-                        "Expected to {action} job with key '{key}', but it is {state_word}"
-                    );
-                    self.reject(command, request, RejectionType::InvalidState, reason, out);
-                    return;
-                }
-            }
-            Intent::RecurAfterBackoff => {
-                if job_state != JobState::BackingOff {
-                    let reason = format!(
-                        "Expected to {action} job with key '{key}', but it is {state_word}"
-                    );
-                    self.reject(command, request, RejectionType::InvalidState, reason, out);
-                    return;
-                }
-            }
-            _ => {}
+            Intent::TimeOut | Intent::UpdateTimeout => job_state == JobState::Activated,
+            Intent::RecurAfterBackoff => job_state == JobState::BackingOff,
+            _ => true,
+        };
+        if !allowed {
+            let reason =
+                format!("Expected to {action} job with key '{key}', but it is {state_word}");
+            self.reject(command, request, RejectionType::InvalidState, reason, out);
+            return;
         }
         match command.intent {
             Intent::Complete => self.complete_job(command, value, request, out),
