@@ -1,10 +1,17 @@
-//! The internal command API: append a payload to a partition and be told when it is committed.
+//! The internal command API: append a payload to a partition, or have the partition's engine
+//! process a command, and be told when it is committed.
 //!
 //! Until the gRPC gateway exists, every broker listens for this minimal protocol on its
-//! command-API port (`26501 + 10 * i` for broker `i` of `sluice dev`). It carries one kind of
-//! request, [`Request::Append`], and four kinds of answer ([`Response`]). A client may pipeline:
-//! it sends any number of requests on one connection and matches the answers by `request_id`,
-//! which the client chooses and the broker echoes.
+//! command-API port (`26501 + 10 * i` for broker `i` of `sluice dev`); the gateway will replace
+//! it for clients. It carries two kinds of request, [`Request::Append`] (a raw payload, which
+//! the engine ignores) and [`Request::Command`] (an engine command record), and five kinds of
+//! answer ([`Response`]). A client may pipeline: it sends any number of requests on one
+//! connection and matches the answers by `request_id`, which the client chooses and the broker
+//! echoes.
+//!
+//! Command and response records are opaque bytes here: the broker encodes one
+//! `sluice_engine::Record` with `sluice_engine::record::encode_records(&[record])` and decodes it
+//! with `decode_records`. This module only bounds them, like an `Append` payload.
 //!
 //! # Framing
 //!
@@ -22,19 +29,30 @@
 //! ```text
 //! type  message       fields after the type byte
 //! 0x01  Append        request_id u64 | partition_id u32 | payload_bytes u32 | payload
+//! 0x02  Command       request_id u64 | partition_id u32 | command_bytes u32 | command
+//!                     (an encoded engine command record)
 //! 0x81  Appended      request_id u64 | index u64
 //! 0x82  NotLeader     request_id u64 | has_leader u8 (0 or 1)
 //!                     [ if 1: node_id u32 | address_bytes u32 | address, UTF-8 "host:port" ]
 //! 0x83  Unavailable   request_id u64 | message_bytes u32 | message, UTF-8
 //! 0x84  Invalid       request_id u64 | message_bytes u32 | message, UTF-8
+//! 0x85  Processed     request_id u64 | index u64 | response_bytes u32 | response
+//!                     (the encoded response record; index = log index of the batch that
+//!                     committed it, 0 if nothing was written)
 //! ```
+//!
+//! An `Append` is answered `Appended`, a `Command` is answered `Processed` (an engine rejection
+//! is a response record too); either may instead be answered `NotLeader`, `Unavailable` or
+//! `Invalid`.
 //!
 //! A body must hold exactly its fields: missing bytes, extra bytes, an unknown type, a flag other
 //! than 0 or 1, a text that is not UTF-8 or longer than its bound are all
 //! [`ClientApiError::Malformed`]. The decoders read the length prefix first and refuse a length
-//! above [`MESSAGE_BYTES_MAX`] before buffering the body. An `Append` whose payload is larger
-//! than [`PAYLOAD_BYTES_MAX`] but still fits in a message decodes: the server answers it with
-//! [`Response::Invalid`] (the connection stays usable).
+//! above [`MESSAGE_BYTES_MAX`] before buffering the body. An `Append` whose payload (or a
+//! `Command` whose command) is larger than [`PAYLOAD_BYTES_MAX`] but still fits in a message
+//! decodes: the server answers it with [`Response::Invalid`] (the connection stays usable). A
+//! `Processed` response is bounded by [`PAYLOAD_BYTES_MAX`] too, and decodes likewise up to the
+//! message limit.
 //!
 //! Any decoding error means the stream can no longer be trusted: close the connection. A decoder
 //! that returned an error keeps returning one.
@@ -54,9 +72,10 @@
 //!
 //! # Clients
 //!
-//! [`AppendClient`] appends one payload at a time and hides the cluster: it follows
-//! [`Response::NotLeader`] hints, retries [`Response::Unavailable`] and connection failures with
-//! a short backoff, and gives up with [`ClientApiError::Timeout`]. [`Connection`] is one raw,
+//! [`AppendClient`] appends one payload or submits one command at a time and hides the cluster:
+//! it follows [`Response::NotLeader`] hints, retries [`Response::Unavailable`] and connection
+//! failures with a short backoff, and gives up with [`ClientApiError::Timeout`]. A retried request
+//! may take effect more than once (see [`AppendClient::command`]). [`Connection`] is one raw,
 //! pipelined connection to one broker, for benchmarks and tests.
 
 use std::collections::HashMap;
@@ -67,7 +86,8 @@ use std::time::{Duration, Instant};
 
 /// Bytes of the frame header: body length, then body checksum.
 pub const FRAME_HEADER_BYTES: usize = 8;
-/// Largest payload of an [`Request::Append`], in bytes.
+/// Largest payload of an [`Request::Append`], command of a [`Request::Command`] and response of
+/// a [`Response::Processed`], in bytes.
 pub const PAYLOAD_BYTES_MAX: usize = 4 << 20;
 /// Largest message body accepted, in bytes: a maximal payload plus room for the fields.
 pub const MESSAGE_BYTES_MAX: usize = (4 << 20) + (4 << 10);
@@ -80,6 +100,8 @@ pub const ADDRESS_BYTES_MAX: usize = 300;
 
 /// Message type of [`Request::Append`].
 pub const TYPE_APPEND: u8 = 0x01;
+/// Message type of [`Request::Command`].
+pub const TYPE_COMMAND: u8 = 0x02;
 /// Message type of [`Response::Appended`].
 pub const TYPE_APPENDED: u8 = 0x81;
 /// Message type of [`Response::NotLeader`].
@@ -88,10 +110,17 @@ pub const TYPE_NOT_LEADER: u8 = 0x82;
 pub const TYPE_UNAVAILABLE: u8 = 0x83;
 /// Message type of [`Response::Invalid`].
 pub const TYPE_INVALID: u8 = 0x84;
+/// Message type of [`Response::Processed`].
+pub const TYPE_PROCESSED: u8 = 0x85;
 
-/// Bytes of an `Append` body before the payload: type, `request_id`, `partition_id`,
-/// `payload_bytes`.
+/// Bytes of an `Append` or `Command` body before the payload: type, `request_id`,
+/// `partition_id`, `payload_bytes` (or `command_bytes`).
 const APPEND_FIXED_BYTES: usize = 1 + 8 + 4 + 4;
+/// Bytes of a `Processed` body before the response: type, `request_id`, `index`,
+/// `response_bytes`.
+const PROCESSED_FIXED_BYTES: usize = 1 + 8 + 8 + 4;
+const _: () = assert!(APPEND_FIXED_BYTES + PAYLOAD_BYTES_MAX <= MESSAGE_BYTES_MAX);
+const _: () = assert!(PROCESSED_FIXED_BYTES + PAYLOAD_BYTES_MAX <= MESSAGE_BYTES_MAX);
 /// Consumed bytes at the front of a decoder's buffer that trigger moving the rest to the front,
 /// even while fewer than the rest.
 const DECODER_COMPACT_BYTES: usize = 1 << 20;
@@ -134,6 +163,17 @@ pub enum Request {
         /// At most [`PAYLOAD_BYTES_MAX`] bytes.
         payload: Vec<u8>,
     },
+    /// Have the partition's engine process `command` and answer with its response once the
+    /// records it wrote are committed.
+    Command {
+        /// Chosen by the client, echoed in the response.
+        request_id: u64,
+        /// The partition, `1..=partitionsCount`.
+        partition_id: u32,
+        /// One encoded engine command record, opaque to this module; at most
+        /// [`PAYLOAD_BYTES_MAX`] bytes.
+        command: Vec<u8>,
+    },
 }
 
 impl Request {
@@ -141,7 +181,7 @@ impl Request {
     #[must_use]
     pub fn request_id(&self) -> u64 {
         match self {
-            Request::Append { request_id, .. } => *request_id,
+            Request::Append { request_id, .. } | Request::Command { request_id, .. } => *request_id,
         }
     }
 }
@@ -165,7 +205,7 @@ pub enum Response {
         leader: Option<(u32, String)>,
     },
     /// Cannot serve now (no leader known, leadership lost before commit, shutting down,
-    /// overloaded). Nothing is acknowledged; the append may or may not end up committed.
+    /// overloaded). Nothing is acknowledged; the append or command may or may not end up committed.
     Unavailable {
         /// The request's id.
         request_id: u64,
@@ -179,6 +219,17 @@ pub enum Response {
         /// Why, for people; at most [`TEXT_BYTES_MAX`] bytes are sent.
         message: String,
     },
+    /// The engine processed the command; `response` is its answer (an engine rejection too).
+    Processed {
+        /// The request's id.
+        request_id: u64,
+        /// The log index of the batch that committed the command's records, 0 if it wrote
+        /// nothing.
+        index: u64,
+        /// One encoded engine response record, opaque to this module; at most
+        /// [`PAYLOAD_BYTES_MAX`] bytes.
+        response: Vec<u8>,
+    },
 }
 
 impl Response {
@@ -189,7 +240,8 @@ impl Response {
             Response::Appended { request_id, .. }
             | Response::NotLeader { request_id, .. }
             | Response::Unavailable { request_id, .. }
-            | Response::Invalid { request_id, .. } => *request_id,
+            | Response::Invalid { request_id, .. }
+            | Response::Processed { request_id, .. } => *request_id,
         }
     }
 }
@@ -319,9 +371,26 @@ fn put_text(out: &mut Vec<u8>, text: &str, bytes_max: usize) {
 /// it with [`Response::Invalid`], or refuses the whole stream if the message exceeds
 /// [`MESSAGE_BYTES_MAX`] (check the size first: [`Connection::send`] does).
 pub fn encode_append(request_id: u64, partition_id: u32, payload: &[u8], out: &mut Vec<u8>) {
+    encode_partition_request(TYPE_APPEND, request_id, partition_id, payload, out);
+}
+
+/// Appends the frame of a `Command` request to `out`, without building a [`Request`] (no copy of
+/// the command). Oversized commands are encoded as given, like payloads in [`encode_append`].
+pub fn encode_command(request_id: u64, partition_id: u32, command: &[u8], out: &mut Vec<u8>) {
+    encode_partition_request(TYPE_COMMAND, request_id, partition_id, command, out);
+}
+
+/// `Append` and `Command` share their layout and differ in the type byte only.
+fn encode_partition_request(
+    message_type: u8,
+    request_id: u64,
+    partition_id: u32,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) {
     out.reserve(FRAME_HEADER_BYTES + APPEND_FIXED_BYTES + payload.len());
     let start = begin_frame(out);
-    out.push(TYPE_APPEND);
+    out.push(message_type);
     out.extend_from_slice(&request_id.to_le_bytes());
     out.extend_from_slice(&partition_id.to_le_bytes());
     out.extend_from_slice(&wire_len(payload.len()).to_le_bytes());
@@ -337,11 +406,18 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
             partition_id,
             payload,
         } => encode_append(*request_id, *partition_id, payload, out),
+        Request::Command {
+            request_id,
+            partition_id,
+            command,
+        } => encode_command(*request_id, *partition_id, command, out),
     }
 }
 
 /// Appends the frame of `response` to `out`. Texts longer than [`TEXT_BYTES_MAX`] and addresses
-/// longer than [`ADDRESS_BYTES_MAX`] are cut at a character boundary.
+/// longer than [`ADDRESS_BYTES_MAX`] are cut at a character boundary. A `Processed` response
+/// above [`PAYLOAD_BYTES_MAX`] is encoded as given, like a payload in [`encode_append`]; keep it
+/// within the bound.
 pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
     let start = begin_frame(out);
     match response {
@@ -377,6 +453,18 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
             out.push(TYPE_INVALID);
             out.extend_from_slice(&request_id.to_le_bytes());
             put_text(out, message, TEXT_BYTES_MAX);
+        }
+        Response::Processed {
+            request_id,
+            index,
+            response,
+        } => {
+            out.reserve(PROCESSED_FIXED_BYTES + response.len());
+            out.push(TYPE_PROCESSED);
+            out.extend_from_slice(&request_id.to_le_bytes());
+            out.extend_from_slice(&index.to_le_bytes());
+            out.extend_from_slice(&wire_len(response.len()).to_le_bytes());
+            out.extend_from_slice(response);
         }
     }
     finish_frame(out, start);
@@ -462,26 +550,38 @@ impl<'a> Fields<'a> {
 
 fn decode_request_body(body: &[u8]) -> Result<Request, ClientApiError> {
     let message_type = body[0];
+    let (message, payload_field) = match message_type {
+        TYPE_APPEND => ("Append", "payload"),
+        TYPE_COMMAND => ("Command", "command"),
+        other => {
+            return Err(malformed(format!(
+                "unknown request type {other:#04x} (expected {TYPE_APPEND:#04x}, Append, or \
+                 {TYPE_COMMAND:#04x}, Command)"
+            )));
+        }
+    };
     let mut fields = Fields {
         bytes: &body[1..],
-        message: "Append",
+        message,
     };
-    match message_type {
-        TYPE_APPEND => {
-            let request_id = fields.u64("request_id")?;
-            let partition_id = fields.u32("partition_id")?;
-            let payload = fields.sized("payload", MESSAGE_BYTES_MAX)?.to_vec();
-            fields.finish()?;
-            Ok(Request::Append {
-                request_id,
-                partition_id,
-                payload,
-            })
+    let request_id = fields.u64("request_id")?;
+    let partition_id = fields.u32("partition_id")?;
+    // Above PAYLOAD_BYTES_MAX still decodes: the server answers Invalid and keeps the stream.
+    let payload = fields.sized(payload_field, MESSAGE_BYTES_MAX)?.to_vec();
+    fields.finish()?;
+    Ok(if message_type == TYPE_APPEND {
+        Request::Append {
+            request_id,
+            partition_id,
+            payload,
         }
-        other => Err(malformed(format!(
-            "unknown request type {other:#04x} (expected {TYPE_APPEND:#04x}, Append)"
-        ))),
-    }
+    } else {
+        Request::Command {
+            request_id,
+            partition_id,
+            command: payload,
+        }
+    })
 }
 
 fn decode_response_body(body: &[u8]) -> Result<Response, ClientApiError> {
@@ -491,10 +591,11 @@ fn decode_response_body(body: &[u8]) -> Result<Response, ClientApiError> {
         TYPE_NOT_LEADER => "NotLeader",
         TYPE_UNAVAILABLE => "Unavailable",
         TYPE_INVALID => "Invalid",
+        TYPE_PROCESSED => "Processed",
         other => {
             return Err(malformed(format!(
                 "unknown response type {other:#04x} (expected {TYPE_APPENDED:#04x} ..= \
-                 {TYPE_INVALID:#04x})"
+                 {TYPE_PROCESSED:#04x})"
             )));
         }
     };
@@ -527,9 +628,14 @@ fn decode_response_body(body: &[u8]) -> Result<Response, ClientApiError> {
             request_id,
             message: fields.text("message", TEXT_BYTES_MAX)?,
         },
-        _ => Response::Invalid {
+        TYPE_INVALID => Response::Invalid {
             request_id,
             message: fields.text("message", TEXT_BYTES_MAX)?,
+        },
+        _ => Response::Processed {
+            request_id,
+            index: fields.u64("index")?,
+            response: fields.sized("response", MESSAGE_BYTES_MAX)?.to_vec(),
         },
     };
     fields.finish()?;
@@ -779,7 +885,7 @@ impl Connection {
     }
 
     /// Queues `request`; [`Self::flush`] writes the queue (it is also written once it holds
-    /// 256 KiB). A payload above [`PAYLOAD_BYTES_MAX`] is refused with
+    /// 256 KiB). A payload or command above [`PAYLOAD_BYTES_MAX`] is refused with
     /// [`ClientApiError::TooLarge`] and nothing is queued.
     pub fn send(&mut self, request: &Request) -> Result<(), ClientApiError> {
         match request {
@@ -788,6 +894,11 @@ impl Connection {
                 partition_id,
                 payload,
             } => self.send_append(*request_id, *partition_id, payload),
+            Request::Command {
+                request_id,
+                partition_id,
+                command,
+            } => self.send_command(*request_id, *partition_id, command),
         }
     }
 
@@ -800,6 +911,22 @@ impl Connection {
     ) -> Result<(), ClientApiError> {
         check_payload(payload)?;
         encode_append(request_id, partition_id, payload, &mut self.outgoing);
+        self.flush_if_full()
+    }
+
+    /// [`Self::send`] of a `Command`, without building a [`Request`] (no copy of the command).
+    pub fn send_command(
+        &mut self,
+        request_id: u64,
+        partition_id: u32,
+        command: &[u8],
+    ) -> Result<(), ClientApiError> {
+        check_payload(command)?;
+        encode_command(request_id, partition_id, command, &mut self.outgoing);
+        self.flush_if_full()
+    }
+
+    fn flush_if_full(&mut self) -> Result<(), ClientApiError> {
         if self.outgoing.len() >= SEND_BUFFER_FLUSH_BYTES {
             self.flush()?;
         }
@@ -870,10 +997,49 @@ impl Connection {
 // AppendClient
 // ---------------------------------------------------------------------------------------------
 
-/// How one attempt of [`AppendClient::append`] ended.
+/// What [`AppendClient`] submits: the body of an `Append` or of a `Command`.
+#[derive(Debug, Clone, Copy)]
+enum Submission<'a> {
+    Append(&'a [u8]),
+    Command(&'a [u8]),
+}
+
+impl<'a> Submission<'a> {
+    fn payload(self) -> &'a [u8] {
+        match self {
+            Submission::Append(payload) | Submission::Command(payload) => payload,
+        }
+    }
+
+    fn send(
+        self,
+        connection: &mut Connection,
+        request_id: u64,
+        partition_id: u32,
+    ) -> Result<(), ClientApiError> {
+        match self {
+            Submission::Append(payload) => {
+                connection.send_append(request_id, partition_id, payload)
+            }
+            Submission::Command(command) => {
+                connection.send_command(request_id, partition_id, command)
+            }
+        }
+    }
+}
+
+/// How one attempt of [`AppendClient::submit`] ended.
 enum Attempt {
-    Committed(u64),
+    /// Committed at this index; `response` is the engine's answer to a command (empty for an
+    /// append).
+    Committed {
+        index: u64,
+        response: Vec<u8>,
+    },
     Rejected(String),
+    /// The broker answered with the wrong kind of success (`Appended` to a command or
+    /// `Processed` to an append): it speaks another version of the protocol.
+    Mismatched(String),
     /// The broker pointed to another one.
     Redirect(SocketAddr),
     /// Try again after a pause. `forget_target`: the target is gone or not the leader.
@@ -888,7 +1054,8 @@ fn resolve(address: &str) -> Option<SocketAddr> {
     address.to_socket_addrs().ok()?.next()
 }
 
-/// Appends payloads to a cluster one at a time, hiding leaders, redirects and retries.
+/// Appends payloads to and submits engine commands to a cluster one at a time, hiding leaders,
+/// redirects and retries.
 ///
 /// It keeps one connection per broker it talked to and remembers each partition's leader.
 #[derive(Debug)]
@@ -940,7 +1107,36 @@ impl AppendClient {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<u64, ClientApiError> {
-        check_payload(payload)?;
+        self.submit(partition_id, Submission::Append(payload), timeout)
+            .map(|(index, _)| index)
+    }
+
+    /// Has the partition's engine process `command` (one encoded command record) and waits
+    /// until the records it wrote are committed. Follows hints, retries and times out exactly
+    /// like [`Self::append`]. Returns the log index of the batch that committed it (0 if the
+    /// command wrote nothing) and the encoded response record.
+    ///
+    /// A retried command may be processed more than once: an `Unavailable`, a lost connection
+    /// or a broker too slow to answer does not say whether the earlier try was processed, so a
+    /// create whose answer was lost may create twice. The same holds for an
+    /// `Err(Timeout)`: the command may have been processed.
+    pub fn command(
+        &mut self,
+        partition_id: u32,
+        command: &[u8],
+        timeout: Duration,
+    ) -> Result<(u64, Vec<u8>), ClientApiError> {
+        self.submit(partition_id, Submission::Command(command), timeout)
+    }
+
+    /// The retry loop of [`Self::append`] and [`Self::command`].
+    fn submit(
+        &mut self,
+        partition_id: u32,
+        submission: Submission<'_>,
+        timeout: Duration,
+    ) -> Result<(u64, Vec<u8>), ClientApiError> {
+        check_payload(submission.payload())?;
         if self.brokers.is_empty() {
             return Err(ClientApiError::NoBrokers);
         }
@@ -962,12 +1158,13 @@ impl AppendClient {
                 .get(&partition_id)
                 .copied()
                 .unwrap_or(self.brokers[self.next_broker % self.brokers.len()]);
-            match self.attempt(target, partition_id, payload, remaining) {
-                Attempt::Committed(index) => {
+            match self.attempt(target, partition_id, submission, remaining) {
+                Attempt::Committed { index, response } => {
                     self.remember_leader(partition_id, target);
-                    return Ok(index);
+                    return Ok((index, response));
                 }
                 Attempt::Rejected(message) => return Err(ClientApiError::Rejected { message }),
+                Attempt::Mismatched(reason) => return Err(malformed(reason)),
                 Attempt::Redirect(leader) => {
                     last_problem = format!(
                         "{target} does not lead partition {partition_id} and names {leader}"
@@ -1012,7 +1209,7 @@ impl AppendClient {
         &mut self,
         target: SocketAddr,
         partition_id: u32,
-        payload: &[u8],
+        submission: Submission<'_>,
         remaining: Duration,
     ) -> Attempt {
         let attempt_deadline = Instant::now() + remaining.min(CLIENT_ANSWER_TIMEOUT_MAX);
@@ -1037,8 +1234,8 @@ impl AppendClient {
         };
         let request_id = self.next_request_id;
         self.next_request_id = self.next_request_id.wrapping_add(1);
-        let answer = connection
-            .send_append(request_id, partition_id, payload)
+        let answer = submission
+            .send(connection, request_id, partition_id)
             .and_then(|()| connection.flush())
             .and_then(|()| {
                 loop {
@@ -1061,23 +1258,59 @@ impl AppendClient {
                 };
             }
         };
-        match response {
-            Response::Appended { index, .. } => Attempt::Committed(index),
-            Response::Invalid { message, .. } => Attempt::Rejected(message),
-            Response::Unavailable { message, .. } => Attempt::Retry {
+        self.judge(target, partition_id, submission, response)
+    }
+
+    /// What the broker's `response` to `submission` means for the retry loop.
+    fn judge(
+        &mut self,
+        target: SocketAddr,
+        partition_id: u32,
+        submission: Submission<'_>,
+        response: Response,
+    ) -> Attempt {
+        match (submission, response) {
+            (Submission::Append(_), Response::Appended { index, .. }) => Attempt::Committed {
+                index,
+                response: Vec::new(),
+            },
+            (
+                Submission::Command(_),
+                Response::Processed {
+                    index, response, ..
+                },
+            ) => Attempt::Committed { index, response },
+            (Submission::Command(_), Response::Appended { .. })
+            | (Submission::Append(_), Response::Processed { .. }) => {
+                // Not retried: the request took effect, and a retry would repeat it.
+                self.connections.remove(&target);
+                let (request, expected, got) = match submission {
+                    Submission::Append(_) => ("Append", "Appended", "Processed"),
+                    Submission::Command(_) => ("Command", "Processed", "Appended"),
+                };
+                Attempt::Mismatched(format!(
+                    "{target} answered the {request} request to partition {partition_id} with \
+                     {got} instead of {expected}"
+                ))
+            }
+            (_, Response::Invalid { message, .. }) => Attempt::Rejected(message),
+            (_, Response::Unavailable { message, .. }) => Attempt::Retry {
                 problem: format!("{target} is unavailable: {message}"),
                 forget_target: false,
             },
-            Response::NotLeader { leader: None, .. } => Attempt::Retry {
+            (_, Response::NotLeader { leader: None, .. }) => Attempt::Retry {
                 problem: format!(
                     "{target} does not lead partition {partition_id} nor know who does"
                 ),
                 forget_target: true,
             },
-            Response::NotLeader {
-                leader: Some((node_id, address)),
-                ..
-            } => match resolve(&address) {
+            (
+                _,
+                Response::NotLeader {
+                    leader: Some((node_id, address)),
+                    ..
+                },
+            ) => match resolve(&address) {
                 Some(leader) if leader != target => Attempt::Redirect(leader),
                 Some(_) => Attempt::Retry {
                     problem: format!(
@@ -1132,6 +1365,16 @@ mod tests {
                 request_id: 9,
                 message: "unknown partition 99 — there are 3".to_owned(),
             },
+            Response::Processed {
+                request_id: 10,
+                index: 12,
+                response: b"\x01response record".to_vec(),
+            },
+            Response::Processed {
+                request_id: u64::MAX,
+                index: 0,
+                response: Vec::new(),
+            },
         ]
     }
 
@@ -1151,6 +1394,16 @@ mod tests {
                 request_id: 0x0102_0304_0506_0708,
                 partition_id: 1,
                 payload: (0..=255).collect(),
+            },
+            Request::Command {
+                request_id: 2,
+                partition_id: 3,
+                command: b"\x00command record".to_vec(),
+            },
+            Request::Command {
+                request_id: u64::MAX,
+                partition_id: u32::MAX,
+                command: Vec::new(),
             },
         ]
     }
@@ -1242,6 +1495,50 @@ mod tests {
             b"h:1".to_vec(),
         ]
         .concat();
+        assert_eq!(&bytes[8..], &body[..]);
+
+        let mut bytes = Vec::new();
+        encode_request(
+            &Request::Command {
+                request_id: 0x0102_0304_0506_0708,
+                partition_id: 0x0A0B_0C0D,
+                command: vec![0xCC; 2],
+            },
+            &mut bytes,
+        );
+        let body: Vec<u8> = [
+            vec![TYPE_COMMAND],
+            vec![8, 7, 6, 5, 4, 3, 2, 1],
+            vec![0x0D, 0x0C, 0x0B, 0x0A],
+            vec![2, 0, 0, 0],
+            vec![0xCC; 2],
+        ]
+        .concat();
+        assert_eq!(&bytes[..4], &19u32.to_le_bytes());
+        assert_eq!(&bytes[4..8], &crc32c::crc32c(&body).to_le_bytes());
+        assert_eq!(&bytes[8..], &body[..]);
+        let mut direct = Vec::new();
+        encode_command(0x0102_0304_0506_0708, 0x0A0B_0C0D, &[0xCC; 2], &mut direct);
+        assert_eq!(direct, bytes);
+
+        let mut bytes = Vec::new();
+        encode_response(
+            &Response::Processed {
+                request_id: 5,
+                index: 0x1112_1314_1516_1718,
+                response: vec![0xAB; 3],
+            },
+            &mut bytes,
+        );
+        let body: Vec<u8> = [
+            vec![TYPE_PROCESSED],
+            5u64.to_le_bytes().to_vec(),
+            vec![0x18, 0x17, 0x16, 0x15, 0x14, 0x13, 0x12, 0x11],
+            vec![3, 0, 0, 0],
+            vec![0xAB; 3],
+        ]
+        .concat();
+        assert_eq!(&bytes[..4], &24u32.to_le_bytes());
         assert_eq!(&bytes[8..], &body[..]);
     }
 
@@ -1424,14 +1721,95 @@ mod tests {
     }
 
     #[test]
-    fn client_api_malformed_bodies_are_errors() {
-        let append_body = |extra: &[u8]| -> Vec<u8> {
-            let mut body = vec![TYPE_APPEND];
+    fn client_api_largest_command_and_response_roundtrip_and_larger_are_bounded() {
+        let request = Request::Command {
+            request_id: 3,
+            partition_id: 1,
+            command: vec![0x5A; PAYLOAD_BYTES_MAX],
+        };
+        let mut bytes = Vec::new();
+        encode_request(&request, &mut bytes);
+        assert!(bytes.len() - FRAME_HEADER_BYTES <= MESSAGE_BYTES_MAX);
+        assert_eq!(
+            decode_requests(&bytes).expect("largest command"),
+            vec![request]
+        );
+        let response = Response::Processed {
+            request_id: 3,
+            index: 9,
+            response: vec![0xA5; PAYLOAD_BYTES_MAX],
+        };
+        let mut bytes = Vec::new();
+        encode_response(&response, &mut bytes);
+        assert!(bytes.len() - FRAME_HEADER_BYTES <= MESSAGE_BYTES_MAX);
+        assert_eq!(
+            decode_responses(&bytes).expect("largest response"),
+            vec![response]
+        );
+
+        // Between the payload and the message limit: decodes (the server answers Invalid).
+        let mut bytes = Vec::new();
+        encode_command(4, 1, &vec![0; PAYLOAD_BYTES_MAX + 1], &mut bytes);
+        let decoded = decode_requests(&bytes).expect("fits in a message");
+        assert!(
+            matches!(&decoded[..], [Request::Command { command, .. }] if command.len() == PAYLOAD_BYTES_MAX + 1)
+        );
+        let mut bytes = Vec::new();
+        encode_response(
+            &Response::Processed {
+                request_id: 4,
+                index: 1,
+                response: vec![0; PAYLOAD_BYTES_MAX + 1],
+            },
+            &mut bytes,
+        );
+        let decoded = decode_responses(&bytes).expect("fits in a message");
+        assert!(
+            matches!(&decoded[..], [Response::Processed { response, .. }] if response.len() == PAYLOAD_BYTES_MAX + 1)
+        );
+        // Beyond the message limit: refused by the length prefix.
+        let mut bytes = Vec::new();
+        encode_command(5, 1, &vec![0; MESSAGE_BYTES_MAX], &mut bytes);
+        assert!(matches!(
+            decode_requests(&bytes),
+            Err(ClientApiError::TooLarge { .. })
+        ));
+        let mut bytes = Vec::new();
+        encode_response(
+            &Response::Processed {
+                request_id: 5,
+                index: 1,
+                response: vec![0; MESSAGE_BYTES_MAX],
+            },
+            &mut bytes,
+        );
+        assert!(matches!(
+            decode_responses(&bytes),
+            Err(ClientApiError::TooLarge { .. })
+        ));
+
+        // Senders refuse an oversized command and queue nothing.
+        let mut client = AppendClient::new(vec![SocketAddr::from(([127, 0, 0, 1], 9))]);
+        let error = client
+            .command(1, &vec![0; PAYLOAD_BYTES_MAX + 1], Duration::from_secs(1))
+            .expect_err("too large");
+        assert!(
+            matches!(error, ClientApiError::TooLarge { .. }),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn client_api_malformed_request_bodies_are_errors() {
+        let request_body = |message_type: u8, extra: &[u8]| -> Vec<u8> {
+            let mut body = vec![message_type];
             body.extend_from_slice(&1u64.to_le_bytes());
             body.extend_from_slice(&2u32.to_le_bytes());
             body.extend_from_slice(extra);
             body
         };
+        let append_body = |extra: &[u8]| request_body(TYPE_APPEND, extra);
+        let command_body = |extra: &[u8]| request_body(TYPE_COMMAND, extra);
         let cases: Vec<(&str, Vec<u8>)> = vec![
             ("empty body", Vec::new()),
             ("unknown type", vec![0x7F, 0, 0]),
@@ -1447,6 +1825,21 @@ mod tests {
                 "payload length beyond the message limit",
                 append_body(&u32::MAX.to_le_bytes()),
             ),
+            ("truncated command request_id", vec![TYPE_COMMAND, 1, 2, 3]),
+            (
+                "truncated command partition_id",
+                [vec![TYPE_COMMAND], 1u64.to_le_bytes().to_vec(), vec![2, 0]].concat(),
+            ),
+            ("truncated command length", command_body(&[1, 0])),
+            (
+                "command shorter than its length",
+                command_body(&[5, 0, 0, 0, 1, 2]),
+            ),
+            ("command trailing byte", command_body(&[1, 0, 0, 0, 9, 9])),
+            (
+                "command length beyond the message limit",
+                command_body(&u32::MAX.to_le_bytes()),
+            ),
         ];
         for (name, body) in cases {
             let error = decode_requests(&frame(&body)).expect_err(name);
@@ -1455,7 +1848,10 @@ mod tests {
                 "{name}: {error:?}"
             );
         }
+    }
 
+    #[test]
+    fn client_api_malformed_response_bodies_are_errors() {
         let response_body = |message_type: u8, extra: &[u8]| -> Vec<u8> {
             let mut body = vec![message_type];
             body.extend_from_slice(&1u64.to_le_bytes());
@@ -1480,6 +1876,41 @@ mod tests {
                 response_body(TYPE_UNAVAILABLE, &[2, 0, 0, 0, 0xC3, 0x28]),
             ),
             ("message too long", response_body(TYPE_INVALID, &too_long)),
+            (
+                "unknown response type",
+                response_body(TYPE_PROCESSED + 1, &[0; 8]),
+            ),
+            (
+                "command as a response",
+                response_body(TYPE_COMMAND, &[0; 12]),
+            ),
+            (
+                "Processed without index",
+                response_body(TYPE_PROCESSED, &[]),
+            ),
+            (
+                "Processed truncated index",
+                response_body(TYPE_PROCESSED, &[0; 7]),
+            ),
+            (
+                "Processed truncated response length",
+                response_body(TYPE_PROCESSED, &[0, 0, 0, 0, 0, 0, 0, 0, 1, 0]),
+            ),
+            (
+                "Processed response shorter than its length",
+                response_body(TYPE_PROCESSED, &[0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 7]),
+            ),
+            (
+                "Processed trailing byte",
+                response_body(TYPE_PROCESSED, &[0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 7, 7]),
+            ),
+            (
+                "Processed response length beyond the message limit",
+                response_body(
+                    TYPE_PROCESSED,
+                    &[0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF],
+                ),
+            ),
         ];
         for (name, body) in cases {
             let error = decode_responses(&frame(&body)).expect_err(name);
@@ -1559,14 +1990,25 @@ mod tests {
 
     fn request_strategy() -> impl Strategy<Value = Request> {
         (
+            any::<bool>(),
             any::<u64>(),
             any::<u32>(),
             proptest::collection::vec(any::<u8>(), 0..2048),
         )
-            .prop_map(|(request_id, partition_id, payload)| Request::Append {
-                request_id,
-                partition_id,
-                payload,
+            .prop_map(|(command, request_id, partition_id, payload)| {
+                if command {
+                    Request::Command {
+                        request_id,
+                        partition_id,
+                        command: payload,
+                    }
+                } else {
+                    Request::Append {
+                        request_id,
+                        partition_id,
+                        payload,
+                    }
+                }
             })
     }
 
@@ -1589,6 +2031,16 @@ mod tests {
                 request_id,
                 message
             }),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                proptest::collection::vec(any::<u8>(), 0..512)
+            )
+                .prop_map(|(request_id, index, response)| Response::Processed {
+                    request_id,
+                    index,
+                    response
+                }),
         ]
     }
 
@@ -1659,7 +2111,8 @@ mod tests {
     const TEST_TIMEOUT: Duration = Duration::from_secs(10);
 
     /// A command-API server on 127.0.0.1 that answers each request with `respond`'s responses
-    /// (none: stay silent), one connection at a time.
+    /// (none: stay silent), one connection at a time. It can hang up instead of answering the
+    /// first requests, as if the answer were lost.
     struct FakeBroker {
         addr: SocketAddr,
         stop: Arc<AtomicBool>,
@@ -1670,6 +2123,12 @@ mod tests {
 
     impl FakeBroker {
         fn start(respond: Responder) -> Self {
+            Self::start_hanging_up(0, respond)
+        }
+
+        /// Like [`Self::start`], but closes the connection instead of answering each of the
+        /// first `hang_ups` requests (which it still records).
+        fn start_hanging_up(hang_ups: usize, respond: Responder) -> Self {
             let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
             let addr = listener.local_addr().expect("bound address");
             listener
@@ -1677,7 +2136,8 @@ mod tests {
                 .expect("non-blocking listener");
             let stop = Arc::new(AtomicBool::new(false));
             let thread_stop = Arc::clone(&stop);
-            let thread = std::thread::spawn(move || serve(&listener, &thread_stop, respond));
+            let thread =
+                std::thread::spawn(move || serve(&listener, &thread_stop, hang_ups, respond));
             Self { addr, stop, thread }
         }
 
@@ -1688,7 +2148,12 @@ mod tests {
         }
     }
 
-    fn serve(listener: &TcpListener, stop: &AtomicBool, mut respond: Responder) -> Vec<Request> {
+    fn serve(
+        listener: &TcpListener,
+        stop: &AtomicBool,
+        mut hang_ups: usize,
+        mut respond: Responder,
+    ) -> Vec<Request> {
         let started = Instant::now();
         let mut received = Vec::new();
         while !stop.load(Ordering::Relaxed) && started.elapsed() < FAKE_LIFETIME {
@@ -1709,13 +2174,20 @@ mod tests {
                     Err(_) => continue,
                 }
                 let mut out = Vec::new();
+                let mut hang_up = false;
                 while let Some(request) = decoder.next_request().expect("client sends valid") {
+                    if hang_ups > 0 {
+                        hang_ups -= 1;
+                        hang_up = true;
+                        received.push(request);
+                        break;
+                    }
                     for response in respond(&request) {
                         encode_response(&response, &mut out);
                     }
                     received.push(request);
                 }
-                if stream.write_all(&out).is_err() {
+                if hang_up || stream.write_all(&out).is_err() {
                     break;
                 }
             }
@@ -1914,10 +2386,201 @@ mod tests {
         ));
     }
 
+    /// Answers each command with `Processed` at `index`, the response being the command
+    /// reversed.
+    fn processed(index: u64) -> Responder {
+        Box::new(move |request| {
+            let Request::Command { command, .. } = request else {
+                panic!("expected a command, got {request:?}");
+            };
+            vec![Response::Processed {
+                request_id: request.request_id(),
+                index,
+                response: command.iter().rev().copied().collect(),
+            }]
+        })
+    }
+
+    #[test]
+    fn client_api_command_client_returns_the_engine_response() {
+        let broker = FakeBroker::start(processed(42));
+        let mut client = AppendClient::new(vec![broker.addr]);
+        let (index, response) = client
+            .command(3, b"command", TEST_TIMEOUT)
+            .expect("the fake processes");
+        assert_eq!((index, response.as_slice()), (42, &b"dnammoc"[..]));
+        assert_eq!(client.leader_of(3), Some(broker.addr));
+        assert_eq!(
+            broker.finish(),
+            vec![Request::Command {
+                request_id: 1,
+                partition_id: 3,
+                command: b"command".to_vec()
+            }]
+        );
+    }
+
+    #[test]
+    fn client_api_command_client_follows_hints_and_retries_unavailable() {
+        let mut calls = 0;
+        let mut answer = processed(0);
+        let leader = FakeBroker::start(Box::new(move |request| {
+            calls += 1;
+            if calls == 1 {
+                vec![Response::Unavailable {
+                    request_id: request.request_id(),
+                    message: "not yet processing".to_owned(),
+                }]
+            } else {
+                answer(request)
+            }
+        }));
+        let leader_address = leader.addr.to_string();
+        let follower = FakeBroker::start(Box::new(move |request| {
+            vec![Response::NotLeader {
+                request_id: request.request_id(),
+                leader: Some((2, leader_address.clone())),
+            }]
+        }));
+        let mut client = AppendClient::new(vec![follower.addr]);
+        // Index 0: the command wrote nothing (e.g. a rejection that is only answered).
+        assert_eq!(
+            client.command(1, b"ab", TEST_TIMEOUT).expect("redirected"),
+            (0, b"ba".to_vec())
+        );
+        assert_eq!(client.leader_of(1), Some(leader.addr));
+        assert_eq!(follower.finish().len(), 1);
+        assert_eq!(leader.finish().len(), 2);
+    }
+
+    #[test]
+    fn client_api_command_client_resends_after_a_lost_answer() {
+        // The documented hazard: the first try may have been processed, the client cannot tell
+        // and sends the command again.
+        let broker = FakeBroker::start_hanging_up(1, processed(5));
+        let mut client = AppendClient::new(vec![broker.addr]);
+        assert_eq!(
+            client.command(1, b"create", TEST_TIMEOUT).expect("retried"),
+            (5, b"etaerc".to_vec())
+        );
+        let received = broker.finish();
+        assert_eq!(received.len(), 2, "{received:?}");
+        assert!(
+            received.iter().all(|request| matches!(request,
+                Request::Command { partition_id: 1, command, .. } if command == b"create")),
+            "{received:?}"
+        );
+        assert_ne!(received[0].request_id(), received[1].request_id());
+    }
+
+    #[test]
+    fn client_api_command_client_reports_invalid_and_mismatched_answers_without_retrying() {
+        let broker = FakeBroker::start(Box::new(|request| {
+            vec![Response::Invalid {
+                request_id: request.request_id(),
+                message: "not a command record".to_owned(),
+            }]
+        }));
+        let mut client = AppendClient::new(vec![broker.addr]);
+        let error = client.command(1, b"x", TEST_TIMEOUT).expect_err("rejected");
+        assert!(
+            matches!(&error, ClientApiError::Rejected { message } if message == "not a command record"),
+            "{error:?}"
+        );
+        assert_eq!(broker.finish().len(), 1);
+
+        // A broker of another version answers a command with Appended: the command took
+        // effect, so it is not retried.
+        let broker = FakeBroker::start(appended(3));
+        let mut client = AppendClient::new(vec![broker.addr]);
+        let error = client.command(1, b"x", TEST_TIMEOUT).expect_err("mismatch");
+        assert!(
+            matches!(&error, ClientApiError::Malformed { reason } if reason.contains("Appended instead of Processed")),
+            "{error:?}"
+        );
+        assert_eq!(broker.finish().len(), 1);
+
+        let broker = FakeBroker::start(Box::new(|request| {
+            vec![Response::Processed {
+                request_id: request.request_id(),
+                index: 1,
+                response: Vec::new(),
+            }]
+        }));
+        let mut client = AppendClient::new(vec![broker.addr]);
+        let error = client.append(1, b"x", TEST_TIMEOUT).expect_err("mismatch");
+        assert!(
+            matches!(&error, ClientApiError::Malformed { reason } if reason.contains("Processed instead of Appended")),
+            "{error:?}"
+        );
+        assert_eq!(broker.finish().len(), 1);
+    }
+
+    #[test]
+    fn client_api_command_client_times_out_and_needs_brokers() {
+        let broker = FakeBroker::start(Box::new(|request| {
+            vec![Response::Unavailable {
+                request_id: request.request_id(),
+                message: "replaying the log".to_owned(),
+            }]
+        }));
+        let mut client = AppendClient::new(vec![broker.addr]);
+        let error = client
+            .command(1, b"x", Duration::from_millis(300))
+            .expect_err("never available");
+        assert!(
+            matches!(&error, ClientApiError::Timeout { last_problem, .. } if last_problem.contains("replaying the log")),
+            "{error:?}"
+        );
+        assert!(broker.finish().len() > 1);
+
+        let mut client = AppendClient::new(Vec::new());
+        assert!(matches!(
+            client.command(1, b"x", TEST_TIMEOUT),
+            Err(ClientApiError::NoBrokers)
+        ));
+    }
+
+    #[test]
+    fn client_api_connection_pipelines_commands() {
+        let broker = FakeBroker::start(processed(7));
+        let mut connection =
+            Connection::connect(broker.addr, TEST_TIMEOUT).expect("connect to the fake");
+        connection
+            .send(&Request::Command {
+                request_id: 1,
+                partition_id: 2,
+                command: b"one".to_vec(),
+            })
+            .expect("queue");
+        connection.send_command(2, 2, b"two").expect("queue");
+        let error = connection
+            .send_command(3, 2, &vec![0; PAYLOAD_BYTES_MAX + 1])
+            .expect_err("too large");
+        assert!(
+            matches!(error, ClientApiError::TooLarge { .. }),
+            "{error:?}"
+        );
+        connection.flush().expect("flush");
+        for (request_id, response) in [(1, b"eno"), (2, b"owt")] {
+            assert_eq!(
+                connection.recv(TEST_TIMEOUT).expect("answer"),
+                Response::Processed {
+                    request_id,
+                    index: 7,
+                    response: response.to_vec()
+                }
+            );
+        }
+        assert_eq!(broker.finish().len(), 2);
+    }
+
     #[test]
     fn client_api_connection_pipelines() {
         let broker = FakeBroker::start(Box::new(|request| {
-            let Request::Append { payload, .. } = request;
+            let Request::Append { payload, .. } = request else {
+                panic!("the test sends appends only, got {request:?}");
+            };
             vec![Response::Appended {
                 request_id: request.request_id(),
                 index: payload.len() as u64,

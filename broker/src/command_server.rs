@@ -109,11 +109,25 @@ async fn read_loop(node: &Rc<Node>, connection: &Rc<Connection>, mut stream: Tcp
 }
 
 fn handle(node: &Rc<Node>, connection: &Rc<Connection>, request: Request) {
-    let Request::Append {
-        request_id,
-        partition_id,
-        payload,
-    } = request;
+    // Tag the payload with its kind (see `crate::apply`): the partition tells raw appends from
+    // engine commands by it.
+    let (request_id, partition_id, kind, body) = match request {
+        Request::Append {
+            request_id,
+            partition_id,
+            payload,
+        } => (request_id, partition_id, crate::apply::ENTRY_RAW, payload),
+        Request::Command {
+            request_id,
+            partition_id,
+            command,
+        } => (
+            request_id,
+            partition_id,
+            crate::apply::PAYLOAD_COMMAND,
+            command,
+        ),
+    };
     let respond = {
         let connection = Rc::clone(connection);
         move |response: Response| {
@@ -132,16 +146,20 @@ fn handle(node: &Rc<Node>, connection: &Rc<Connection>, request: Request) {
         });
         return;
     }
-    if payload.len() > PAYLOAD_BYTES_MAX {
+    if body.len() > PAYLOAD_BYTES_MAX {
         respond(Response::Invalid {
             request_id,
             message: format!(
                 "the payload of {} bytes exceeds the largest append, {PAYLOAD_BYTES_MAX} bytes",
-                payload.len()
+                body.len()
             ),
         });
         return;
     }
+    let mut payload = Vec::with_capacity(body.len() + 1);
+    payload.push(kind);
+    payload.extend_from_slice(&body);
+    drop(body);
     if !node.hosts(partition_id) {
         respond(Response::NotLeader {
             request_id,
@@ -160,7 +178,22 @@ fn handle(node: &Rc<Node>, connection: &Rc<Connection>, request: Request) {
                 connection.drained.notify();
             }
             let response = match outcome {
-                AppendOutcome::Committed { index } => Response::Appended { request_id, index },
+                AppendOutcome::Committed {
+                    index,
+                    response: None,
+                } => Response::Appended { request_id, index },
+                AppendOutcome::Committed {
+                    index,
+                    response: Some(response),
+                } => Response::Processed {
+                    request_id,
+                    index,
+                    response,
+                },
+                AppendOutcome::Invalid { message } => Response::Invalid {
+                    request_id,
+                    message,
+                },
                 AppendOutcome::NotLeader { leader } => Response::NotLeader {
                     request_id,
                     leader: leader.and_then(|_| node.leader_hint(partition_id)),

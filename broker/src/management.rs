@@ -185,6 +185,9 @@ impl Management {
                     "commitIndex": status.commit_index,
                     "lastIndex": status.last_index,
                     "durableIndex": status.durable_index,
+                    "appliedIndex": status.applied_index,
+                    "commandsProcessed": status.commands_processed,
+                    "engineRebuilds": status.engine_rebuilds,
                     "appendsCommitted": status.appends_committed,
                     "appendsFailed": status.appends_failed,
                     "flushError": status.flush_error,
@@ -271,6 +274,24 @@ impl Management {
                 "Highest log index flushed on this replica",
                 &labels,
                 as_f64(status.durable_index),
+            );
+            text.gauge(
+                "sluice_partition_applied_index",
+                "Highest log index whose records are in this replica's engine",
+                &labels,
+                as_f64(status.applied_index),
+            );
+            text.counter(
+                "sluice_commands_processed_total",
+                "Engine commands processed by this replica as leader",
+                &labels,
+                status.commands_processed,
+            );
+            text.counter(
+                "sluice_engine_rebuilds_total",
+                "Engine rebuilds from the committed log after leadership was lost",
+                &labels,
+                status.engine_rebuilds,
             );
             text.counter(
                 "sluice_appends_committed_total",

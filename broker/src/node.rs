@@ -125,6 +125,10 @@ pub struct NodeCounters {
     pub raft_frames_sent: Cell<u64>,
     /// Raft messages sent.
     pub raft_messages_sent: Cell<u64>,
+    /// Engine commands forwarded to another broker's leader.
+    pub commands_forwarded: Cell<u64>,
+    /// Engine commands dropped because no leader of their partition was known.
+    pub commands_unroutable: Cell<u64>,
 }
 
 /// The running node. See the module docs.
@@ -212,6 +216,7 @@ impl ShardInputQueue {
 #[derive(Default)]
 struct Outbox {
     queued: RefCell<BTreeMap<NodeId, Vec<(PartitionId, Message)>>>,
+    commands: RefCell<Vec<(PartitionId, Vec<u8>)>>,
     notify: Notify,
 }
 
@@ -222,6 +227,11 @@ impl RaftOutbox for Outbox {
             .entry(to)
             .or_default()
             .push((partition_id, message));
+        self.notify.notify();
+    }
+
+    fn send_command(&self, partition_id: PartitionId, payload: Vec<u8>) {
+        self.commands.borrow_mut().push((partition_id, payload));
         self.notify.notify();
     }
 }
@@ -459,6 +469,36 @@ impl Node {
         Ok(())
     }
 
+    /// Delivers an engine command to the leader of `partition_id`: to a replica on this broker
+    /// if it leads here, else over QUIC to the broker the topology names as leader. Best effort:
+    /// a command with no known leader is dropped (and counted); the engine that sent it sends
+    /// it again until it is answered.
+    pub fn forward_command(&self, partition_id: PartitionId, payload: Vec<u8>) {
+        let leader = self.leader_hint(partition_id).map(|(leader, _)| leader);
+        if leader == Some(self.settings.node_id) || (leader.is_none() && self.hosts(partition_id)) {
+            // The outcome goes nowhere: the sender learns of it through the reply command.
+            let _ = self.append(partition_id, payload, Box::new(|_| {}));
+            return;
+        }
+        let socket = leader.and_then(|leader| {
+            self.directory
+                .borrow()
+                .get(&leader)
+                .and_then(|peer| peer.socket)
+        });
+        let Some(socket) = socket else {
+            let c = &self.counters.commands_unroutable;
+            c.set(c.get() + 1);
+            return;
+        };
+        let mut body = Vec::with_capacity(payload.len() + 4);
+        body.extend_from_slice(&partition_id.to_le_bytes());
+        body.extend_from_slice(&payload);
+        let _ = self.transport.send(socket, FrameKind::Command, &body);
+        let c = &self.counters.commands_forwarded;
+        c.set(c.get() + 1);
+    }
+
     /// A copy of the topology.
     #[must_use]
     pub fn topology(&self) -> Topology {
@@ -632,6 +672,19 @@ impl Node {
                         );
                     }
                 },
+                FrameKind::Command => {
+                    let body = &incoming.frame.body;
+                    let partition_id = body
+                        .get(..4)
+                        .map(|bytes| u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
+                    match partition_id {
+                        Some(partition_id) if self.hosts(partition_id) => {
+                            let payload = body[4..].to_vec();
+                            let _ = self.append(partition_id, payload, Box::new(|_| {}));
+                        }
+                        _ => self.count_misrouted(),
+                    }
+                }
                 FrameKind::Swim => match decode_swim_message(&incoming.frame) {
                     Ok(message) => {
                         let now = self.now_ms();
@@ -674,6 +727,10 @@ impl Node {
                         c.set(c.get() + 1);
                     }
                 }
+                ShardOutput::Command {
+                    partition_id,
+                    payload,
+                } => self.forward_command(partition_id, payload),
                 ShardOutput::Appended { ticket, outcome } => {
                     let responder = self.tickets.borrow_mut().remove(&ticket);
                     if let Some(responder) = responder {
@@ -797,6 +854,10 @@ impl Node {
     async fn outbox_task(self: Rc<Self>) {
         loop {
             self.outbox.notify.notified().await;
+            let commands = std::mem::take(&mut *self.outbox.commands.borrow_mut());
+            for (partition_id, payload) in commands {
+                self.forward_command(partition_id, payload);
+            }
             let queued = std::mem::take(&mut *self.outbox.queued.borrow_mut());
             for (node_id, messages) in queued {
                 let socket = self.directory.borrow().get(&node_id).and_then(|p| p.socket);
@@ -974,6 +1035,7 @@ pub fn partition_config(settings: &NodeSettings, partition_id: PartitionId) -> P
         .to_vec();
     PartitionConfig {
         partition_id,
+        partition_count: *settings.layout.partition_ids().end(),
         node_id: settings.node_id,
         dir: settings.data_dir.join(format!("partition-{partition_id}")),
         replicas,

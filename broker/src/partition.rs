@@ -43,6 +43,8 @@ pub const INBOX_MESSAGES_MAX: usize = 65_536;
 pub const APPENDS_PENDING_MAX: usize = 65_536;
 /// Largest payload of one append: the journal's batch limit less its header.
 pub const APPEND_PAYLOAD_BYTES_MAX: usize = 4 << 20;
+/// Commands one round processes before it lets Raft and the network run.
+const COMMANDS_PER_ROUND_MAX: usize = 256;
 /// Pause before retrying a failed flush (a full disk, an I/O error).
 const FLUSH_RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Commit latencies above this are recorded as this, in microseconds.
@@ -67,6 +69,8 @@ pub enum AppendOutcome {
     Committed {
         /// The entry's index in the partition's log.
         index: u64,
+        /// For an engine command: its reply, one encoded record.
+        response: Option<Vec<u8>>,
     },
     /// This replica does not lead; the leader it knows of, if any.
     NotLeader {
@@ -79,6 +83,11 @@ pub enum AppendOutcome {
         /// Why, for the client.
         message: String,
     },
+    /// The request can never be served as sent (a malformed command): do not retry it.
+    Invalid {
+        /// Why, for the client.
+        message: String,
+    },
 }
 
 /// Called once with the outcome of an append.
@@ -88,6 +97,9 @@ pub type Responder = Box<dyn FnOnce(AppendOutcome)>;
 pub trait RaftOutbox {
     /// Queues `message` of `partition_id` for node `to`.
     fn send(&self, to: NodeId, partition_id: PartitionId, message: Message);
+    /// Delivers an engine command (an append payload, see [`crate::apply`]) to the leader of
+    /// `partition_id`, wherever it is. Best effort: the engine re-sends what is not answered.
+    fn send_command(&self, partition_id: PartitionId, payload: Vec<u8>);
 }
 
 /// Told whenever a replica's role, term or leader changes.
@@ -98,6 +110,8 @@ pub type StatusListener = Rc<dyn Fn(&PartitionStatus)>;
 pub struct PartitionConfig {
     /// The partition.
     pub partition_id: PartitionId,
+    /// How many partitions the cluster has (messages hash over them).
+    pub partition_count: u32,
     /// This broker.
     pub node_id: NodeId,
     /// The partition's directory (journal and hard state).
@@ -131,6 +145,14 @@ pub struct PartitionStatus {
     pub last_index: u64,
     /// The last index flushed here.
     pub durable_index: u64,
+    /// The highest index whose records are in this replica's engine (on a leader, ahead of
+    /// the commit index by what is in flight).
+    pub applied_index: u64,
+    /// Engine commands processed here as leader.
+    pub commands_processed: u64,
+    /// Times the engine was rebuilt from the committed log (leadership lost with records in
+    /// flight).
+    pub engine_rebuilds: u64,
     /// Appends answered committed.
     pub appends_committed: u64,
     /// Appends answered unavailable.
@@ -162,6 +184,9 @@ impl PartitionStatus {
             commit_index: 0,
             last_index: 0,
             durable_index: 0,
+            applied_index: 0,
+            commands_processed: 0,
+            engine_rebuilds: 0,
             appends_committed: 0,
             appends_failed: 0,
             messages_dropped: 0,
@@ -171,6 +196,11 @@ impl PartitionStatus {
             flush_error: None,
         }
     }
+}
+
+struct QueuedCommand {
+    command: sluice_engine::Record,
+    responder: Responder,
 }
 
 struct QueuedAppend {
@@ -183,6 +213,7 @@ struct QueuedAppend {
 struct Inputs {
     messages: VecDeque<Message>,
     appends: VecDeque<QueuedAppend>,
+    commands: VecDeque<QueuedCommand>,
     /// The highest durable index reported by the flush task and not yet given to Raft.
     flushed: Option<u64>,
     /// A requested leadership transfer.
@@ -266,6 +297,7 @@ impl Partition {
             outbox,
             listener,
             pending: BTreeMap::new(),
+            runner: crate::apply::EngineRunner::new(config.partition_id, config.partition_count),
             clock: started,
             reported: (Role::Follower, 0, None),
         };
@@ -298,7 +330,25 @@ impl Partition {
     }
 
     /// Appends `payload` if this replica leads; `responder` hears the outcome exactly once.
+    ///
+    /// The payload's first byte says what it is ([`crate::apply`]): a raw entry
+    /// ([`crate::apply::ENTRY_RAW`], appended as it is) or an engine command
+    /// ([`crate::apply::PAYLOAD_COMMAND`], processed by the engine, answered with its reply).
     pub fn append(&self, payload: Vec<u8>, responder: Responder) {
+        match payload.first() {
+            Some(&crate::apply::ENTRY_RAW) => {}
+            Some(&crate::apply::PAYLOAD_COMMAND) => {
+                self.submit_command(&payload[1..], responder);
+                return;
+            }
+            _ => {
+                responder(AppendOutcome::Invalid {
+                    message: "an append payload starts with its kind: 0x00 for a raw entry,                               0x01 for an engine command"
+                        .to_owned(),
+                });
+                return;
+            }
+        }
         if payload.len() > APPEND_PAYLOAD_BYTES_MAX {
             responder(AppendOutcome::Unavailable {
                 message: format!(
@@ -332,6 +382,43 @@ impl Partition {
             responder,
             arrived: Instant::now(),
         });
+        self.notify.notify();
+    }
+
+    fn submit_command(&self, bytes: &[u8], responder: Responder) {
+        let command = match crate::apply::decode_command(bytes) {
+            Ok(command) => command,
+            Err(error) => {
+                responder(AppendOutcome::Invalid {
+                    message: format!("malformed engine command: {error}"),
+                });
+                return;
+            }
+        };
+        {
+            let status = self.status.borrow();
+            if status.role != Role::Leader {
+                let leader = status.leader;
+                drop(status);
+                responder(AppendOutcome::NotLeader { leader });
+                return;
+            }
+        }
+        let mut inputs = self.inputs.borrow_mut();
+        if inputs.commands.len() >= APPENDS_PENDING_MAX {
+            drop(inputs);
+            responder(AppendOutcome::Unavailable {
+                message: format!(
+                    "partition {} has {APPENDS_PENDING_MAX} commands queued; retry later",
+                    self.id
+                ),
+            });
+            return;
+        }
+        inputs
+            .commands
+            .push_back(QueuedCommand { command, responder });
+        drop(inputs);
         self.notify.notify();
     }
 
@@ -433,6 +520,8 @@ struct Driver {
     listener: StatusListener,
     /// Proposed appends by index, awaiting commit.
     pending: BTreeMap<u64, Pending>,
+    /// The engine and its commands.
+    runner: crate::apply::EngineRunner,
     clock: Instant,
     /// Role, term and leader last reported to the listener.
     reported: (Role, u64, Option<NodeId>),
@@ -447,6 +536,7 @@ impl Driver {
         loop {
             if self.partition.is_closed() {
                 self.fail_all("the broker is shutting down");
+                self.runner.fail_all("the broker is shutting down");
                 self.journal.close();
                 return;
             }
@@ -455,7 +545,7 @@ impl Driver {
             let now = self.now_ms();
             self.raft.handle_tick(now);
             self.take_inputs();
-            if let Err(error) = self.drive().await {
+            if let Err(error) = self.round().await {
                 // A journal that refuses a truncation or an append cannot go on safely: stop
                 // the replica, the others keep the partition available.
                 eprintln!(
@@ -463,12 +553,22 @@ impl Driver {
                     self.partition.id
                 );
                 self.fail_all(&format!("storage error: {error}"));
+                self.runner.fail_all(&format!("storage error: {error}"));
                 self.partition.close();
                 self.journal.close();
                 return;
             }
             self.publish_status();
-            let wait_ms = self.raft.poll_timeout_ms().saturating_sub(self.now_ms());
+            let mut wait_ms = self.raft.poll_timeout_ms().saturating_sub(self.now_ms());
+            if self.runner.leader_ready(&self.raft) {
+                if self.runner.has_commands() {
+                    wait_ms = 0;
+                } else if let Some(deadline) = self.runner.next_deadline_ms() {
+                    let until =
+                        deadline.saturating_sub(crate::apply::EngineRunner::wall_clock_ms());
+                    wait_ms = wait_ms.min(u64::try_from(until.max(0)).unwrap_or(0));
+                }
+            }
             if wait_ms > 0 && !self.has_inputs() {
                 future::or(
                     self.partition.notify.notified(),
@@ -482,25 +582,47 @@ impl Driver {
         }
     }
 
+    /// One round after the inputs are taken: carry out Raft's `Ready`, follow a change of role,
+    /// replay committed entries into the engine, process commands if this replica may, and
+    /// propose and release what that produced.
+    async fn round(&mut self) -> anyhow::Result<()> {
+        self.drive().await?;
+        self.runner.on_role(&self.raft);
+        self.runner
+            .apply_committed(&self.raft, &self.journal)
+            .await?;
+        if self.runner.leader_ready(&self.raft) {
+            self.runner.process(&mut self.raft, COMMANDS_PER_ROUND_MAX);
+            self.drive().await?;
+        }
+        self.runner.release(self.raft.commit_index(), &*self.outbox);
+        Ok(())
+    }
+
     fn has_inputs(&self) -> bool {
         let inputs = self.partition.inputs.borrow();
         !inputs.messages.is_empty()
             || !inputs.appends.is_empty()
+            || !inputs.commands.is_empty()
             || inputs.flushed.is_some()
             || inputs.transfer_to.is_some()
             || inputs.closed
     }
 
     fn take_inputs(&mut self) {
-        let (messages, appends, flushed, transfer_to) = {
+        let (messages, appends, commands, flushed, transfer_to) = {
             let mut inputs = self.partition.inputs.borrow_mut();
             (
                 std::mem::take(&mut inputs.messages),
                 std::mem::take(&mut inputs.appends),
+                std::mem::take(&mut inputs.commands),
                 inputs.flushed.take(),
                 inputs.transfer_to.take(),
             )
         };
+        for queued in commands {
+            self.runner.queue(queued.command, Some(queued.responder));
+        }
         if let Some(durable) = flushed {
             let now = Instant::now();
             for pending in self.pending.range_mut(..=durable).map(|(_, p)| p) {
@@ -577,6 +699,7 @@ impl Driver {
         }
         if let Some(index) = ready.truncate_after {
             self.journal.truncate_after(index).await?;
+            self.runner.on_truncated(index);
             let lost: Vec<u64> = self.pending.range(index + 1..).map(|(i, _)| *i).collect();
             for index in lost {
                 self.fail(index, "the entry was replaced by a new leader's log");
@@ -665,7 +788,10 @@ impl Driver {
                     .map_or(LATENCY_US_MAX, |at| micros_between(pending.arrived, at));
                 let _ = status.local_durable_latency_us.record(local);
                 status.appends_committed += 1;
-                (pending.responder)(AppendOutcome::Committed { index });
+                (pending.responder)(AppendOutcome::Committed {
+                    index,
+                    response: None,
+                });
             } else {
                 status.appends_failed += 1;
                 (pending.responder)(AppendOutcome::Unavailable {
@@ -718,6 +844,9 @@ impl Driver {
             status.commit_index = self.raft.commit_index();
             status.last_index = self.raft.log().last_index();
             status.durable_index = self.raft.log().durable_index();
+            status.applied_index = self.runner.applied_index();
+            status.commands_processed = self.runner.commands_processed;
+            status.engine_rebuilds = self.runner.rebuilds;
         }
         if self.reported != (role, term, leader) {
             self.reported = (role, term, leader);

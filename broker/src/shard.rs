@@ -71,6 +71,13 @@ pub enum ShardOutput {
         /// The frame body.
         body: Vec<u8>,
     },
+    /// An engine command for the leader of `partition_id`, wherever it is.
+    Command {
+        /// The partition.
+        partition_id: PartitionId,
+        /// The append payload.
+        payload: Vec<u8>,
+    },
     /// The outcome of the append with this ticket.
     Appended {
         /// The append's ticket.
@@ -113,6 +120,7 @@ impl OutputQueue {
 /// Batches the replicas' messages per node, like shard 0's outbox.
 struct ShardOutbox {
     queued: RefCell<BTreeMap<NodeId, Vec<(PartitionId, Message)>>>,
+    commands: RefCell<Vec<(PartitionId, Vec<u8>)>>,
     notify: Notify,
 }
 
@@ -125,6 +133,11 @@ impl RaftOutbox for ShardOutbox {
             .push((partition_id, message));
         self.notify.notify();
     }
+
+    fn send_command(&self, partition_id: PartitionId, payload: Vec<u8>) {
+        self.commands.borrow_mut().push((partition_id, payload));
+        self.notify.notify();
+    }
 }
 
 /// Runs a shard with the replicas of `configs` until it is told to stop.
@@ -134,6 +147,7 @@ pub async fn run(configs: Vec<PartitionConfig>, links: ShardLinks) -> anyhow::Re
     let queue = Rc::new(OutputQueue::default());
     let outbox = Rc::new(ShardOutbox {
         queued: RefCell::default(),
+        commands: RefCell::default(),
         notify: Notify::default(),
     });
     let pump = {
@@ -231,6 +245,13 @@ pub async fn run(configs: Vec<PartitionConfig>, links: ShardLinks) -> anyhow::Re
 async fn send_batches(outbox: Rc<ShardOutbox>, queue: Rc<OutputQueue>) {
     loop {
         outbox.notify.notified().await;
+        let commands = std::mem::take(&mut *outbox.commands.borrow_mut());
+        for (partition_id, payload) in commands {
+            queue.push(ShardOutput::Command {
+                partition_id,
+                payload,
+            });
+        }
         let queued = std::mem::take(&mut *outbox.queued.borrow_mut());
         for (to, messages) in queued {
             for chunk in crate::node::split_batches(&messages) {

@@ -82,11 +82,14 @@ pub enum FrameKind {
     RaftBatch = 0x03,
     /// A [`crate::wire::SwimMessage`]: one gossip message.
     Swim = 0x05,
+    /// An engine command forwarded to a partition's leader: `partition_id u32` little-endian,
+    /// then the command payload (opaque to this crate).
+    Command = 0x09,
 }
 
 impl FrameKind {
     /// Every kind, for lookups and the compile-time distance check.
-    pub const ALL: [FrameKind; 2] = [FrameKind::RaftBatch, FrameKind::Swim];
+    pub const ALL: [FrameKind; 3] = [FrameKind::RaftBatch, FrameKind::Swim, FrameKind::Command];
 
     /// The kind with this wire value, if any.
     #[must_use]

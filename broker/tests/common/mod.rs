@@ -1395,7 +1395,10 @@ fn check_acks(
     for ack in acks {
         for (label, map) in labels.iter().zip(by_index) {
             match map.get(&ack.index) {
-                Some(entry) if entry.payload == ack.payload => {}
+                // A raw append is journaled behind its kind tag (0x00, see `sluice_broker::apply`).
+                Some(entry)
+                    if entry.payload.first() == Some(&sluice_broker::apply::ENTRY_RAW)
+                        && entry.payload[1..] == ack.payload[..] => {}
                 Some(entry) => problems.push(format!(
                     "{label}: acknowledged {:?} at index {}, but the journal holds {:?} (term {})",
                     show(&ack.payload),

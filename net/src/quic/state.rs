@@ -52,7 +52,8 @@ pub(super) const LANE_RAW_FOR_TEST: usize = 2;
 /// The lane, and so the stream, that carries frames of a kind.
 pub(super) fn lane_of(kind: FrameKind) -> usize {
     match kind {
-        FrameKind::RaftBatch => 0,
+        // Commands travel with Raft traffic: both are partition work, ordered per peer.
+        FrameKind::RaftBatch | FrameKind::Command => 0,
         FrameKind::Swim => 1,
     }
 }

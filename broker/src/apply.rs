@@ -1,0 +1,370 @@
+//! The engine side of a partition replica: commands processed on the leader, committed
+//! entries replayed everywhere, side effects released at commit.
+//!
+//! Every journal entry starts with a tag byte: [`ENTRY_RAW`] for a raw append (the log
+//! benchmark's payloads, which the engine ignores), [`ENTRY_RECORDS`] for the records of one
+//! processed command (`sluice_engine::record::encode_records`). Raft's own no-op entries are
+//! empty. Commands reach a partition as append payloads tagged [`PAYLOAD_COMMAND`].
+//!
+//! The rules, from the design:
+//! - **Followers** replay committed entries in order ([`EngineRunner::apply_committed`]).
+//! - **A new leader** first replays everything its log holds up to its commit index, and starts
+//!   processing only once its commit index covers the first entry of its own term: then every
+//!   earlier entry is committed and applied, so it starts warm and exact.
+//! - **The leader** processes each command at once and proposes its records as one entry; its
+//!   engine state runs ahead of the commit index (speculative). Replies and cross-partition
+//!   commands wait until the entry commits.
+//! - **Leadership lost** with speculative state: the engine is rebuilt from the committed log
+//!   (the journal is replayed from the start: snapshots are not taken by the broker yet), and
+//!   every reply still waiting is answered `Unavailable`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::rc::Rc;
+
+use sluice_engine::record::{decode_records, encode_records};
+use sluice_engine::{Engine, EngineConfig, Output, Record, RecordType, RequestId, SideEffect};
+use sluice_log::Journal;
+use sluice_log::raft::{ProposeError, Raft, Role};
+use sluice_log::storage::DmaStorage;
+
+use crate::partition::{AppendOutcome, RaftOutbox, Responder, node_id};
+use crate::partitioning::PartitionId;
+
+/// Tag of a journal entry holding a raw append.
+pub const ENTRY_RAW: u8 = 0x00;
+/// Tag of a journal entry holding the records of one processed command.
+pub const ENTRY_RECORDS: u8 = 0x01;
+/// Tag of an append payload that is an engine command (one encoded command record).
+pub const PAYLOAD_COMMAND: u8 = 0x01;
+/// Bytes of committed entries read from the journal at a time when replaying.
+const REPLAY_READ_BYTES_MAX: u64 = 4 << 20;
+
+/// An engine command as an append payload: the tag, then the encoded record.
+#[must_use]
+pub fn command_payload(command: &Record) -> Vec<u8> {
+    let encoded = encode_records(std::slice::from_ref(command));
+    let mut payload = Vec::with_capacity(encoded.len() + 1);
+    payload.push(PAYLOAD_COMMAND);
+    payload.extend_from_slice(&encoded);
+    payload
+}
+
+/// Decodes a command payload (without its tag): exactly one command record.
+pub fn decode_command(bytes: &[u8]) -> Result<Record, String> {
+    let mut records = decode_records(bytes).map_err(|error| error.to_string())?;
+    if records.len() != 1 {
+        return Err(format!(
+            "expected one command record, got {}",
+            records.len()
+        ));
+    }
+    let record = records.pop().expect("one record");
+    if record.record_type != RecordType::Command {
+        return Err(format!(
+            "expected a command, got a record of type {:?}",
+            record.record_type
+        ));
+    }
+    Ok(record)
+}
+
+struct QueuedCommand {
+    command: Record,
+    responder: Option<Responder>,
+}
+
+/// The engine of one replica and everything between it and the log.
+pub(crate) struct EngineRunner {
+    partition_id: PartitionId,
+    config: EngineConfig,
+    engine: Engine,
+    /// The highest log index whose records are in `engine`.
+    applied_index: u64,
+    commands: VecDeque<QueuedCommand>,
+    /// Requests whose reply has not been released: the client's responder.
+    waiting: HashMap<RequestId, Responder>,
+    next_request: RequestId,
+    /// Side effects by the log index that must commit before they are carried out.
+    effects: BTreeMap<u64, Vec<SideEffect>>,
+    out: Output,
+    /// The replica led when last looked at.
+    was_leader: bool,
+    pub(crate) commands_processed: u64,
+    pub(crate) rebuilds: u64,
+}
+
+impl EngineRunner {
+    pub(crate) fn new(partition_id: PartitionId, partition_count: u32) -> Self {
+        let config = EngineConfig::new(partition_id, partition_count);
+        Self {
+            partition_id,
+            engine: Engine::new(config.clone()),
+            config,
+            applied_index: 0,
+            commands: VecDeque::new(),
+            waiting: HashMap::new(),
+            next_request: 1,
+            effects: BTreeMap::new(),
+            out: Output::default(),
+            was_leader: false,
+            commands_processed: 0,
+            rebuilds: 0,
+        }
+    }
+
+    pub(crate) fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    pub(crate) fn has_commands(&self) -> bool {
+        !self.commands.is_empty()
+    }
+
+    /// Queues a command; `responder` hears the reply once it is committed.
+    pub(crate) fn queue(&mut self, command: Record, responder: Option<Responder>) {
+        self.commands
+            .push_back(QueuedCommand { command, responder });
+    }
+
+    /// Wall-clock milliseconds: the engine's `now` (timers and deadlines are absolute times).
+    pub(crate) fn wall_clock_ms() -> i64 {
+        i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis(),
+        )
+        .unwrap_or(i64::MAX)
+    }
+
+    /// Whether the replica leads and has applied everything before its term: it may process.
+    pub(crate) fn leader_ready(&self, raft: &Raft) -> bool {
+        if raft.role() != Role::Leader {
+            return false;
+        }
+        let log = raft.log();
+        let last = log.last_index();
+        if log.term_at(last) != Some(raft.term()) {
+            return false;
+        }
+        let term_start = log.first_index_of_term_at(last);
+        raft.commit_index() >= term_start && self.applied_index >= raft.commit_index()
+    }
+
+    /// Notices a change of role: a replica that stops leading drops its speculative state.
+    pub(crate) fn on_role(&mut self, raft: &Raft) {
+        let leads = raft.role() == Role::Leader;
+        if self.was_leader && !leads {
+            self.step_down(raft.commit_index(), raft.leader().map(node_id));
+        }
+        self.was_leader = leads;
+    }
+
+    fn step_down(&mut self, commit_index: u64, leader: Option<crate::partitioning::NodeId>) {
+        for queued in self.commands.drain(..) {
+            if let Some(responder) = queued.responder {
+                responder(AppendOutcome::NotLeader { leader });
+            }
+        }
+        for (_, responder) in self.waiting.drain() {
+            responder(AppendOutcome::Unavailable {
+                message: "leadership was lost before the command's records committed; they \
+                          may or may not be committed"
+                    .to_owned(),
+            });
+        }
+        self.effects.clear();
+        if self.applied_index > commit_index {
+            self.rebuild();
+        }
+    }
+
+    /// Starts over from an empty engine: the journal is replayed from its first entry.
+    fn rebuild(&mut self) {
+        self.engine = Engine::new(self.config.clone());
+        self.applied_index = 0;
+        self.rebuilds += 1;
+    }
+
+    /// The log lost entries after `index` (a new leader's log replaced them).
+    pub(crate) fn on_truncated(&mut self, index: u64) {
+        if self.applied_index > index {
+            self.rebuild();
+        }
+    }
+
+    /// Replays committed entries not yet in the engine.
+    pub(crate) async fn apply_committed(
+        &mut self,
+        raft: &Raft,
+        journal: &Journal<DmaStorage>,
+    ) -> anyhow::Result<()> {
+        let commit = raft.commit_index();
+        while self.applied_index < commit {
+            let from = self.applied_index + 1;
+            let cached = raft
+                .log()
+                .cached_entries(from, REPLAY_READ_BYTES_MAX)
+                .filter(|entries| !entries.is_empty());
+            if let Some(entries) = cached {
+                for entry in entries {
+                    if entry.index > commit {
+                        break;
+                    }
+                    self.replay_entry(entry.index, &entry.payload)?;
+                }
+            } else {
+                let mut reader = journal.reader(from);
+                let mut bytes = 0;
+                while bytes < REPLAY_READ_BYTES_MAX && self.applied_index < commit {
+                    let Some(batch) = reader.next(journal).await? else {
+                        anyhow::bail!(
+                            "the journal ends before the commit index {commit} (applied {})",
+                            self.applied_index
+                        );
+                    };
+                    bytes += batch.payload.len() as u64;
+                    self.replay_entry(batch.index, &batch.payload)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn replay_entry(&mut self, index: u64, payload: &[u8]) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            index == self.applied_index + 1,
+            "replaying entry {index} after {}",
+            self.applied_index
+        );
+        if payload.first() == Some(&ENTRY_RECORDS) {
+            let records = decode_records(&payload[1..]).map_err(|error| {
+                anyhow::anyhow!(
+                    "partition {}: entry {index} holds records that do not decode: {error}",
+                    self.partition_id
+                )
+            })?;
+            for record in &records {
+                self.engine.replay(record);
+            }
+        }
+        self.applied_index = index;
+        Ok(())
+    }
+
+    /// Processes queued commands (at most `max`) and, when due, the engine's clock work;
+    /// proposes the records. Call only when [`Self::leader_ready`].
+    pub(crate) fn process(&mut self, raft: &mut Raft, max: usize) {
+        let now_ms = Self::wall_clock_ms();
+        for _ in 0..max {
+            let Some(queued) = self.commands.pop_front() else {
+                break;
+            };
+            let request = queued.responder.map(|responder| {
+                let request = self.next_request;
+                self.next_request += 1;
+                self.waiting.insert(request, responder);
+                request
+            });
+            self.out.clear();
+            self.engine
+                .process(queued.command, request, now_ms, &mut self.out);
+            self.commands_processed += 1;
+            if !self.propose_output(raft) {
+                return;
+            }
+        }
+        if self
+            .engine
+            .next_deadline_ms()
+            .is_some_and(|deadline| deadline <= now_ms)
+        {
+            self.out.clear();
+            self.engine.tick(now_ms, &mut self.out);
+            self.propose_output(raft);
+        }
+    }
+
+    /// Proposes `self.out`'s records and files its side effects under the entry's index.
+    /// Returns false when the proposal failed (the engine is then rebuilt).
+    fn propose_output(&mut self, raft: &mut Raft) -> bool {
+        let effects = std::mem::take(&mut self.out.side_effects);
+        let index = if self.out.records.is_empty() {
+            self.applied_index
+        } else {
+            let encoded = encode_records(&self.out.records);
+            let mut payload = Vec::with_capacity(encoded.len() + 1);
+            payload.push(ENTRY_RECORDS);
+            payload.extend_from_slice(&encoded);
+            match raft.propose(Rc::from(payload)) {
+                Ok(index) => {
+                    self.applied_index = index;
+                    index
+                }
+                Err(error) => {
+                    // The engine already holds the records that were not proposed.
+                    let leader = match error {
+                        ProposeError::NotLeader { leader } => leader.map(node_id),
+                        ProposeError::Transferring => None,
+                    };
+                    self.step_down(raft.commit_index(), leader);
+                    self.rebuild();
+                    return false;
+                }
+            }
+        };
+        if !effects.is_empty() {
+            self.effects.entry(index).or_default().extend(effects);
+        }
+        true
+    }
+
+    /// Carries out the side effects of entries up to `commit`.
+    pub(crate) fn release(&mut self, commit: u64, outbox: &dyn RaftOutbox) {
+        while let Some(entry) = self.effects.first_entry() {
+            if *entry.key() > commit {
+                break;
+            }
+            let (index, effects) = entry.remove_entry();
+            for effect in effects {
+                match effect {
+                    SideEffect::Respond { request, record } => {
+                        if let Some(responder) = self.waiting.remove(&request) {
+                            responder(AppendOutcome::Committed {
+                                index,
+                                response: Some(encode_records(&[record]).to_vec()),
+                            });
+                        }
+                    }
+                    SideEffect::Send {
+                        partition_id,
+                        record,
+                    } => outbox.send_command(partition_id, command_payload(&record)),
+                    SideEffect::JobsAvailable { .. } => {}
+                }
+            }
+        }
+    }
+
+    /// When the engine next has clock work, in wall-clock ms.
+    pub(crate) fn next_deadline_ms(&self) -> Option<i64> {
+        self.engine.next_deadline_ms()
+    }
+
+    /// Answers everything still waiting (shutdown, storage error).
+    pub(crate) fn fail_all(&mut self, message: &str) {
+        for queued in self.commands.drain(..) {
+            if let Some(responder) = queued.responder {
+                responder(AppendOutcome::Unavailable {
+                    message: message.to_owned(),
+                });
+            }
+        }
+        for (_, responder) in self.waiting.drain() {
+            responder(AppendOutcome::Unavailable {
+                message: message.to_owned(),
+            });
+        }
+        self.effects.clear();
+    }
+}
