@@ -22,6 +22,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 
 use sluice_engine::record::{decode_records, encode_records};
+use sluice_engine::snapshot::{decode_snapshot, encode_snapshot};
+use sluice_engine::state::State;
 use sluice_engine::{Engine, EngineConfig, Output, Record, RecordType, RequestId, SideEffect};
 use sluice_log::Journal;
 use sluice_log::raft::{ProposeError, Raft, Role};
@@ -29,6 +31,7 @@ use sluice_log::storage::DmaStorage;
 
 use crate::partition::{AppendOutcome, RaftOutbox, Responder, node_id};
 use crate::partitioning::PartitionId;
+use crate::snapshots::StoredSnapshot;
 
 /// Tag of a journal entry holding a raw append.
 pub const ENTRY_RAW: u8 = 0x00;
@@ -91,6 +94,10 @@ pub(crate) struct EngineRunner {
     was_leader: bool,
     pub(crate) commands_processed: u64,
     pub(crate) rebuilds: u64,
+    /// The snapshot the engine started from: a rebuild starts from it again.
+    base: Option<StoredSnapshot>,
+    /// Records applied since the last snapshot.
+    pub(crate) records_since_snapshot: u64,
 }
 
 impl EngineRunner {
@@ -109,7 +116,31 @@ impl EngineRunner {
             was_leader: false,
             commands_processed: 0,
             rebuilds: 0,
+            base: None,
+            records_since_snapshot: 0,
         }
+    }
+
+    /// Starts from a snapshot: its state, applied up to its index.
+    pub(crate) fn restore(&mut self, snapshot: StoredSnapshot, state: State) {
+        self.engine = Engine::with_state(self.config.clone(), state);
+        self.applied_index = snapshot.index;
+        self.base = Some(snapshot);
+        self.records_since_snapshot = 0;
+    }
+
+    /// The engine's state, encoded, when it holds nothing speculative: `Some((index, bytes))`.
+    pub(crate) fn snapshot_now(&mut self, commit_index: u64) -> Option<(u64, Vec<u8>)> {
+        if self.applied_index != commit_index {
+            return None;
+        }
+        Some((self.applied_index, encode_snapshot(self.engine.state())))
+    }
+
+    /// Remembers the snapshot just written as the base of future rebuilds.
+    pub(crate) fn snapshot_taken(&mut self, snapshot: StoredSnapshot) {
+        self.base = Some(snapshot);
+        self.records_since_snapshot = 0;
     }
 
     pub(crate) fn applied_index(&self) -> u64 {
@@ -179,11 +210,19 @@ impl EngineRunner {
         }
     }
 
-    /// Starts over from an empty engine: the journal is replayed from its first entry.
+    /// Starts over from the last snapshot (or an empty engine): the journal is replayed after
+    /// it. The snapshot decoded when it was taken or loaded, so it decodes again.
     fn rebuild(&mut self) {
+        self.rebuilds += 1;
+        if let Some(base) = &self.base
+            && let Ok(state) = decode_snapshot(&base.bytes)
+        {
+            self.engine = Engine::with_state(self.config.clone(), state);
+            self.applied_index = base.index;
+            return;
+        }
         self.engine = Engine::new(self.config.clone());
         self.applied_index = 0;
-        self.rebuilds += 1;
     }
 
     /// The log lost entries after `index` (a new leader's log replaced them).
@@ -247,6 +286,7 @@ impl EngineRunner {
             for record in &records {
                 self.engine.replay(record);
             }
+            self.records_since_snapshot += records.len() as u64;
         }
         self.applied_index = index;
         Ok(())
@@ -292,6 +332,7 @@ impl EngineRunner {
         let index = if self.out.records.is_empty() {
             self.applied_index
         } else {
+            self.records_since_snapshot += self.out.records.len() as u64;
             let encoded = encode_records(&self.out.records);
             let mut payload = Vec::with_capacity(encoded.len() + 1);
             payload.push(ENTRY_RECORDS);

@@ -384,6 +384,12 @@ pub struct DataConfig {
     /// `data.flushDelay`: extra wait before a flush to gather appends; 0 is none. Default 0.
     #[serde(rename = "flushDelay", serialize_with = "serialize_duration_ms")]
     pub flush_delay_ms: u64,
+    /// `data.snapshotPeriod`: a replica snapshots its engine state at least this often when
+    /// anything new was committed (Zeebe's key). Default 5 minutes.
+    #[serde(rename = "snapshotPeriod", serialize_with = "serialize_duration_ms")]
+    pub snapshot_period_ms: u64,
+    /// `data.snapshotRecords`: ... and after this many committed records. Default 100,000.
+    pub snapshot_records: u64,
 }
 
 impl Default for DataConfig {
@@ -392,6 +398,8 @@ impl Default for DataConfig {
             directory: PathBuf::from("data"),
             log_segment_bytes: 128 * BYTES_PER_MIB,
             flush_delay_ms: 0,
+            snapshot_period_ms: 5 * 60 * 1000,
+            snapshot_records: 100_000,
         }
     }
 }
@@ -1053,6 +1061,8 @@ const DATA: &[Field] = &[
     key("directory", Leaf::Str),
     key("logSegmentSize", Leaf::SizeBytes),
     key("flushDelay", Leaf::DurationMs),
+    key("snapshotPeriod", Leaf::DurationMs),
+    key("snapshotRecords", U32),
 ];
 
 const THREADS: &[Field] = &[key("cpuThreadCount", U32)];
@@ -1828,6 +1838,20 @@ impl BrokerConfig {
             0,
             FLUSH_DELAY_MS_MAX,
             "ms",
+        )?;
+        in_range(
+            "data.snapshotPeriod",
+            self.data.snapshot_period_ms,
+            1_000,
+            DURATION_MS_MAX,
+            "ms",
+        )?;
+        in_range(
+            "data.snapshotRecords",
+            self.data.snapshot_records,
+            1,
+            u64::from(u32::MAX),
+            "records",
         )?;
         if cluster.election_timeout_ms < cluster.heartbeat_interval_ms.saturating_mul(2) {
             return Err(ConfigError::ElectionTimeoutTooShort {

@@ -86,4 +86,5 @@ pub mod partition;
 pub mod partitioning;
 pub mod run;
 pub mod shard;
+pub mod snapshots;
 pub mod topology;

@@ -186,6 +186,8 @@ impl Management {
                     "lastIndex": status.last_index,
                     "durableIndex": status.durable_index,
                     "appliedIndex": status.applied_index,
+                    "snapshotsTaken": status.snapshots_taken,
+                    "snapshotsInstalled": status.snapshots_installed,
                     "commandsProcessed": status.commands_processed,
                     "engineRebuilds": status.engine_rebuilds,
                     "appendsCommitted": status.appends_committed,
@@ -280,6 +282,18 @@ impl Management {
                 "Highest log index whose records are in this replica's engine",
                 &labels,
                 as_f64(status.applied_index),
+            );
+            text.counter(
+                "sluice_snapshots_taken_total",
+                "Engine snapshots written by this replica",
+                &labels,
+                status.snapshots_taken,
+            );
+            text.counter(
+                "sluice_snapshots_installed_total",
+                "Snapshots received from a leader and installed",
+                &labels,
+                status.snapshots_installed,
             );
             text.counter(
                 "sluice_commands_processed_total",

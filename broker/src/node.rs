@@ -79,6 +79,10 @@ pub struct NodeSettings {
     pub election_timeout_ms: u64,
     /// `data.logSegmentSize`.
     pub segment_bytes: u64,
+    /// `data.snapshotPeriod`.
+    pub snapshot_period_ms: u64,
+    /// `data.snapshotRecords`.
+    pub snapshot_records: u64,
     /// The broker's certificate, key and cluster CA.
     pub tls: TlsIdentity,
     /// The largest QUIC datagram to try (loopback allows large ones).
@@ -1043,6 +1047,8 @@ pub fn partition_config(settings: &NodeSettings, partition_id: PartitionId) -> P
         heartbeat_interval_ms: settings.heartbeat_interval_ms,
         election_timeout_ms: settings.election_timeout_ms,
         segment_bytes: settings.segment_bytes,
+        snapshot_period_ms: settings.snapshot_period_ms,
+        snapshot_records: settings.snapshot_records,
     }
 }
 

@@ -30,12 +30,14 @@ use futures_lite::future;
 use hdrhistogram::Histogram;
 use sluice_log::raft::{
     Entry, HardState, Message, Raft, RaftConfig, RaftLog, ReplicaId, ReplicaPriority, Role,
+    SnapshotRead,
 };
 use sluice_log::storage::DmaStorage;
 use sluice_log::{BatchMeta, Journal, JournalConfig};
 
 use crate::notify::Notify;
 use crate::partitioning::{NodeId, PartitionId, Replica};
+use crate::snapshots::{SnapshotStore, StoredSnapshot};
 
 /// Messages from peers queued for one replica before new ones are dropped (Raft retransmits).
 pub const INBOX_MESSAGES_MAX: usize = 65_536;
@@ -126,6 +128,10 @@ pub struct PartitionConfig {
     pub election_timeout_ms: u64,
     /// The journal's segment size.
     pub segment_bytes: u64,
+    /// Snapshot at least this often when something new was committed.
+    pub snapshot_period_ms: u64,
+    /// ... and after this many committed records.
+    pub snapshot_records: u64,
 }
 
 /// A snapshot of a replica's state, for the management API, metrics and the topology.
@@ -145,6 +151,10 @@ pub struct PartitionStatus {
     pub last_index: u64,
     /// The last index flushed here.
     pub durable_index: u64,
+    /// Snapshots taken here.
+    pub snapshots_taken: u64,
+    /// Snapshots received from a leader and installed.
+    pub snapshots_installed: u64,
     /// The highest index whose records are in this replica's engine (on a leader, ahead of
     /// the commit index by what is in flight).
     pub applied_index: u64,
@@ -184,6 +194,8 @@ impl PartitionStatus {
             commit_index: 0,
             last_index: 0,
             durable_index: 0,
+            snapshots_taken: 0,
+            snapshots_installed: 0,
             applied_index: 0,
             commands_processed: 0,
             engine_rebuilds: 0,
@@ -262,7 +274,18 @@ impl Partition {
         let hard_path = config.dir.join(HARD_STATE_FILE);
         let hard = load_hard_state(&hard_path)?;
         let raft_config = raft_config(&config);
-        let log = recover_log(&journal, raft_config.entry_cache_bytes_max).await?;
+        let store = SnapshotStore::open(&config.dir.join("snapshots"))?;
+        let latest = store.load_latest()?;
+        let base = latest
+            .as_ref()
+            .map(|(snapshot, _)| (snapshot.index, snapshot.term));
+        if let Some((index, _)) = base
+            && journal.next_index() <= index
+        {
+            // Crashed after installing a snapshot but before the journal was reset.
+            journal.reset(index + 1).await?;
+        }
+        let log = recover_log(&journal, base, raft_config.entry_cache_bytes_max).await?;
         let last_index = log.last_index();
         let seed = u64::from(config.partition_id) << 32
             ^ u64::from(config.node_id)
@@ -288,6 +311,18 @@ impl Partition {
         );
         let journal = Rc::new(journal);
         glommio::spawn_local(flush_task(Rc::clone(&partition), Rc::clone(&journal))).detach();
+        let mut runner =
+            crate::apply::EngineRunner::new(config.partition_id, config.partition_count);
+        let snapshot = latest.map(|(snapshot, state)| {
+            runner.restore(snapshot.clone(), state);
+            snapshot
+        });
+        if let Some(snapshot) = &snapshot {
+            eprintln!(
+                "partition {}: restored the engine from the snapshot at index {} (term {})",
+                config.partition_id, snapshot.index, snapshot.term
+            );
+        }
         let driver = Driver {
             partition: Rc::clone(&partition),
             raft,
@@ -297,7 +332,13 @@ impl Partition {
             outbox,
             listener,
             pending: BTreeMap::new(),
-            runner: crate::apply::EngineRunner::new(config.partition_id, config.partition_count),
+            runner,
+            store,
+            snapshot,
+            incoming_snapshot: Vec::new(),
+            last_snapshot_at: Instant::now(),
+            snapshot_period: Duration::from_millis(config.snapshot_period_ms),
+            snapshot_records: config.snapshot_records,
             clock: started,
             reported: (Role::Follower, 0, None),
         };
@@ -472,13 +513,22 @@ fn raft_config(config: &PartitionConfig) -> RaftConfig {
     raft
 }
 
-/// Rebuilds the term runs of the log from the recovered journal.
+/// Rebuilds the term runs of the log from the recovered journal, after the snapshot `base`
+/// (index, term) if there is one.
 async fn recover_log(
     journal: &Journal<DmaStorage>,
+    base: Option<(u64, u64)>,
     cache_bytes_max: u64,
 ) -> anyhow::Result<RaftLog> {
+    let (base_index, base_term) = base.unwrap_or((0, 0));
+    anyhow::ensure!(
+        journal.first_index() <= base_index + 1,
+        "the journal starts at index {} but the newest usable snapshot covers only up to {}:          entries are missing; remove this replica's directory to let it catch up from the leader",
+        journal.first_index(),
+        base_index
+    );
     let mut runs: Vec<(u64, u64)> = Vec::new();
-    let mut reader = journal.reader(journal.first_index());
+    let mut reader = journal.reader(journal.first_index().max(base_index + 1));
     while let Some(batch) = reader.next(journal).await? {
         if runs.last().is_none_or(|run| run.1 != batch.term) {
             anyhow::ensure!(
@@ -493,13 +543,13 @@ async fn recover_log(
         }
     }
     let last_index = journal.next_index() - 1;
-    let base = journal.first_index() - 1;
-    anyhow::ensure!(
-        base == 0,
-        "the journal starts at index {} but this broker keeps no snapshots yet",
-        base + 1
-    );
-    Ok(RaftLog::recovered(0, 0, runs, last_index, cache_bytes_max))
+    Ok(RaftLog::recovered(
+        base_index,
+        base_term,
+        runs,
+        last_index,
+        cache_bytes_max,
+    ))
 }
 
 struct Pending {
@@ -522,6 +572,14 @@ struct Driver {
     pending: BTreeMap<u64, Pending>,
     /// The engine and its commands.
     runner: crate::apply::EngineRunner,
+    store: SnapshotStore,
+    /// The latest snapshot, served to followers that need it.
+    snapshot: Option<StoredSnapshot>,
+    /// Chunks of a snapshot arriving from the leader.
+    incoming_snapshot: Vec<u8>,
+    last_snapshot_at: Instant,
+    snapshot_period: Duration,
+    snapshot_records: u64,
     clock: Instant,
     /// Role, term and leader last reported to the listener.
     reported: (Role, u64, Option<NodeId>),
@@ -582,6 +640,109 @@ impl Driver {
         }
     }
 
+    /// Hands the leader's Raft the snapshot chunks it asked for.
+    fn serve_snapshot_reads(&mut self, reads: &[SnapshotRead]) -> anyhow::Result<()> {
+        for read in reads {
+            let snapshot = self.snapshot.as_ref().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "Raft asked for snapshot {} but none is held",
+                    read.snapshot_index
+                )
+            })?;
+            anyhow::ensure!(
+                snapshot.index == read.snapshot_index,
+                "Raft asked for snapshot {} but the one held is {}",
+                read.snapshot_index,
+                snapshot.index
+            );
+            let len = snapshot.bytes.len();
+            let from = usize::try_from(read.offset).unwrap_or(len).min(len);
+            let to = from
+                .saturating_add(usize::try_from(read.bytes_max).unwrap_or(usize::MAX))
+                .min(len);
+            let chunk: Rc<[u8]> = Rc::from(&snapshot.bytes[from..to]);
+            self.raft.handle_snapshot_chunk(
+                read.peer,
+                snapshot.index,
+                read.offset,
+                chunk,
+                to == len,
+            );
+        }
+        Ok(())
+    }
+
+    /// Makes the snapshot received from the leader this replica's state: written durably,
+    /// the journal restarted after it, the engine restored from it.
+    async fn install_snapshot(&mut self, index: u64, term: u64) -> anyhow::Result<()> {
+        let bytes = std::mem::take(&mut self.incoming_snapshot);
+        let state = sluice_engine::snapshot::decode_snapshot(&bytes).map_err(|error| {
+            anyhow::anyhow!(
+                "the snapshot received from the leader for index {index} is invalid: {error}"
+            )
+        })?;
+        let snapshot = StoredSnapshot {
+            index,
+            term,
+            bytes: Rc::from(bytes),
+        };
+        self.store.save(&snapshot)?;
+        self.journal.reset(index + 1).await?;
+        self.runner.restore(snapshot.clone(), state);
+        self.snapshot = Some(snapshot);
+        self.last_snapshot_at = Instant::now();
+        self.raft.handle_snapshot_installed(index, term);
+        self.partition.status.borrow_mut().snapshots_installed += 1;
+        eprintln!(
+            "partition {}: installed the leader's snapshot at index {index} (term {term})",
+            self.partition.id
+        );
+        Ok(())
+    }
+
+    /// Snapshots the engine when enough was committed since the last one (or long enough has
+    /// passed) and nothing speculative is applied, then compacts the journal below the older of
+    /// the two snapshots kept.
+    async fn maybe_snapshot(&mut self) -> anyhow::Result<()> {
+        let due = self.runner.records_since_snapshot >= self.snapshot_records
+            || (self.runner.records_since_snapshot > 0
+                && self.last_snapshot_at.elapsed() >= self.snapshot_period);
+        if !due {
+            return Ok(());
+        }
+        let Some((index, bytes)) = self.runner.snapshot_now(self.raft.commit_index()) else {
+            return Ok(());
+        };
+        if self.snapshot.as_ref().is_some_and(|s| s.index >= index) {
+            return Ok(());
+        }
+        let Some(term) = self.raft.log().term_at(index) else {
+            return Ok(());
+        };
+        let snapshot = StoredSnapshot {
+            index,
+            term,
+            bytes: Rc::from(bytes),
+        };
+        self.store.save(&snapshot)?;
+        self.runner.snapshot_taken(snapshot.clone());
+        self.snapshot = Some(snapshot);
+        self.last_snapshot_at = Instant::now();
+        self.partition.status.borrow_mut().snapshots_taken += 1;
+        // Keep the journal behind the older kept snapshot, so a damaged newest one can fall
+        // back to it.
+        if let Some(oldest) = self.store.oldest_kept_index()?
+            && oldest > 0
+        {
+            self.journal.compact_before(oldest + 1).await?;
+            let oldest_term = self.raft.log().term_at(oldest);
+            if let Some(oldest_term) = oldest_term {
+                self.raft.handle_compacted(oldest, oldest_term);
+            }
+        }
+        Ok(())
+    }
+
     /// One round after the inputs are taken: carry out Raft's `Ready`, follow a change of role,
     /// replay committed entries into the engine, process commands if this replica may, and
     /// propose and release what that produced.
@@ -591,6 +752,7 @@ impl Driver {
         self.runner
             .apply_committed(&self.raft, &self.journal)
             .await?;
+        self.maybe_snapshot().await?;
         if self.runner.leader_ready(&self.raft) {
             self.runner.process(&mut self.raft, COMMANDS_PER_ROUND_MAX);
             self.drive().await?;
@@ -748,13 +910,22 @@ impl Driver {
             }
             self.raft.handle_log_read(read.peer, entries);
         }
-        anyhow::ensure!(
-            ready.snapshot_reads.is_empty()
-                && ready.snapshot_chunks.is_empty()
-                && ready.install_snapshot.is_none(),
-            "snapshot transfer is not implemented in the broker yet (it comes with the engine's \
-             state); journals are never compacted, so Raft should not ask for one"
-        );
+        self.serve_snapshot_reads(&ready.snapshot_reads)?;
+        for chunk in &ready.snapshot_chunks {
+            if chunk.offset == 0 {
+                self.incoming_snapshot.clear();
+            }
+            anyhow::ensure!(
+                chunk.offset == self.incoming_snapshot.len() as u64,
+                "snapshot chunk at offset {} but {} bytes are held",
+                chunk.offset,
+                self.incoming_snapshot.len()
+            );
+            self.incoming_snapshot.extend_from_slice(&chunk.data);
+        }
+        if let Some((index, term)) = ready.install_snapshot {
+            self.install_snapshot(index, term).await?;
+        }
         if let Some(commit) = ready.commit_index {
             self.release_committed(commit);
         }

@@ -69,6 +69,8 @@ pub fn node_settings(config: &BrokerConfig) -> anyhow::Result<NodeSettings> {
         heartbeat_interval_ms: config.cluster.heartbeat_interval_ms,
         election_timeout_ms: config.cluster.election_timeout_ms,
         segment_bytes: config.data.log_segment_bytes,
+        snapshot_period_ms: config.data.snapshot_period_ms,
+        snapshot_records: config.data.snapshot_records,
         tls,
         // Loopback carries 64 KiB datagrams; elsewhere stay under common Ethernet MTUs.
         mtu_upper_bound_bytes: if loopback { 16_384 } else { 1452 },

@@ -127,6 +127,7 @@ fn activate_jobs(client: &mut AppendClient, partition_id: u32, count: usize) -> 
 }
 
 #[test]
+#[expect(clippy::too_many_lines, reason = "one scenario, told step by step")]
 fn engine_cluster() {
     let options = DevOptions {
         dir: None,

@@ -1109,6 +1109,7 @@ mod tests {
                 let ok = match kind {
                     FrameKind::RaftBatch => decode_raft_batch(&frame).is_ok(),
                     FrameKind::Swim => decode_swim_message(&frame).is_ok(),
+                    FrameKind::Command => unreachable!("not among the kinds tried"),
                 };
                 decoded_ok += u32::from(ok);
             }

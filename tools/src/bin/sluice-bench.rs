@@ -671,6 +671,9 @@ fn pipelined_worker(
                     );
                     paused.push_back((slot, Instant::now() + RETRY_BACKOFF));
                 }
+                Response::Processed { .. } => {
+                    bail!("commit64: {leader} answered an append as an engine command")
+                }
             }
         }
         if let Some((_, sent_at)) = in_flight.values().min_by_key(|(_, sent_at)| *sent_at) {
@@ -1294,7 +1297,10 @@ mod tests {
                     request_id,
                     partition_id,
                     ..
-                } = request;
+                } = request
+                else {
+                    panic!("the fake broker serves appends only");
+                };
                 let response = if led.contains(&partition_id) {
                     let index = appends.fetch_add(1, Ordering::Relaxed) + 1;
                     Response::Appended { request_id, index }
