@@ -178,7 +178,12 @@ impl EngineRunner {
         if log.term_at(last) != Some(raft.term()) {
             return false;
         }
-        let term_start = log.first_index_of_term_at(last);
+        // Everything up to the snapshot is committed; after it, the term's first entry counts.
+        let term_start = if last <= log.snapshot_index() {
+            log.snapshot_index()
+        } else {
+            log.first_index_of_term_at(last)
+        };
         raft.commit_index() >= term_start && self.applied_index >= raft.commit_index()
     }
 

@@ -111,8 +111,9 @@ pub const FLUSH_DELAY_MS_MAX: u64 = 1_000;
 /// Most glommio shards (`threads.cpuThreadCount`) one broker runs.
 pub const CPU_THREAD_COUNT_MAX: u32 = 64;
 
-/// Smallest `data.logSegmentSize`.
-pub const LOG_SEGMENT_BYTES_MIN: u64 = 1 << 20;
+/// Smallest `data.logSegmentSize`: a segment must hold its 4 KiB header plus the largest batch
+/// (4 MiB), so anything smaller would be refused by the journal at start-up.
+pub const LOG_SEGMENT_BYTES_MIN: u64 = 5 << 20;
 
 /// Largest `data.logSegmentSize`.
 pub const LOG_SEGMENT_BYTES_MAX: u64 = 4 << 30;
@@ -2931,7 +2932,9 @@ partitioning:
         let error = refuse("data: { logSegmentSize: 5GB }\n", &[]);
         message_mentions(&error, &["data.logSegmentSize"]);
         parse("data: { logSegmentSize: 4GB }\n");
-        parse("data: { logSegmentSize: 1MB }\n");
+        parse("data: { logSegmentSize: 5MB }\n");
+        let error = refuse("data: { logSegmentSize: 1MB }\n", &[]);
+        message_mentions(&error, &["data.logSegmentSize", "1048576 bytes"]);
         let error = refuse("cluster: { membership: { suspectProbes: 0 } }\n", &[]);
         message_mentions(&error, &["cluster.membership.suspectProbes"]);
         let error = refuse("cluster: { membership: { gossipFanout: 17 } }\n", &[]);

@@ -384,7 +384,8 @@ impl Partition {
             }
             _ => {
                 responder(AppendOutcome::Invalid {
-                    message: "an append payload starts with its kind: 0x00 for a raw entry,                               0x01 for an engine command"
+                    message: "an append payload starts with its kind: 0x00 for a raw entry, \
+                              0x01 for an engine command"
                         .to_owned(),
                 });
                 return;
@@ -523,7 +524,9 @@ async fn recover_log(
     let (base_index, base_term) = base.unwrap_or((0, 0));
     anyhow::ensure!(
         journal.first_index() <= base_index + 1,
-        "the journal starts at index {} but the newest usable snapshot covers only up to {}:          entries are missing; remove this replica's directory to let it catch up from the leader",
+        "the journal starts at index {} but the newest usable snapshot covers only up to {}: \
+         entries are missing (a damaged snapshot?); remove this replica's partition directory \
+         to let it catch up from the leader",
         journal.first_index(),
         base_index
     );
@@ -688,6 +691,7 @@ impl Driver {
         };
         self.store.save(&snapshot)?;
         self.journal.reset(index + 1).await?;
+        self.store.remove_older_than(index)?;
         self.runner.restore(snapshot.clone(), state);
         self.snapshot = Some(snapshot);
         self.last_snapshot_at = Instant::now();
@@ -713,7 +717,11 @@ impl Driver {
         let Some((index, bytes)) = self.runner.snapshot_now(self.raft.commit_index()) else {
             return Ok(());
         };
-        if self.snapshot.as_ref().is_some_and(|s| s.index >= index) {
+        // Raft compacts only what is durable here (a follower may apply committed entries
+        // before its own flush covers them).
+        if self.snapshot.as_ref().is_some_and(|s| s.index >= index)
+            || index > self.raft.log().durable_index()
+        {
             return Ok(());
         }
         let Some(term) = self.raft.log().term_at(index) else {
@@ -729,16 +737,14 @@ impl Driver {
         self.snapshot = Some(snapshot);
         self.last_snapshot_at = Instant::now();
         self.partition.status.borrow_mut().snapshots_taken += 1;
-        // Keep the journal behind the older kept snapshot, so a damaged newest one can fall
+        // Raft's log starts after the newest snapshot (the one it sends to laggards); the
+        // journal keeps what follows the older kept one, so a damaged newest snapshot can fall
         // back to it.
+        self.raft.handle_compacted(index, term);
         if let Some(oldest) = self.store.oldest_kept_index()?
             && oldest > 0
         {
             self.journal.compact_before(oldest + 1).await?;
-            let oldest_term = self.raft.log().term_at(oldest);
-            if let Some(oldest_term) = oldest_term {
-                self.raft.handle_compacted(oldest, oldest_term);
-            }
         }
         Ok(())
     }

@@ -180,6 +180,17 @@ impl SnapshotStore {
         Ok(())
     }
 
+    /// Deletes every snapshot older than `index` (after installing a leader's snapshot the
+    /// journal restarts after it, so older ones can no longer be completed from the log).
+    pub fn remove_older_than(&self, index: u64) -> anyhow::Result<()> {
+        for (older, _, path) in self.list()? {
+            if older < index {
+                fs::remove_file(&path)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The index of the oldest kept snapshot: the journal may be compacted below it only.
     pub fn oldest_kept_index(&self) -> anyhow::Result<Option<u64>> {
         Ok(self.list()?.last().map(|(index, _, _)| *index))

@@ -1,1 +1,3 @@
 //! `sluice-tools`: command-line tools around Sluice. Binaries live in `src/bin/`.
+
+pub mod engine_sim;

@@ -976,6 +976,15 @@ pub struct PartitionView {
     pub appends_failed: u64,
     /// The last flush error, if any.
     pub flush_error: Option<String>,
+    /// Highest index whose records are in its engine.
+    #[serde(default)]
+    pub applied_index: u64,
+    /// Engine snapshots it wrote.
+    #[serde(default)]
+    pub snapshots_taken: u64,
+    /// Snapshots it installed from a leader.
+    #[serde(default)]
+    pub snapshots_installed: u64,
 }
 
 // ---------------------------------------------------------------------------------------------

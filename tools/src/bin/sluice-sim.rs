@@ -12,6 +12,17 @@
 //! `snapshots_taken_total`, `snapshots_installed_total`, `transfers_total`, `elapsed_s`.
 //! `--bug AckUnflushed|VoteIgnoresLog` plants a known bug in every replica, to see the checkers
 //! catch it.
+//!
+//! ```text
+//! sluice-sim engine [--seeds N] [--first-seed S] [--seed S] [--steps N] [--partitions N] [--bug NAME] [--json]
+//! ```
+//!
+//! `engine` runs whole partitions with the workflow engine instead (see
+//! `sluice_tools::engine_sim`): Raft, journals and engines on three simulated brokers under
+//! faults, with a BPMN workload, checked for exactly-once effects of acknowledged commands,
+//! equal engine states and liveness. `--steps` is the fault phase in virtual ms; a calm phase
+//! follows until the workload drains. It prints one summary line per seed. `--bug
+//! RespondBeforeCommit|ProcessBeforeCaughtUp|KeepSpeculativeState` plants a driver bug.
 
 use std::time::Instant;
 
@@ -113,6 +124,9 @@ struct Summary {
 }
 
 fn main() -> Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("engine") {
+        return engine::main(std::env::args().skip(2));
+    }
     let args = parse_args()?;
     let started = Instant::now();
     let mut summary = Summary {
@@ -179,4 +193,137 @@ fn main() -> Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// `sluice-sim engine`: the simulation of partitions with the workflow engine.
+mod engine {
+    use std::time::Instant;
+
+    use anyhow::{Context, Result, bail};
+    use serde::Serialize;
+    use sluice_tools::engine_sim::{EngineSimBug, EngineSimConfig, run_config};
+
+    use super::number;
+
+    const USAGE: &str = "usage: sluice-sim engine [--seeds N] [--first-seed S] [--seed S] \
+                         [--steps N] [--partitions N] [--bug RespondBeforeCommit|\
+                         ProcessBeforeCaughtUp|KeepSpeculativeState] [--json]";
+
+    /// Partitions a simulated cluster may have.
+    const PARTITIONS_MAX: u64 = 16;
+
+    #[derive(Debug, Default, Serialize)]
+    struct Summary {
+        seeds: u64,
+        failures: u64,
+        failed_seeds: Vec<u64>,
+        entries_committed_total: u64,
+        instances_completed_total: u64,
+        jobs_completed_total: u64,
+        messages_correlated_total: u64,
+        crashes_total: u64,
+        snapshots_taken_total: u64,
+        snapshots_installed_total: u64,
+        leader_changes_total: u64,
+        elapsed_s: f64,
+    }
+
+    pub(super) fn main(mut args: impl Iterator<Item = String>) -> Result<()> {
+        let defaults = EngineSimConfig::new(0);
+        let (mut first_seed, mut seeds, mut steps) = (0, 20, defaults.fault_steps);
+        let mut partitions = u64::from(defaults.partitions);
+        let (mut bug, mut json) = (None, false);
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--seeds" => seeds = number(&mut args, "--seeds")?,
+                "--first-seed" => first_seed = number(&mut args, "--first-seed")?,
+                "--seed" => {
+                    first_seed = number(&mut args, "--seed")?;
+                    seeds = 1;
+                }
+                "--steps" => steps = number(&mut args, "--steps")?,
+                "--partitions" => partitions = number(&mut args, "--partitions")?,
+                "--bug" => {
+                    let name = args.next().context("--bug needs a name")?;
+                    bug = Some(
+                        EngineSimBug::from_name(&name)
+                            .with_context(|| format!("unknown bug {name:?}\n{USAGE}"))?,
+                    );
+                }
+                "--json" => json = true,
+                "-h" | "--help" => {
+                    println!("{USAGE}");
+                    return Ok(());
+                }
+                other => bail!("unknown argument {other:?}\n{USAGE}"),
+            }
+        }
+        if seeds == 0 {
+            bail!("--seeds must be at least 1");
+        }
+        if !(1..=PARTITIONS_MAX).contains(&partitions) {
+            bail!("--partitions must be 1 to {PARTITIONS_MAX}");
+        }
+        let started = Instant::now();
+        let mut summary = Summary {
+            seeds,
+            ..Summary::default()
+        };
+        for seed in first_seed..first_seed + seeds {
+            let mut config = EngineSimConfig::new(seed);
+            config.fault_steps = steps;
+            config.partitions = u32::try_from(partitions).expect("checked above");
+            config.bug = bug;
+            match run_config(config) {
+                Ok(report) => {
+                    if !json {
+                        println!("{report}");
+                    }
+                    summary.entries_committed_total += report.entries_committed;
+                    summary.instances_completed_total += report.instances_completed;
+                    summary.jobs_completed_total += report.jobs_completed;
+                    summary.messages_correlated_total += report.messages_correlated;
+                    summary.crashes_total += report.crashes;
+                    summary.snapshots_taken_total += report.snapshots_taken;
+                    summary.snapshots_installed_total += report.snapshots_installed;
+                    summary.leader_changes_total += report.leader_changes;
+                }
+                Err(failure) => {
+                    eprintln!("{failure}");
+                    summary.failures += 1;
+                    summary.failed_seeds.push(seed);
+                }
+            }
+        }
+        summary.elapsed_s = started.elapsed().as_secs_f64();
+        if json {
+            println!("{}", serde_json::to_string(&summary)?);
+        } else {
+            println!(
+                "{} seeds, {} failed{}; {} entries committed, {} instances completed, {} jobs \
+                 completed, {} messages correlated, {} crashes, {} snapshots taken, {} \
+                 installed, {} leader changes; {:.1} s",
+                summary.seeds,
+                summary.failures,
+                if summary.failed_seeds.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({:?})", summary.failed_seeds)
+                },
+                summary.entries_committed_total,
+                summary.instances_completed_total,
+                summary.jobs_completed_total,
+                summary.messages_correlated_total,
+                summary.crashes_total,
+                summary.snapshots_taken_total,
+                summary.snapshots_installed_total,
+                summary.leader_changes_total,
+                summary.elapsed_s
+            );
+        }
+        if summary.failures > 0 {
+            std::process::exit(1);
+        }
+        Ok(())
+    }
 }
