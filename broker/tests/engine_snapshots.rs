@@ -75,7 +75,7 @@ fn activate_and_complete(client: &mut AppendClient, count: usize) {
 
 /// Waits until the live replica at `index` has applied the leader's commit index.
 fn wait_caught_up(cluster: &Cluster, index: usize, what: &str) {
-    cluster.wait_until(what, Duration::from_secs(60), || {
+    cluster.wait_until(what, Duration::from_mins(1), || {
         let (leader, leader_view) = cluster.settled_leader(PARTITION)?;
         let view = cluster.partition_view(index, PARTITION)?;
         if view.applied_index >= leader_view.commit_index && leader_view.commit_index > 0 {
@@ -90,6 +90,7 @@ fn wait_caught_up(cluster: &Cluster, index: usize, what: &str) {
 }
 
 #[test]
+#[expect(clippy::too_many_lines, reason = "one scenario, told step by step")]
 fn engine_snapshots() {
     let options = DevOptions {
         dir: None,
