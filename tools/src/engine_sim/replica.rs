@@ -382,10 +382,16 @@ impl Replica {
             return Ok(Some(term));
         }
         let last = live.raft.log().last_index();
-        if live.raft.log().term_at(last) != Some(term) || last <= live.raft.log().snapshot_index() {
+        if live.raft.log().term_at(last) != Some(term) {
             return Ok(None);
         }
-        let first = live.raft.log().first_index_of_term_at(last);
+        // A leader that snapshotted everything it holds (its no-op included) is caught up.
+        let snapshot_index = live.raft.log().snapshot_index();
+        let first = if last <= snapshot_index {
+            snapshot_index
+        } else {
+            live.raft.log().first_index_of_term_at(last)
+        };
         // Every entry of earlier terms must be applied (the no-op committed), and every entry of
         // this term too: a leader that stopped processing (a refused proposal) waits for its
         // earlier proposals to commit and applies them like a follower.
