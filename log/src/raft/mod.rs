@@ -745,6 +745,19 @@ impl Raft {
             MessageBody::Vote { .. } => {
                 self.send(msg.from, term, MessageBody::VoteResponse { granted: false });
             }
+            // A leader sending a snapshot sends nothing else to this replica: without an answer
+            // in the higher term it would never learn of it, and this replica would stay cut
+            // off (found by the engine simulation, seed 449).
+            MessageBody::InstallSnapshot { snapshot_index, .. } => {
+                self.send(
+                    msg.from,
+                    term,
+                    MessageBody::InstallSnapshotResponse {
+                        snapshot_index,
+                        received_bytes: 0,
+                    },
+                );
+            }
             _ => {}
         }
     }

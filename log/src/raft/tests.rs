@@ -604,3 +604,46 @@ fn a_follower_behind_the_snapshot_receives_it_in_chunks() {
     c.run_for(50, 10);
     assert!(c.nodes.values().all(|n| n.committed >= index));
 }
+
+#[test]
+fn a_snapshot_chunk_from_an_older_term_is_answered_in_the_newer_one() {
+    // A replica that moved to a higher term while cut off answers a stale leader's snapshot
+    // chunk, so that leader learns the term and steps down instead of sending chunks forever.
+    let ids = [1, 2, 3];
+    let log = RaftLog::recovered(0, 0, vec![], 0, 1 << 20);
+    let hard = HardState {
+        term: 12,
+        vote: None,
+    };
+    let mut raft = Raft::new(config(2, &ids), hard, log, 0, 7);
+    raft.handle_message(Message {
+        from: 1,
+        to: 2,
+        term: 11,
+        body: MessageBody::InstallSnapshot {
+            snapshot_index: 40,
+            snapshot_term: 11,
+            offset: 0,
+            data: Rc::from(&b"chunk"[..]),
+            done: false,
+        },
+    });
+    let ready = raft.ready();
+    let answers: Vec<&Message> = ready
+        .messages
+        .iter()
+        .chain(&ready.messages_after_persist)
+        .filter(|m| m.to == 1)
+        .collect();
+    assert!(
+        answers
+            .iter()
+            .any(|m| m.term == 12 && matches!(m.body, MessageBody::InstallSnapshotResponse { .. })),
+        "the stale leader hears term 12: {answers:?}"
+    );
+    assert!(
+        ready.snapshot_chunks.is_empty(),
+        "the stale chunk is not stored"
+    );
+    raft.advance(ready.number);
+}
