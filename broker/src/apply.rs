@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
+use std::time::Instant;
 
 use sluice_engine::record::{decode_records, encode_records};
 use sluice_engine::snapshot::{decode_snapshot, encode_snapshot};
@@ -74,6 +75,7 @@ pub fn decode_command(bytes: &[u8]) -> Result<Record, String> {
 struct QueuedCommand {
     command: Record,
     responder: Option<Responder>,
+    arrived: Instant,
 }
 
 /// The engine of one replica and everything between it and the log.
@@ -84,8 +86,9 @@ pub(crate) struct EngineRunner {
     /// The highest log index whose records are in `engine`.
     applied_index: u64,
     commands: VecDeque<QueuedCommand>,
-    /// Requests whose reply has not been released: the client's responder.
-    waiting: HashMap<RequestId, Responder>,
+    /// Requests whose reply has not been released: the client's responder and when the
+    /// command arrived.
+    waiting: HashMap<RequestId, (Responder, Instant)>,
     next_request: RequestId,
     /// Side effects by the log index that must commit before they are carried out.
     effects: BTreeMap<u64, Vec<SideEffect>>,
@@ -154,7 +157,11 @@ impl EngineRunner {
     /// Queues a command; `responder` hears the reply once it is committed.
     pub(crate) fn queue(&mut self, command: Record, responder: Option<Responder>) {
         self.commands
-            .push_back(QueuedCommand { command, responder });
+            .push_back(QueuedCommand {
+                command,
+                responder,
+                arrived: Instant::now(),
+            });
     }
 
     /// Wall-clock milliseconds: the engine's `now` (timers and deadlines are absolute times).
@@ -202,7 +209,7 @@ impl EngineRunner {
                 responder(AppendOutcome::NotLeader { leader });
             }
         }
-        for (_, responder) in self.waiting.drain() {
+        for (_, (responder, _)) in self.waiting.drain() {
             responder(AppendOutcome::Unavailable {
                 message: "leadership was lost before the command's records committed; they \
                           may or may not be committed"
@@ -305,10 +312,11 @@ impl EngineRunner {
             let Some(queued) = self.commands.pop_front() else {
                 break;
             };
+            let arrived = queued.arrived;
             let request = queued.responder.map(|responder| {
                 let request = self.next_request;
                 self.next_request += 1;
-                self.waiting.insert(request, responder);
+                self.waiting.insert(request, (responder, arrived));
                 request
             });
             self.out.clear();
@@ -365,8 +373,14 @@ impl EngineRunner {
         true
     }
 
-    /// Carries out the side effects of entries up to `commit`.
-    pub(crate) fn release(&mut self, commit: u64, outbox: &dyn RaftOutbox) {
+    /// Carries out the side effects of entries up to `commit`; records each reply's time from
+    /// the command's arrival in `latency_us`.
+    pub(crate) fn release(
+        &mut self,
+        commit: u64,
+        outbox: &dyn RaftOutbox,
+        latency_us: &mut hdrhistogram::Histogram<u64>,
+    ) {
         while let Some(entry) = self.effects.first_entry() {
             if *entry.key() > commit {
                 break;
@@ -375,7 +389,11 @@ impl EngineRunner {
             for effect in effects {
                 match effect {
                     SideEffect::Respond { request, record } => {
-                        if let Some(responder) = self.waiting.remove(&request) {
+                        if let Some((responder, arrived)) = self.waiting.remove(&request) {
+                            let micros = u64::try_from(arrived.elapsed().as_micros())
+                                .unwrap_or(u64::MAX)
+                                .min(latency_us.high());
+                            let _ = latency_us.record(micros);
                             responder(AppendOutcome::Committed {
                                 index,
                                 response: Some(encode_records(&[record]).to_vec()),
@@ -406,7 +424,7 @@ impl EngineRunner {
                 });
             }
         }
-        for (_, responder) in self.waiting.drain() {
+        for (_, (responder, _)) in self.waiting.drain() {
             responder(AppendOutcome::Unavailable {
                 message: message.to_owned(),
             });

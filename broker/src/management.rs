@@ -126,6 +126,7 @@ impl Management {
                     Some(crate::node::MemberMetadata {
                         command_api: settings.command_api_advertised.clone(),
                         management: settings.management_advertised.clone(),
+                        gateway: settings.gateway_advertised.clone(),
                         partitions: Vec::new(),
                     })
                 } else {
@@ -194,6 +195,7 @@ impl Management {
                     "appendsFailed": status.appends_failed,
                     "flushError": status.flush_error,
                     "commitLatencyUs": percentiles(&status.commit_latency_us),
+                    "commandLatencyUs": percentiles(&status.command_latency_us),
                     "flushLatencyUs": percentiles(&status.flush_latency_us),
                     "localDurableLatencyUs": percentiles(&status.local_durable_latency_us),
                 }),
@@ -330,6 +332,15 @@ impl Management {
                 "Time from an append's arrival on the leader to its commit",
                 &labels,
                 &status.commit_latency_us,
+                &LATENCY_BUCKETS_US,
+                1e-6,
+            );
+            text.histogram_from_hdr(
+                "sluice_command_latency_seconds",
+                "Time from an engine command's arrival on the leader to its reply (processed \
+                 and committed)",
+                &labels,
+                &status.command_latency_us,
                 &LATENCY_BUCKETS_US,
                 1e-6,
             );

@@ -173,6 +173,9 @@ pub struct PartitionStatus {
     pub flush_latency_us: Histogram<u64>,
     /// Time from an append's arrival to its commit on this leader, in microseconds.
     pub commit_latency_us: Histogram<u64>,
+    /// Time from an engine command's arrival on this leader to its reply's release (processed
+    /// and committed), in microseconds.
+    pub command_latency_us: Histogram<u64>,
     /// Time from an append's arrival on the leader to its entry being durable on the leader
     /// itself, in microseconds (the rest of the commit latency is waiting for a follower).
     pub local_durable_latency_us: Histogram<u64>,
@@ -204,6 +207,7 @@ impl PartitionStatus {
             messages_dropped: 0,
             flush_latency_us: histogram(),
             commit_latency_us: histogram(),
+            command_latency_us: histogram(),
             local_durable_latency_us: histogram(),
             flush_error: None,
         }
@@ -763,7 +767,12 @@ impl Driver {
             self.runner.process(&mut self.raft, COMMANDS_PER_ROUND_MAX);
             self.drive().await?;
         }
-        self.runner.release(self.raft.commit_index(), &*self.outbox);
+        let commit = self.raft.commit_index();
+        // Releasing only queues (replies go to their connections, commands to the outbox),
+        // so nothing reaches back into this status while it is borrowed.
+        let mut status = self.partition.status.borrow_mut();
+        self.runner
+            .release(commit, &*self.outbox, &mut status.command_latency_us);
         Ok(())
     }
 
