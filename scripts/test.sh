@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Runs every Sluice test. Installs nothing beyond what cargo fetches: the Rust toolchain is the
-# only prerequisite today; later suites (the pyzeebe interop tests) add their own install steps here.
+# Runs every Sluice test, installing what the suites need:
+# - headless Chromium for the dashboard test (scripts/browser.sh: apt-get when missing),
+# - the Rust tests (cargo fetches its crates; protoc comes vendored),
+# - the pyzeebe 4.7.0 interop scenarios against `sluice dev` (scripts/pyzeebe.sh: a Python venv
+#   under target/, python3-venv from apt-get when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/browser.sh
 cargo test --workspace --locked --release
+bash scripts/pyzeebe.sh

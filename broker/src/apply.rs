@@ -30,6 +30,7 @@ use sluice_log::Journal;
 use sluice_log::raft::{ProposeError, Raft, Role};
 use sluice_log::storage::DmaStorage;
 
+use crate::backpressure::AimdLimiter;
 use crate::partition::{AppendOutcome, RaftOutbox, Responder, node_id};
 use crate::partitioning::PartitionId;
 use crate::snapshots::StoredSnapshot;
@@ -101,10 +102,19 @@ pub(crate) struct EngineRunner {
     base: Option<StoredSnapshot>,
     /// Records applied since the last snapshot.
     pub(crate) records_since_snapshot: u64,
+    /// The partition's backpressure: every queued command holds a slot until the entry with
+    /// its records commits (or it is dropped).
+    limiter: Rc<AimdLimiter>,
+    /// Slots of processed commands: (entry index, arrival).
+    slots: VecDeque<(u64, Instant)>,
 }
 
 impl EngineRunner {
-    pub(crate) fn new(partition_id: PartitionId, partition_count: u32) -> Self {
+    pub(crate) fn new(
+        partition_id: PartitionId,
+        partition_count: u32,
+        limiter: Rc<AimdLimiter>,
+    ) -> Self {
         let config = EngineConfig::new(partition_id, partition_count);
         Self {
             partition_id,
@@ -121,6 +131,18 @@ impl EngineRunner {
             rebuilds: 0,
             base: None,
             records_since_snapshot: 0,
+            limiter,
+            slots: VecDeque::new(),
+        }
+    }
+
+    /// Gives back every slot still held: the commands were dropped without a reply.
+    fn drop_slots(&mut self) {
+        for _ in &self.commands {
+            self.limiter.release(None);
+        }
+        for _ in self.slots.drain(..) {
+            self.limiter.release(None);
         }
     }
 
@@ -156,12 +178,11 @@ impl EngineRunner {
 
     /// Queues a command; `responder` hears the reply once it is committed.
     pub(crate) fn queue(&mut self, command: Record, responder: Option<Responder>) {
-        self.commands
-            .push_back(QueuedCommand {
-                command,
-                responder,
-                arrived: Instant::now(),
-            });
+        self.commands.push_back(QueuedCommand {
+            command,
+            responder,
+            arrived: Instant::now(),
+        });
     }
 
     /// Wall-clock milliseconds: the engine's `now` (timers and deadlines are absolute times).
@@ -204,6 +225,7 @@ impl EngineRunner {
     }
 
     fn step_down(&mut self, commit_index: u64, leader: Option<crate::partitioning::NodeId>) {
+        self.drop_slots();
         for queued in self.commands.drain(..) {
             if let Some(responder) = queued.responder {
                 responder(AppendOutcome::NotLeader { leader });
@@ -324,8 +346,11 @@ impl EngineRunner {
                 .process(queued.command, request, now_ms, &mut self.out);
             self.commands_processed += 1;
             if !self.propose_output(raft) {
+                // Its slot went with the step-down's; the command itself is lost unanswered.
+                self.limiter.release(None);
                 return;
             }
+            self.slots.push_back((self.applied_index, arrived));
         }
         if self
             .engine
@@ -381,6 +406,14 @@ impl EngineRunner {
         outbox: &dyn RaftOutbox,
         latency_us: &mut hdrhistogram::Histogram<u64>,
     ) {
+        while let Some(&(index, arrived)) = self.slots.front() {
+            if index > commit {
+                break;
+            }
+            self.slots.pop_front();
+            let millis = u64::try_from(arrived.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.limiter.release(Some(millis));
+        }
         while let Some(entry) = self.effects.first_entry() {
             if *entry.key() > commit {
                 break;
@@ -417,6 +450,7 @@ impl EngineRunner {
 
     /// Answers everything still waiting (shutdown, storage error).
     pub(crate) fn fail_all(&mut self, message: &str) {
+        self.drop_slots();
         for queued in self.commands.drain(..) {
             if let Some(responder) = queued.responder {
                 responder(AppendOutcome::Unavailable {

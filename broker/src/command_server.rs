@@ -177,37 +177,45 @@ fn handle(node: &Rc<Node>, connection: &Rc<Connection>, request: Request) {
             if in_flight + 1 == REQUESTS_IN_FLIGHT_MAX {
                 connection.drained.notify();
             }
-            let response = match outcome {
-                AppendOutcome::Committed {
-                    index,
-                    response: None,
-                } => Response::Appended { request_id, index },
-                AppendOutcome::Committed {
-                    index,
-                    response: Some(response),
-                } => Response::Processed {
-                    request_id,
-                    index,
-                    response,
-                },
-                AppendOutcome::Invalid { message } => Response::Invalid {
-                    request_id,
-                    message,
-                },
-                AppendOutcome::NotLeader { leader } => Response::NotLeader {
-                    request_id,
-                    leader: leader.and_then(|_| node.leader_hint(partition_id)),
-                },
-                AppendOutcome::Unavailable { message } => Response::Unavailable {
-                    request_id,
-                    message,
-                },
-            };
-            respond(response);
+            respond(answer(&node, partition_id, request_id, outcome));
         })
     };
     if node.append(partition_id, payload, responder).is_err() {
         unreachable!("hosts() said this broker holds partition {partition_id}");
+    }
+}
+
+/// The command API's answer to an append's or command's outcome.
+fn answer(node: &Node, partition_id: u32, request_id: u64, outcome: AppendOutcome) -> Response {
+    match outcome {
+        AppendOutcome::Committed {
+            index,
+            response: None,
+        } => Response::Appended { request_id, index },
+        AppendOutcome::Committed {
+            index,
+            response: Some(response),
+        } => Response::Processed {
+            request_id,
+            index,
+            response,
+        },
+        AppendOutcome::Invalid { message } => Response::Invalid {
+            request_id,
+            message,
+        },
+        AppendOutcome::NotLeader { leader } => Response::NotLeader {
+            request_id,
+            leader: leader.and_then(|_| node.leader_hint(partition_id)),
+        },
+        // Until the command API has its own answer for backpressure, it reads as unavailable:
+        // nothing was processed, retry after a pause.
+        AppendOutcome::Unavailable { message } | AppendOutcome::Overloaded { message } => {
+            Response::Unavailable {
+                request_id,
+                message,
+            }
+        }
     }
 }
 

@@ -429,6 +429,8 @@ pub struct GatewayConfig {
     pub enable: bool,
     /// `gateway.network`. Default port 26500.
     pub network: ApiConfig,
+    /// `gateway.security`: TLS for clients. Default off (plaintext).
+    pub security: GatewaySecurityConfig,
 }
 
 impl Default for GatewayConfig {
@@ -436,8 +438,22 @@ impl Default for GatewayConfig {
         GatewayConfig {
             enable: true,
             network: ApiConfig::on_port(26_500),
+            security: GatewaySecurityConfig::default(),
         }
     }
+}
+
+/// `gateway.security`: TLS between clients and the gateway (Zeebe's key names). See
+/// [`BrokerConfig::gateway_tls_paths`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GatewaySecurityConfig {
+    /// `gateway.security.enabled`: serve gRPC over TLS. Default false (plaintext).
+    pub enabled: bool,
+    /// `gateway.security.certificateChainPath`: the gateway's certificate chain (PEM).
+    pub certificate_chain_path: Option<PathBuf>,
+    /// `gateway.security.privateKeyPath`: the gateway's private key (PEM).
+    pub private_key_path: Option<PathBuf>,
 }
 
 /// `management`: the HTTP management API.
@@ -1068,7 +1084,17 @@ const DATA: &[Field] = &[
 
 const THREADS: &[Field] = &[key("cpuThreadCount", U32)];
 
-const GATEWAY: &[Field] = &[key("enable", Leaf::Bool), section("network", API)];
+const GATEWAY_SECURITY: &[Field] = &[
+    key("enabled", Leaf::Bool),
+    key("certificateChainPath", Leaf::OptStr),
+    key("privateKeyPath", Leaf::OptStr),
+];
+
+const GATEWAY: &[Field] = &[
+    key("enable", Leaf::Bool),
+    section("network", API),
+    section("security", GATEWAY_SECURITY),
+];
 
 const MANAGEMENT: &[Field] = &[key("host", Leaf::OptStr), key("port", U16)];
 
@@ -1780,6 +1806,7 @@ impl BrokerConfig {
             });
         }
         self.partition_layout()?;
+        self.gateway_tls_paths()?;
         Ok(())
     }
 
@@ -2114,6 +2141,33 @@ impl BrokerConfig {
                 })
             }
         }
+    }
+}
+
+impl BrokerConfig {
+    /// The gateway's TLS files (certificate chain, private key) when `gateway.security.enabled`
+    /// is set and the gateway is on; `None` for plaintext. An error names the unset key.
+    pub fn gateway_tls_paths(&self) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
+        let security = &self.gateway.security;
+        if !self.gateway.enable || !security.enabled {
+            return Ok(None);
+        }
+        let missing = |key: &'static str| ConfigError::Invalid {
+            key,
+            reason: "is not set but gateway.security.enabled is true; set it to a PEM file \
+                     (or ZEEBE_BROKER_GATEWAY_SECURITY_*), or set gateway.security.enabled: \
+                     false for plaintext"
+                .to_owned(),
+        };
+        let chain = security
+            .certificate_chain_path
+            .clone()
+            .ok_or_else(|| missing("gateway.security.certificateChainPath"))?;
+        let key = security
+            .private_key_path
+            .clone()
+            .ok_or_else(|| missing("gateway.security.privateKeyPath"))?;
+        Ok(Some((chain, key)))
     }
 }
 
@@ -3058,6 +3112,47 @@ partitioning:
             ),
             "{message}"
         );
+    }
+
+    #[test]
+    fn gateway_tls_is_off_by_default_and_needs_both_files_when_on() {
+        let config = parse("");
+        assert!(!config.gateway.security.enabled);
+        assert_eq!(config.gateway_tls_paths().expect("plaintext"), None);
+        let config = parse(
+            "gateway:\n  security:\n    enabled: true\n    certificateChainPath: /etc/gw.pem\n    \
+             privateKeyPath: /etc/gw.key\n",
+        );
+        assert_eq!(
+            config.gateway_tls_paths().expect("both set"),
+            Some((PathBuf::from("/etc/gw.pem"), PathBuf::from("/etc/gw.key")))
+        );
+        let error = refuse(
+            "gateway: { security: { enabled: true, certificateChainPath: /etc/gw.pem } }\n",
+            &[],
+        );
+        message_mentions(
+            &error,
+            &[
+                "gateway.security.privateKeyPath",
+                "gateway.security.enabled",
+            ],
+        );
+        let error = refuse(
+            "",
+            &[
+                ("ZEEBE_BROKER_GATEWAY_SECURITY_ENABLED", "true"),
+                (
+                    "ZEEBE_BROKER_GATEWAY_SECURITY_PRIVATEKEYPATH",
+                    "/etc/gw.key",
+                ),
+            ],
+        );
+        message_mentions(&error, &["gateway.security.certificateChainPath"]);
+        // A disabled gateway needs no files.
+        parse("gateway: { enable: false, security: { enabled: true } }\n");
+        let error = refuse("gateway: { security: { enable: true } }\n", &[]);
+        message_mentions(&error, &["gateway.security.enable"]);
     }
 
     // ---- durations and sizes ----

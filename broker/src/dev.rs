@@ -198,7 +198,8 @@ pub fn run(options: &DevOptions, stop: &dyn Fn() -> bool) -> anyhow::Result<()> 
         );
     }
     println!(
-        "gateway (gRPC, port {}) is not implemented yet; append with `sluice-bench append`. Ctrl-C stops.",
+        "gRPC gateway (Zeebe protocol, plaintext): 127.0.0.1:{} (broker 0; broker i serves on {} + 10 i). Ctrl-C stops.",
+        port(GATEWAY_PORT, options.port_offset, 0),
         port(GATEWAY_PORT, options.port_offset, 0)
     );
     while !stop() {

@@ -73,10 +73,12 @@
 //! ```
 
 pub mod apply;
+pub mod backpressure;
 pub mod client_api;
 pub mod command_server;
 pub mod config;
 pub mod dev;
+pub mod gateway;
 pub mod http;
 pub mod management;
 pub mod metrics;

@@ -2,6 +2,7 @@
 //!
 //! | request | answer |
 //! | --- | --- |
+//! | `GET /`, `GET /dashboard` | the live dashboard: one self-contained HTML page polling the rest |
 //! | `GET /ready` | 200 once every local replica knows its partition's leader, else 503 |
 //! | `GET /health` | 200 unless a local replica is stopped or its last flush failed, else 503 |
 //! | `GET /metrics` | Prometheus text: commit and flush latency histograms, roles, counters |
@@ -9,6 +10,10 @@
 //! | `GET /actuator/partitions` | this broker's replicas: role, term, indexes (JSON) |
 //! | `POST /actuator/rebalance` | leadership moves to the priority-preferred replicas (JSON) |
 //! | `POST /actuator/faults?block=a:p,b:q` | test switch: drop traffic with these peers (empty clears) |
+//!
+//! The dashboard (`dashboard.html`, built into the binary) loads nothing from elsewhere: its
+//! script polls `/metrics`, `/actuator/partitions` and `/actuator/cluster` every second and draws
+//! latency histograms, throughput and partition roles from them.
 //!
 //! A rebalance request is fanned out to every live broker (with `?local=true`), since only a
 //! partition's leader can hand its leadership over.
@@ -33,6 +38,8 @@ const LATENCY_BUCKETS_US: [u64; 16] = [
     100, 200, 300, 500, 750, 1_000, 1_500, 2_000, 3_000, 5_000, 10_000, 20_000, 50_000, 100_000,
     500_000, 1_000_000,
 ];
+/// The dashboard page: HTML with inline CSS and script, no external resources.
+const DASHBOARD_HTML: &str = include_str!("dashboard.html");
 /// Time allowed for one fanned-out rebalance request.
 const FAN_OUT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -50,6 +57,9 @@ impl Management {
     }
 
     async fn route(&self, request: HttpRequest) -> HttpResponse {
+        if let Some(response) = page(&request.method, &request.path) {
+            return response;
+        }
         match (request.method.as_str(), request.path.as_str()) {
             ("GET", "/ready") => self.ready(),
             ("GET", "/health") => self.health(),
@@ -67,7 +77,8 @@ impl Management {
             }
             _ => HttpResponse::text(
                 404,
-                "not found; see /ready, /health, /metrics, /actuator/cluster, /actuator/partitions\n",
+                "not found; see /dashboard, /ready, /health, /metrics, /actuator/cluster, \
+                 /actuator/partitions\n",
             ),
         }
     }
@@ -190,6 +201,9 @@ impl Management {
                     "snapshotsTaken": status.snapshots_taken,
                     "snapshotsInstalled": status.snapshots_installed,
                     "commandsProcessed": status.commands_processed,
+                    "backpressureLimit": status.backpressure_limit,
+                    "commandsInFlight": status.commands_in_flight,
+                    "commandsRefused": status.commands_refused,
                     "engineRebuilds": status.engine_rebuilds,
                     "appendsCommitted": status.appends_committed,
                     "appendsFailed": status.appends_failed,
@@ -245,6 +259,10 @@ impl Management {
         HttpResponse::text(200, &answer)
     }
 
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one metric after another; split up it would only scatter them"
+    )]
     fn metrics(&self) -> String {
         let mut text = PrometheusText::new();
         let node = self.node.node_id().to_string();
@@ -302,6 +320,24 @@ impl Management {
                 "Engine commands processed by this replica as leader",
                 &labels,
                 status.commands_processed,
+            );
+            text.gauge(
+                "sluice_backpressure_limit",
+                "Engine commands this partition accepts at once (AIMD)",
+                &labels,
+                f64::from(status.backpressure_limit),
+            );
+            text.gauge(
+                "sluice_commands_in_flight",
+                "Engine commands accepted and not yet committed",
+                &labels,
+                f64::from(status.commands_in_flight),
+            );
+            text.counter(
+                "sluice_commands_refused_total",
+                "Engine commands refused by backpressure",
+                &labels,
+                status.commands_refused,
             );
             text.counter(
                 "sluice_engine_rebuilds_total",
@@ -503,6 +539,15 @@ impl Handler for Management {
     }
 }
 
+/// Answers the requests that need no node state (the dashboard page); `None` for the others.
+fn page(method: &str, path: &str) -> Option<HttpResponse> {
+    match (method, path) {
+        ("GET", "/" | "/dashboard") => Some(HttpResponse::html(200, DASHBOARD_HTML)),
+        (_, "/" | "/dashboard") => Some(HttpResponse::text(405, "use GET\n")),
+        _ => None,
+    }
+}
+
 #[expect(
     clippy::cast_precision_loss,
     reason = "metrics tolerate rounding above 2^53"
@@ -576,4 +621,103 @@ async fn post_local_rebalance(address: &str) -> anyhow::Result<String> {
         anyhow::bail!("no answer within {FAN_OUT_TIMEOUT:?}")
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::CONTENT_TYPE_HTML;
+
+    fn dashboard(path: &str) -> String {
+        let response = page("GET", path).expect("the dashboard is routed");
+        assert_eq!(response.status, 200, "GET {path}");
+        assert_eq!(response.content_type, CONTENT_TYPE_HTML, "GET {path}");
+        String::from_utf8(response.body).expect("the page is UTF-8")
+    }
+
+    #[test]
+    fn root_and_dashboard_serve_the_same_html_page() {
+        let root = dashboard("/");
+        assert_eq!(root, dashboard("/dashboard"));
+        assert!(root.starts_with("<!DOCTYPE html>"), "{}", &root[..40]);
+        assert_eq!(CONTENT_TYPE_HTML, "text/html; charset=utf-8");
+    }
+
+    #[test]
+    fn dashboard_polls_the_management_api() {
+        let page = dashboard("/dashboard");
+        for endpoint in [
+            "'/metrics'",
+            "'/actuator/partitions'",
+            "'/actuator/cluster'",
+        ] {
+            assert!(page.contains(endpoint), "the page never fetches {endpoint}");
+        }
+        for metric in [
+            "sluice_commit_latency_seconds",
+            "sluice_command_latency_seconds",
+            "sluice_commands_processed_total",
+            "sluice_appends_committed_total",
+        ] {
+            assert!(page.contains(metric), "the page never reads {metric}");
+        }
+        assert!(page.contains(r#"<span id="status" data-polls="0">"#));
+    }
+
+    #[test]
+    fn dashboard_loads_nothing_from_elsewhere() {
+        let page = dashboard("/");
+        for external in ["src=", "<link", "@import", "url(", "https://", "//cdn"] {
+            assert!(
+                !page.contains(external),
+                "the page must be self-contained, yet contains `{external}`"
+            );
+        }
+        // The only absolute URLs are links to the other brokers' dashboards.
+        for (at, _) in page.match_indices("http://") {
+            assert!(
+                page[..at].ends_with("<a href=\""),
+                "absolute URL outside a link at byte {at}"
+            );
+        }
+    }
+
+    #[test]
+    fn dashboard_answers_only_get() {
+        for path in ["/", "/dashboard"] {
+            let response = page("POST", path).expect("routed");
+            assert_eq!(response.status, 405);
+        }
+        assert!(page("GET", "/dashboard.html").is_none());
+        assert!(page("GET", "/metrics").is_none());
+    }
+
+    #[test]
+    fn metric_names_in_the_page_match_the_exposition() {
+        // The page parses what `metrics()` writes: same names, `le` bounds, one `+Inf` bucket.
+        let mut text = PrometheusText::new();
+        let mut latency_us = hdrhistogram::Histogram::<u64>::new(3).expect("3 significant digits");
+        latency_us.record(1_200).expect("in range");
+        text.histogram_from_hdr(
+            "sluice_commit_latency_seconds",
+            "help",
+            &[("node", "0"), ("partition", "1")],
+            &latency_us,
+            &LATENCY_BUCKETS_US,
+            1e-6,
+        );
+        let body = text.finish();
+        assert!(body.contains(
+            "sluice_commit_latency_seconds_bucket{node=\"0\",partition=\"1\",le=\"0.0015\"} 1\n"
+        ));
+        assert!(body.contains(
+            "sluice_commit_latency_seconds_bucket{node=\"0\",partition=\"1\",le=\"+Inf\"} 1\n"
+        ));
+        // The page's bars grid has one column per bound plus `+Inf`.
+        let columns = format!("repeat({}, 1fr)", LATENCY_BUCKETS_US.len() + 1);
+        assert!(
+            dashboard("/").contains(&columns),
+            "bars grid is not {columns}"
+        );
+    }
 }

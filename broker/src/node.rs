@@ -69,6 +69,11 @@ pub struct NodeSettings {
     pub command_api_advertised: String,
     /// How operators reach the management API (host:port), as gossiped.
     pub management_advertised: String,
+    /// How clients reach the gRPC gateway (host:port), as gossiped; empty when it is off.
+    pub gateway_advertised: String,
+    /// Where the node publishes what the gateway needs to route (see [`Node::publish_gateway_view`]);
+    /// `None` when this broker runs no gateway.
+    pub gateway_view: Option<crate::gateway::SharedGatewayView>,
     /// `cluster.initialContactPoints`.
     pub contact_points: Vec<String>,
     /// `cluster.membership.*`.
@@ -97,6 +102,9 @@ pub struct MemberMetadata {
     pub command_api: String,
     /// host:port of the management API.
     pub management: String,
+    /// host:port of the gRPC gateway; empty when it is off (or the broker is older).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub gateway: String,
     /// `(partition, "LEADER" | "FOLLOWER", term)` of each local replica.
     pub partitions: Vec<(PartitionId, String, u64)>,
 }
@@ -299,6 +307,7 @@ impl Node {
         let metadata = MemberMetadata {
             command_api: settings.command_api_advertised.clone(),
             management: settings.management_advertised.clone(),
+            gateway: settings.gateway_advertised.clone(),
             partitions: Vec::new(),
         };
         let seed = u64::from(settings.node_id) ^ u64::from(clock.elapsed().subsec_nanos()) << 20;
@@ -612,6 +621,60 @@ impl Node {
                 "node {}: saving the topology: {error}",
                 self.settings.node_id
             );
+        }
+        drop(topology);
+        self.publish_gateway_view();
+    }
+
+    /// Refreshes the gateway's snapshot of the cluster (brokers, their addresses, partition
+    /// roles and leaders) after the topology or the gossiped metadata changed. The gateway's
+    /// thread only reads it.
+    pub fn publish_gateway_view(&self) {
+        let Some(shared) = &self.settings.gateway_view else {
+            return;
+        };
+        let own = crate::gateway::BrokerView {
+            node_id: self.settings.node_id,
+            command_api: self.settings.command_api_advertised.clone(),
+            gateway: self.settings.gateway_advertised.clone(),
+        };
+        let mut brokers = vec![own];
+        for peer in self.directory.borrow().values() {
+            if matches!(peer.state, MemberState::Dead | MemberState::Left)
+                || peer.node_id == self.settings.node_id
+            {
+                continue;
+            }
+            if let Some(metadata) = &peer.metadata {
+                brokers.push(crate::gateway::BrokerView {
+                    node_id: peer.node_id,
+                    command_api: metadata.command_api.clone(),
+                    gateway: metadata.gateway.clone(),
+                });
+            }
+        }
+        brokers.sort_by_key(|broker| broker.node_id);
+        let topology = self.topology.borrow();
+        let partitions = (1..=topology.shape().partitions_count())
+            .map(|partition_id| crate::gateway::PartitionView {
+                partition_id,
+                leader: self.leader_hint(partition_id),
+                replicas: topology
+                    .replicas_of(partition_id)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|replica| (replica.node_id, replica.role))
+                    .collect(),
+            })
+            .collect();
+        drop(topology);
+        let view = crate::gateway::GatewayView {
+            brokers,
+            partitions,
+        };
+        match shared.write() {
+            Ok(mut guard) => *guard = view,
+            Err(poisoned) => *poisoned.into_inner() = view,
         }
     }
 
@@ -937,6 +1000,7 @@ impl Node {
             let metadata = MemberMetadata {
                 command_api: self.settings.command_api_advertised.clone(),
                 management: self.settings.management_advertised.clone(),
+                gateway: self.settings.gateway_advertised.clone(),
                 partitions: self
                     .replica_statuses()
                     .iter()

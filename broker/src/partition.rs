@@ -85,6 +85,12 @@ pub enum AppendOutcome {
         /// Why, for the client.
         message: String,
     },
+    /// Backpressure: the partition has as many commands in flight as it accepts now. Nothing
+    /// was processed; retry after a short pause.
+    Overloaded {
+        /// Why, for the client.
+        message: String,
+    },
     /// The request can never be served as sent (a malformed command): do not retry it.
     Invalid {
         /// Why, for the client.
@@ -160,6 +166,10 @@ pub struct PartitionStatus {
     pub applied_index: u64,
     /// Engine commands processed here as leader.
     pub commands_processed: u64,
+    /// Backpressure: commands accepted at once now, commands in flight, commands refused.
+    pub backpressure_limit: u32,
+    pub commands_in_flight: u32,
+    pub commands_refused: u64,
     /// Times the engine was rebuilt from the committed log (leadership lost with records in
     /// flight).
     pub engine_rebuilds: u64,
@@ -201,6 +211,9 @@ impl PartitionStatus {
             snapshots_installed: 0,
             applied_index: 0,
             commands_processed: 0,
+            backpressure_limit: 0,
+            commands_in_flight: 0,
+            commands_refused: 0,
             engine_rebuilds: 0,
             appends_committed: 0,
             appends_failed: 0,
@@ -247,6 +260,8 @@ pub struct Partition {
     notify: Notify,
     status: RefCell<PartitionStatus>,
     preferred_leader: NodeId,
+    /// Backpressure on engine commands.
+    limiter: Rc<crate::backpressure::AimdLimiter>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -300,6 +315,9 @@ impl Partition {
             .iter()
             .max_by_key(|r| r.priority)
             .map_or(config.node_id, |r| r.node_id);
+        let limiter = Rc::new(crate::backpressure::AimdLimiter::new(
+            crate::backpressure::AimdConfig::default(),
+        ));
         let partition = Rc::new(Partition {
             id: config.partition_id,
             node_id: config.node_id,
@@ -308,6 +326,7 @@ impl Partition {
             notify: Notify::default(),
             status: RefCell::new(PartitionStatus::new(config.partition_id)),
             preferred_leader,
+            limiter: Rc::clone(&limiter),
         });
         eprintln!(
             "partition {}: recovered {} entries (last index {last_index}, term {}), journal: {report:?}",
@@ -315,8 +334,11 @@ impl Partition {
         );
         let journal = Rc::new(journal);
         glommio::spawn_local(flush_task(Rc::clone(&partition), Rc::clone(&journal))).detach();
-        let mut runner =
-            crate::apply::EngineRunner::new(config.partition_id, config.partition_count);
+        let mut runner = crate::apply::EngineRunner::new(
+            config.partition_id,
+            config.partition_count,
+            Rc::clone(&limiter),
+        );
         let snapshot = latest.map(|(snapshot, state)| {
             runner.restore(snapshot.clone(), state);
             snapshot
@@ -450,8 +472,19 @@ impl Partition {
                 return;
             }
         }
+        if !self.limiter.try_acquire(is_exempt(&command)) {
+            responder(AppendOutcome::Overloaded {
+                message: format!(
+                    "partition {} is at its limit of {} commands in flight; retry shortly",
+                    self.id,
+                    self.limiter.limit()
+                ),
+            });
+            return;
+        }
         let mut inputs = self.inputs.borrow_mut();
         if inputs.commands.len() >= APPENDS_PENDING_MAX {
+            self.limiter.release(None);
             drop(inputs);
             responder(AppendOutcome::Unavailable {
                 message: format!(
@@ -516,6 +549,21 @@ fn raft_config(config: &PartitionConfig) -> RaftConfig {
             .collect();
     }
     raft
+}
+
+/// Commands backpressure never refuses: job completions and failures finish work already in
+/// the system, and commands between partitions (distribution, subscriptions) are re-sent until
+/// answered anyway.
+fn is_exempt(command: &sluice_engine::Record) -> bool {
+    use sluice_engine::{Intent, ValueType};
+    match command.value_type {
+        ValueType::Job => matches!(command.intent, Intent::Complete | Intent::Fail),
+        ValueType::MessageSubscription
+        | ValueType::ProcessMessageSubscription
+        | ValueType::CommandDistribution => true,
+        ValueType::Deployment => command.key > 0,
+        _ => false,
+    }
 }
 
 /// Rebuilds the term runs of the log from the recovered journal, after the snapshot `base`
@@ -1032,6 +1080,9 @@ impl Driver {
             status.durable_index = self.raft.log().durable_index();
             status.applied_index = self.runner.applied_index();
             status.commands_processed = self.runner.commands_processed;
+            status.backpressure_limit = self.partition.limiter.limit();
+            status.commands_in_flight = self.partition.limiter.in_flight();
+            status.commands_refused = self.partition.limiter.refused();
             status.engine_rebuilds = self.runner.rebuilds;
         }
         if self.reported != (role, term, leader) {

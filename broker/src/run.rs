@@ -4,6 +4,10 @@
 //! glommio executor), starts the [`Node`] on it with the command API and the management API, and
 //! serves until `stop` turns true (SIGINT or SIGTERM in the binary). Then it leaves the gossip
 //! group, stops the replicas (their journals flush what they hold) and returns.
+//!
+//! When `gateway.enable` is set, the gRPC gateway ([`crate::gateway`]) is bound before the shards
+//! start (a bind failure is a start-up error) and runs on its own thread with its own tokio
+//! runtime; the node keeps its routing view up to date, and it is stopped after the shards.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -64,6 +68,12 @@ pub fn node_settings(config: &BrokerConfig) -> anyhow::Result<NodeSettings> {
         internal_advertised,
         command_api_advertised: host_port(&advertised, config.command_api_addr()),
         management_advertised: host_port(&advertised, config.management_addr()),
+        gateway_advertised: if config.gateway.enable {
+            host_port(&advertised, config.gateway_addr())
+        } else {
+            String::new()
+        },
+        gateway_view: config.gateway.enable.then(crate::gateway::shared_view),
         contact_points: config.cluster.initial_contact_points.clone(),
         swim,
         heartbeat_interval_ms: config.cluster.heartbeat_interval_ms,
@@ -77,9 +87,46 @@ pub fn node_settings(config: &BrokerConfig) -> anyhow::Result<NodeSettings> {
     })
 }
 
+/// Starts the gRPC gateway when `gateway.enable` is set (the node's settings then carry its
+/// view); a bind failure is a start-up error.
+fn start_gateway(
+    config: &BrokerConfig,
+    settings: &NodeSettings,
+) -> anyhow::Result<Option<crate::gateway::GatewayHandle>> {
+    let Some(view) = &settings.gateway_view else {
+        return Ok(None);
+    };
+    let shape = config.cluster_shape()?;
+    let handle = crate::gateway::start(
+        crate::gateway::GatewaySettings {
+            node_id: settings.node_id,
+            bind: config.gateway_addr(),
+            shape: crate::gateway::ClusterShapeView {
+                cluster_size: shape.cluster_size(),
+                partitions_count: shape.partitions_count(),
+                replication_factor: shape.replication_factor(),
+            },
+            tls: config.gateway_tls_paths()?,
+        },
+        Arc::clone(view),
+    )?;
+    eprintln!(
+        "node {}: gRPC gateway on {} ({})",
+        settings.node_id,
+        handle.local_addr(),
+        if config.gateway.security.enabled {
+            "TLS"
+        } else {
+            "plaintext"
+        }
+    );
+    Ok(Some(handle))
+}
+
 /// Runs the broker until `stop` is set. See the module docs.
 pub fn run(config: &BrokerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let settings = node_settings(config)?;
+    let gateway = start_gateway(config, &settings)?;
     let command_api = config.command_api_addr();
     let management = config.management_addr();
     let node_id = settings.node_id;
@@ -159,6 +206,9 @@ pub fn run(config: &BrokerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         node.transport().close();
         Ok::<(), anyhow::Error>(())
     });
+    if let Some(gateway) = gateway {
+        gateway.stop();
+    }
     for handle in shard_threads {
         match handle.join() {
             Ok(Ok(())) => {}

@@ -1,3 +1,4 @@
 //! `sluice-tools`: command-line tools around Sluice. Binaries live in `src/bin/`.
 
+pub mod ctl;
 pub mod engine_sim;

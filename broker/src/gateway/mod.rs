@@ -1,0 +1,269 @@
+//! The Zeebe gRPC gateway (`gateway_protocol.Gateway` and `grpc.health.v1.Health`), served by
+//! every broker on `gateway.network` (port 26500), plaintext unless `gateway.security.enabled`.
+//!
+//! # How it runs
+//!
+//! [`start`] binds the port on the calling thread (a bind failure is a start-up error), then
+//! runs the gateway on its own OS thread with a tokio current-thread runtime; the broker's
+//! glommio shards are untouched. The gateway is a client of the cluster's command API
+//! ([`crate::client_api`]): [`client::CommandClient`] keeps one pipelined connection per broker,
+//! sends each command to the partition's leader named by the [`GatewayView`], follows
+//! `NotLeader` hints and retries `Unavailable` answers and broken connections until the request's
+//! deadline. The node ([`crate::node::Node::publish_gateway_view`]) rewrites the view whenever
+//! its topology or the gossiped member metadata changes; the gateway thread only reads it.
+//!
+//! ```text
+//! let view = gateway::shared_view();                      // handed to the node's settings
+//! let handle = gateway::start(GatewaySettings { .. }, view)?;
+//! ...                                                     // broker serves
+//! handle.stop();                                          // SIGTERM path
+//! ```
+//!
+//! [`service`] maps each RPC to an engine command on the partition DESIGN.md names
+//! (instances round-robin, messages by correlation key, deployments on partition 1, everything
+//! keyed by the partition bits of its key) and maps the reply record back; [`mapping`] holds
+//! the pure conversions and the status codes.
+
+pub mod client;
+pub mod mapping;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::partitioning::{NodeId, PartitionId};
+use crate::topology::Role;
+
+/// The code generated from `proto/` by the build script: messages, server and client stubs.
+pub mod proto {
+    /// `gateway_protocol`: Zeebe's gateway protocol.
+    #[allow(
+        clippy::all,
+        clippy::pedantic,
+        missing_debug_implementations,
+        reason = "generated code"
+    )]
+    pub mod gateway_protocol {
+        include!(concat!(env!("OUT_DIR"), "/gateway_protocol.rs"));
+    }
+    /// `grpc.health.v1`: the standard health service.
+    #[allow(
+        clippy::all,
+        clippy::pedantic,
+        missing_debug_implementations,
+        reason = "generated code"
+    )]
+    pub mod health {
+        include!(concat!(env!("OUT_DIR"), "/grpc.health.v1.rs"));
+    }
+}
+
+/// One broker as the gateway sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerView {
+    /// `cluster.nodeId`.
+    pub node_id: NodeId,
+    /// Its command API, "host:port".
+    pub command_api: String,
+    /// Its gRPC gateway, "host:port"; empty when it runs none.
+    pub gateway: String,
+}
+
+/// One partition as the gateway sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionView {
+    /// `1..=partitionsCount`.
+    pub partition_id: PartitionId,
+    /// The leader's node id and command API, when known.
+    pub leader: Option<(NodeId, String)>,
+    /// Every replica with its last seen role.
+    pub replicas: Vec<(NodeId, Role)>,
+}
+
+/// What the gateway needs to route: the live brokers and who leads each partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GatewayView {
+    /// Live brokers with their addresses, by node id (this broker included).
+    pub brokers: Vec<BrokerView>,
+    /// Every partition, by id.
+    pub partitions: Vec<PartitionView>,
+}
+
+/// The view shared between the node (writer) and the gateway thread (reader).
+pub type SharedGatewayView = Arc<RwLock<GatewayView>>;
+
+/// A fresh, empty shared view.
+#[must_use]
+pub fn shared_view() -> SharedGatewayView {
+    Arc::new(RwLock::new(GatewayView::default()))
+}
+
+/// Reads a copy-free snapshot of the view, tolerating a poisoned lock (the writer never panics
+/// while holding it, and a stale view only costs a redirect).
+pub(crate) fn read_view<T>(view: &SharedGatewayView, read: impl FnOnce(&GatewayView) -> T) -> T {
+    match view.read() {
+        Ok(guard) => read(&guard),
+        Err(poisoned) => read(&poisoned.into_inner()),
+    }
+}
+
+/// The cluster's shape, from the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterShapeView {
+    /// `cluster.clusterSize`.
+    pub cluster_size: u32,
+    /// `cluster.partitionsCount`.
+    pub partitions_count: u32,
+    /// `cluster.replicationFactor`.
+    pub replication_factor: u32,
+}
+
+/// Everything [`start`] needs, resolved from the configuration.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// This broker's node id (for messages).
+    pub node_id: NodeId,
+    /// Where to listen (`gateway.network`, offset applied).
+    pub bind: SocketAddr,
+    /// The cluster's shape.
+    pub shape: ClusterShapeView,
+    /// `(certificate chain, private key)` PEM files when TLS is on.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// How long [`GatewayHandle::stop`] lets open calls finish before it leaves them.
+const STOP_GRACE: Duration = Duration::from_millis(500);
+/// How long binding the port is retried (a previous broker's socket may linger briefly).
+const BIND_RETRY: Duration = Duration::from_secs(5);
+const BIND_RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// The running gateway; [`GatewayHandle::stop`] ends it.
+#[derive(Debug)]
+pub struct GatewayHandle {
+    local_addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GatewayHandle {
+    /// The bound address.
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting calls, gives open ones [`STOP_GRACE`] to finish, and joins the thread.
+    pub fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let deadline = std::time::Instant::now() + BIND_RETRY;
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(listener) => return Ok(listener),
+            Err(error) if std::time::Instant::now() >= deadline => {
+                return Err(anyhow::anyhow!(
+                    "binding the gRPC gateway on {addr} (retried for {BIND_RETRY:?}): {error}; \
+                     is another broker or Zeebe gateway using the port? Change \
+                     gateway.network.port (or network.portOffset), or set gateway.enable: false"
+                ));
+            }
+            Err(_) => std::thread::sleep(BIND_RETRY_PAUSE),
+        }
+    }
+}
+
+fn tls_config(chain: &PathBuf, key: &PathBuf) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+    let read = |path: &PathBuf, key: &str| {
+        std::fs::read(path).map_err(|error| {
+            anyhow::anyhow!(
+                "reading {key} {}: {error}; point it at a readable PEM file",
+                path.display()
+            )
+        })
+    };
+    let chain = read(chain, "gateway.security.certificateChainPath")?;
+    let key = read(key, "gateway.security.privateKeyPath")?;
+    let identity = tonic::transport::Identity::from_pem(chain, key);
+    Ok(tonic::transport::ServerTlsConfig::new().identity(identity))
+}
+
+/// Binds the gateway's port and starts serving on a new thread. See the module docs.
+pub fn start(settings: GatewaySettings, view: SharedGatewayView) -> anyhow::Result<GatewayHandle> {
+    let listener = bind(settings.bind)?;
+    listener.set_nonblocking(true)?;
+    let local_addr = listener.local_addr()?;
+    let tls = match &settings.tls {
+        Some((chain, key)) => Some(tls_config(chain, key)?),
+        None => None,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| anyhow::anyhow!("starting the gateway's runtime: {error}"))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let node_id = settings.node_id;
+    let thread = std::thread::Builder::new()
+        .name(format!("sluice-{node_id}-gateway"))
+        .spawn(move || {
+            let result = runtime.block_on(serve(settings, view, listener, tls, stop_rx));
+            if let Err(error) = result {
+                eprintln!("node {node_id}: the gRPC gateway failed: {error:#}");
+            }
+            runtime.shutdown_timeout(Duration::from_millis(100));
+        })
+        .map_err(|error| anyhow::anyhow!("starting the gateway's thread: {error}"))?;
+    Ok(GatewayHandle {
+        local_addr,
+        stop: stop_tx,
+        thread: Some(thread),
+    })
+}
+
+async fn serve(
+    settings: GatewaySettings,
+    view: SharedGatewayView,
+    listener: std::net::TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let gateway = service::GatewayService::new(settings.shape, Arc::clone(&view));
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|error| anyhow::anyhow!("gateway TLS: {error}; check the PEM files"))?;
+    }
+    let router = builder
+        .add_service(
+            proto::gateway_protocol::gateway_server::GatewayServer::new(gateway)
+                .max_decoding_message_size(mapping::GRPC_MESSAGE_BYTES_MAX),
+        )
+        .add_service(proto::health::health_server::HealthServer::new(
+            service::HealthService,
+        ));
+    let mut stop_signal = stop.clone();
+    let shutdown = async move {
+        let _ = stop_signal.wait_for(|stopped| *stopped).await;
+    };
+    let mut stop_grace = stop;
+    let grace = async move {
+        let _ = stop_grace.wait_for(|stopped| *stopped).await;
+        tokio::time::sleep(STOP_GRACE).await;
+    };
+    tokio::select! {
+        result = router.serve_with_incoming_shutdown(incoming, shutdown) => {
+            result.map_err(|error| anyhow::anyhow!("serving gRPC: {error}"))
+        }
+        () = grace => Ok(()),
+    }
+}

@@ -1,0 +1,722 @@
+//! The gRPC services: [`GatewayService`] (`gateway_protocol.Gateway`) and [`HealthService`]
+//! (`grpc.health.v1.Health`).
+//!
+//! Each unary RPC validates its request, builds the engine command ([`super::mapping`]), picks
+//! the partition (DESIGN.md: instances round-robin, messages by correlation-key hash,
+//! deployments on partition 1, everything keyed by the partition bits of its key) and sends it
+//! with [`CommandClient`] within the call's deadline (`grpc-timeout`, else 10 s).
+//!
+//! `ActivateJobs` asks every partition in turn (starting round-robin) for up to the jobs still
+//! wanted and streams each non-empty batch; when none has any it polls again after a pause that
+//! grows from 10 ms to 100 ms, until `requestTimeout` (10 s when 0; one round when negative).
+//! `StreamActivatedJobs` runs the same loop without end, streaming each job, until the client
+//! cancels: activation by polling, until the engine pushes jobs to the gateway itself.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use sluice_engine::record::JobValue;
+use sluice_engine::{Intent, Record, subscription_partition};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status};
+
+use super::client::{ANSWER_TIMEOUT, CommandClient};
+use super::mapping::{
+    self, Activation, DEFAULT_REQUEST_TIMEOUT, REQUEST_TIMEOUT_MAX, check_activation,
+    partition_of_key,
+};
+use super::proto::gateway_protocol as pb;
+use super::proto::health as hpb;
+use super::{ClusterShapeView, SharedGatewayView, read_view};
+use crate::partitioning::PartitionId;
+use crate::topology::Role;
+
+/// The partition deployments go to.
+const DEPLOYMENT_PARTITION: PartitionId = 1;
+/// First pause of a long poll that found no job; it doubles after each empty round.
+const LONG_POLL_PAUSE_MIN: Duration = Duration::from_millis(10);
+/// Longest pause of a long poll.
+const LONG_POLL_PAUSE_MAX: Duration = Duration::from_millis(100);
+/// Longest one activation command may wait for one partition before the poll moves on.
+const ACTIVATION_ATTEMPT_MAX: Duration = Duration::from_secs(5);
+/// Jobs a job stream asks each partition for per round.
+const STREAM_JOBS_PER_PARTITION: i32 = 32;
+/// Responses buffered per streaming call before the poll waits for the client.
+const STREAM_BUFFER: usize = 16;
+/// Most jobs one `ActivateJobs` call may ask for.
+const MAX_JOBS_TO_ACTIVATE_MAX: i32 = 10_000;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// `gateway_protocol.Gateway`. See the module docs.
+#[derive(Debug, Clone)]
+pub struct GatewayService {
+    client: CommandClient,
+    view: SharedGatewayView,
+    shape: ClusterShapeView,
+    next_partition: Arc<AtomicU32>,
+}
+
+/// The deadline of a call: its `grpc-timeout`, else `default`, bounded.
+/// How long before the client's gRPC deadline a long poll answers empty.
+const LONG_POLL_MARGIN: Duration = Duration::from_millis(50);
+
+fn deadline_of<T>(request: &Request<T>, default: Duration) -> Instant {
+    let timeout = request
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|value| value.to_str().ok())
+        .and_then(mapping::parse_grpc_timeout)
+        .unwrap_or(default)
+        .min(REQUEST_TIMEOUT_MAX);
+    Instant::now() + timeout
+}
+
+impl GatewayService {
+    /// A service routing by `view` over a cluster of `shape`.
+    #[must_use]
+    pub fn new(shape: ClusterShapeView, view: SharedGatewayView) -> Self {
+        GatewayService {
+            client: CommandClient::new(Arc::clone(&view)),
+            view,
+            shape,
+            next_partition: Arc::new(AtomicU32::new(0)),
+        }
+    }
+
+    /// The next partition of the round-robin.
+    fn round_robin(&self) -> PartitionId {
+        self.next_partition.fetch_add(1, Ordering::Relaxed) % self.shape.partitions_count.max(1) + 1
+    }
+
+    async fn send(
+        &self,
+        partition_id: PartitionId,
+        record: &Record,
+        deadline: Instant,
+    ) -> Result<Record, Status> {
+        self.client
+            .command(partition_id, record, deadline, ANSWER_TIMEOUT)
+            .await
+    }
+
+    async fn deploy(
+        &self,
+        resources: Vec<(String, Vec<u8>)>,
+        deadline: Instant,
+    ) -> Result<(i64, Vec<pb::ProcessMetadata>), Status> {
+        let command = mapping::deploy_command(resources)?;
+        let reply = self.send(DEPLOYMENT_PARTITION, &command, deadline).await?;
+        mapping::deployed_processes(&reply)
+    }
+
+    /// Sends a job command to the job's partition and checks it was accepted.
+    async fn job_command(
+        &self,
+        job_key: i64,
+        intent: Intent,
+        value: JobValue,
+        deadline: Instant,
+    ) -> Result<(), Status> {
+        let partition_id = partition_of_key("job key", job_key, self.shape.partitions_count)?;
+        let reply = self
+            .send(
+                partition_id,
+                &mapping::job_command(job_key, intent, value),
+                deadline,
+            )
+            .await?;
+        mapping::expect_accepted(&reply)
+    }
+
+    /// The partitions in round-robin order starting at the next one.
+    fn rotation(&self) -> Vec<PartitionId> {
+        let count = self.shape.partitions_count.max(1);
+        let first = self.round_robin();
+        (0..count).map(|i| (first - 1 + i) % count + 1).collect()
+    }
+
+    /// One activation round over every partition: sends `emit` each non-empty batch and
+    /// returns the jobs handed out, or the error when every partition failed.
+    async fn activation_round(
+        &self,
+        activation: &Activation,
+        jobs_wanted: i32,
+        per_partition_max: i32,
+        deadline: Instant,
+        emit: &mpsc::Sender<Vec<pb::ActivatedJob>>,
+    ) -> Result<i32, Status> {
+        let mut activated = 0i32;
+        let mut failures = 0usize;
+        let mut last_error = None;
+        let partitions = self.rotation();
+        for &partition_id in &partitions {
+            let wanted = (jobs_wanted - activated).min(per_partition_max);
+            if wanted <= 0 || emit.is_closed() {
+                break;
+            }
+            let attempt_deadline = deadline.min(Instant::now() + ACTIVATION_ATTEMPT_MAX);
+            let command = mapping::activate_command(activation, wanted);
+            let jobs = match self.send(partition_id, &command, attempt_deadline).await {
+                Ok(reply) => mapping::activated_jobs(&reply),
+                Err(status) => Err(status),
+            };
+            match jobs {
+                Ok(jobs) if jobs.is_empty() => {}
+                Ok(jobs) => {
+                    activated += i32::try_from(jobs.len()).unwrap_or(i32::MAX);
+                    if emit.send(jobs).await.is_err() {
+                        break;
+                    }
+                }
+                Err(status) => {
+                    // A partition without a leader must not starve the others.
+                    failures += 1;
+                    if !matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded) {
+                        return Err(status);
+                    }
+                    last_error = Some(status);
+                }
+            }
+        }
+        match last_error {
+            Some(status) if failures == partitions.len() => Err(status),
+            _ => Ok(activated),
+        }
+    }
+
+    /// The long poll of `ActivateJobs`: streams batches until `max_jobs` are handed out, or
+    /// until a round found some, or until `deadline` (one round when `long_poll` is false).
+    async fn activate_loop(
+        self,
+        activation: Activation,
+        max_jobs: i32,
+        long_poll: bool,
+        deadline: Instant,
+        sender: mpsc::Sender<Result<pb::ActivateJobsResponse, Status>>,
+    ) {
+        let (batches, mut batch_receiver) = mpsc::channel::<Vec<pb::ActivatedJob>>(STREAM_BUFFER);
+        let forward_sender = sender.clone();
+        let forward = tokio::spawn(async move {
+            while let Some(jobs) = batch_receiver.recv().await {
+                if forward_sender
+                    .send(Ok(pb::ActivateJobsResponse { jobs }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let mut pause = LONG_POLL_PAUSE_MIN;
+        loop {
+            match self
+                .activation_round(&activation, max_jobs, max_jobs, deadline, &batches)
+                .await
+            {
+                Ok(activated) if activated > 0 => break,
+                Ok(_) => {}
+                // The poll's own time ran out while partitions were asked: an empty answer.
+                Err(status)
+                    if status.code() == Code::DeadlineExceeded && Instant::now() >= deadline => {}
+                Err(status) => {
+                    drop(batches);
+                    let _ = forward.await;
+                    let _ = sender.send(Err(status)).await;
+                    return;
+                }
+            }
+            let now = Instant::now();
+            if !long_poll || now >= deadline || sender.is_closed() {
+                break;
+            }
+            tokio::time::sleep_until((now + pause).min(deadline)).await;
+            pause = (pause * 2).min(LONG_POLL_PAUSE_MAX);
+        }
+        drop(batches);
+        let _ = forward.await;
+    }
+
+    /// The endless poll of `StreamActivatedJobs`, until the client leaves.
+    async fn stream_loop(
+        self,
+        activation: Activation,
+        sender: mpsc::Sender<Result<pb::ActivatedJob, Status>>,
+    ) {
+        let (batches, mut batch_receiver) = mpsc::channel::<Vec<pb::ActivatedJob>>(STREAM_BUFFER);
+        let forward_sender = sender.clone();
+        let forward = tokio::spawn(async move {
+            while let Some(jobs) = batch_receiver.recv().await {
+                for job in jobs {
+                    if forward_sender.send(Ok(job)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let mut pause = LONG_POLL_PAUSE_MIN;
+        while !sender.is_closed() {
+            let deadline = Instant::now() + ACTIVATION_ATTEMPT_MAX;
+            let per_partition = STREAM_JOBS_PER_PARTITION;
+            let wanted = per_partition
+                .saturating_mul(i32::try_from(self.shape.partitions_count).unwrap_or(i32::MAX));
+            match self
+                .activation_round(&activation, wanted, per_partition, deadline, &batches)
+                .await
+            {
+                Ok(activated) if activated > 0 => pause = LONG_POLL_PAUSE_MIN,
+                Ok(_) | Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(LONG_POLL_PAUSE_MAX);
+                }
+            }
+        }
+        drop(batches);
+        forward.abort();
+    }
+}
+
+#[tonic::async_trait]
+impl pb::gateway_server::Gateway for GatewayService {
+    async fn topology(
+        &self,
+        _request: Request<pb::TopologyRequest>,
+    ) -> Result<Response<pb::TopologyResponse>, Status> {
+        let brokers = read_view(&self.view, |view| {
+            view.brokers
+                .iter()
+                .map(|broker| {
+                    let (host, port) = match broker.gateway.rsplit_once(':') {
+                        Some((host, port)) => (host.to_owned(), port.parse().unwrap_or(0)),
+                        None => (broker.gateway.clone(), 0),
+                    };
+                    let partitions = view
+                        .partitions
+                        .iter()
+                        .filter_map(|partition| {
+                            let role = partition
+                                .replicas
+                                .iter()
+                                .find(|(node_id, _)| *node_id == broker.node_id)?
+                                .1;
+                            let role = match role {
+                                Role::Leader => pb::partition::PartitionBrokerRole::Leader,
+                                Role::Follower => pb::partition::PartitionBrokerRole::Follower,
+                                Role::Inactive => pb::partition::PartitionBrokerRole::Inactive,
+                            };
+                            Some(pb::Partition {
+                                partition_id: i32::try_from(partition.partition_id)
+                                    .unwrap_or(i32::MAX),
+                                role: role.into(),
+                                health: pb::partition::PartitionBrokerHealth::Healthy.into(),
+                            })
+                        })
+                        .collect();
+                    pb::BrokerInfo {
+                        node_id: i32::try_from(broker.node_id).unwrap_or(i32::MAX),
+                        host,
+                        port,
+                        partitions,
+                        version: env!("CARGO_PKG_VERSION").to_owned(),
+                    }
+                })
+                .collect()
+        });
+        let count = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+        Ok(Response::new(pb::TopologyResponse {
+            brokers,
+            cluster_size: count(self.shape.cluster_size),
+            partitions_count: count(self.shape.partitions_count),
+            replication_factor: count(self.shape.replication_factor),
+            gateway_version: format!("sluice {}", env!("CARGO_PKG_VERSION")),
+        }))
+    }
+
+    async fn deploy_resource(
+        &self,
+        request: Request<pb::DeployResourceRequest>,
+    ) -> Result<Response<pb::DeployResourceResponse>, Status> {
+        let deadline = deadline_of(&request, DEFAULT_REQUEST_TIMEOUT);
+        let request = request.into_inner();
+        mapping::check_tenant(&request.tenant_id)?;
+        let resources = request
+            .resources
+            .into_iter()
+            .map(|resource| (resource.name, resource.content))
+            .collect();
+        let (key, processes) = self.deploy(resources, deadline).await?;
+        Ok(Response::new(pb::DeployResourceResponse {
+            key,
+            deployments: processes
+                .into_iter()
+                .map(|process| pb::Deployment {
+                    metadata: Some(pb::deployment::Metadata::Process(process)),
+                })
+                .collect(),
+            tenant_id: mapping::DEFAULT_TENANT.to_owned(),
+        }))
+    }
+
+    async fn deploy_process(
+        &self,
+        request: Request<pb::DeployProcessRequest>,
+    ) -> Result<Response<pb::DeployProcessResponse>, Status> {
+        let deadline = deadline_of(&request, DEFAULT_REQUEST_TIMEOUT);
+        let resources = request
+            .into_inner()
+            .processes
+            .into_iter()
+            .map(|process| (process.name, process.definition))
+            .collect();
+        let (key, processes) = self.deploy(resources, deadline).await?;
+        Ok(Response::new(pb::DeployProcessResponse { key, processes }))
+    }
+
+    async fn create_process_instance(
+        &self,
+        request: Request<pb::CreateProcessInstanceRequest>,
+    ) -> Result<Response<pb::CreateProcessInstanceResponse>, Status> {
+        let deadline = deadline_of(&request, DEFAULT_REQUEST_TIMEOUT);
+        let command = mapping::create_command(request.get_ref(), false, Vec::new())?;
+        let reply = self.send(self.round_robin(), &command, deadline).await?;
+        Ok(Response::new(mapping::create_response(&reply)?))
+    }
+
+    async fn create_process_instance_with_result(
+        &self,
+        request: Request<pb::CreateProcessInstanceWithResultRequest>,
+    ) -> Result<Response<pb::CreateProcessInstanceWithResultResponse>, Status> {
+        let default = match u64::try_from(request.get_ref().request_timeout) {
+            Ok(ms) if ms > 0 => Duration::from_millis(ms),
+            _ => DEFAULT_REQUEST_TIMEOUT,
+        };
+        let deadline = deadline_of(&request, default);
+        let request = request.into_inner();
+        let Some(create) = request.request else {
+            return Err(Status::invalid_argument(
+                "Expected the creation request in 'request', but it is missing",
+            ));
+        };
+        let command = mapping::create_command(&create, true, request.fetch_variables)?;
+        // Answered when the instance completes: never re-sent for being slow.
+        let answer_timeout = deadline.saturating_duration_since(Instant::now());
+        let reply = self
+            .client
+            .command(self.round_robin(), &command, deadline, answer_timeout)
+            .await?;
+        Ok(Response::new(mapping::create_with_result_response(&reply)?))
+    }
+
+    async fn cancel_process_instance(
+        &self,
+        request: Request<pb::CancelProcessInstanceRequest>,
+    ) -> Result<Response<pb::CancelProcessInstanceResponse>, Status> {
+        let deadline = deadline_of(&request, DEFAULT_REQUEST_TIMEOUT);
+        let key = request.get_ref().process_instance_key;
+        let partition_id =
+            partition_of_key("process instance key", key, self.shape.partitions_count)?;
+        let reply = self
+            .send(partition_id, &mapping::cancel_command(key), deadline)
+            .await?;
+        mapping::expect_accepted(&reply)?;
+        Ok(Response::new(pb::CancelProcessInstanceResponse {}))
+    }
+
+    async fn modify_process_instance(
+        &self,
+        _request: Request<pb::ModifyProcessInstanceRequest>,
+    ) -> Result<Response<pb::ModifyProcessInstanceResponse>, Status> {
+        Err(mapping::unimplemented("ModifyProcessInstance"))
+    }
+
+    async fn migrate_process_instance(
+        &self,
+        _request: Request<pb::MigrateProcessInstanceRequest>,
+    ) -> Result<Response<pb::MigrateProcessInstanceResponse>, Status> {
+        Err(mapping::unimplemented("MigrateProcessInstance"))
+    }
+
+    type ActivateJobsStream = BoxStream<pb::ActivateJobsResponse>;
+
+    async fn activate_jobs(
+        &self,
+        request: Request<pb::ActivateJobsRequest>,
+    ) -> Result<Response<Self::ActivateJobsStream>, Status> {
+        let body = request.get_ref();
+        let long_poll = body.request_timeout >= 0;
+        let poll_for = match u64::try_from(body.request_timeout) {
+            Ok(ms) if ms > 0 => Duration::from_millis(ms),
+            _ => DEFAULT_REQUEST_TIMEOUT,
+        };
+        // The long poll ends after requestTimeout, and a little before the client's own gRPC
+        // deadline when that is shorter (an empty answer, not DEADLINE_EXCEEDED, which workers
+        // count as a broken connection).
+        let client_deadline = deadline_of(&request, poll_for);
+        let answer_by = client_deadline
+            .checked_sub(LONG_POLL_MARGIN)
+            .unwrap_or(client_deadline);
+        let deadline = (Instant::now() + poll_for).min(answer_by);
+        let body = request.into_inner();
+        check_activation(&body.r#type, body.timeout, &body.tenant_ids)?;
+        if !(1..=MAX_JOBS_TO_ACTIVATE_MAX).contains(&body.max_jobs_to_activate) {
+            return Err(Status::invalid_argument(format!(
+                "Expected maxJobsToActivate between 1 and {MAX_JOBS_TO_ACTIVATE_MAX}, but got {}",
+                body.max_jobs_to_activate
+            )));
+        }
+        let activation = Activation {
+            job_type: body.r#type,
+            worker: body.worker,
+            timeout_ms: body.timeout,
+            fetch_variables: body.fetch_variable,
+        };
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(self.clone().activate_loop(
+            activation,
+            body.max_jobs_to_activate,
+            long_poll,
+            deadline,
+            sender,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    type StreamActivatedJobsStream = BoxStream<pb::ActivatedJob>;
+
+    async fn stream_activated_jobs(
+        &self,
+        request: Request<pb::StreamActivatedJobsRequest>,
+    ) -> Result<Response<Self::StreamActivatedJobsStream>, Status> {
+        let body = request.into_inner();
+        check_activation(&body.r#type, body.timeout, &body.tenant_ids)?;
+        let activation = Activation {
+            job_type: body.r#type,
+            worker: body.worker,
+            timeout_ms: body.timeout,
+            fetch_variables: body.fetch_variable,
+        };
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(self.clone().stream_loop(activation, sender));
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn complete_job(
+        &self,
+        request: Request<pb::CompleteJobRequest>,
+    ) -> Result<Response<pb::CompleteJobResponse>, Status> {
+        let deadline = deadline_of(&request, DEFAULT_REQUEST_TIMEOUT);
+        let body = request.into_inner();
+        let value = JobValue {
+            variables: mapping::check_variables("variables", &body.variables)?,
+            ..JobValue::default()
+        };
+        self.job_command(body.job_key, Intent::Complete, value, deadline)
+            .await?;
+        Ok(Response::new(pb::CompleteJobResponse {}))
+    }
+
+    async fn fail_job(
+        &self,
+        request: Request<pb::FailJobRequest>,
+    ) -> Result<Response<pb::FailJobResponse>, Status> {
+        let deadline = deadline_of(&request, DEFAULT_REQUEST_TIMEOUT);
+        let body = request.into_inner();
+        if body.retry_back_off < 0 {
+            return Err(Status::invalid_argument(format!(
+                "Expected a retry back-off of 0 ms or more, but got {}",
+                body.retry_back_off
+            )));
+        }
+        let value = JobValue {
+            retries: body.retries,
+            error_message: body.error_message,
+            retry_backoff: body.retry_back_off,
+            variables: mapping::check_variables("variables", &body.variables)?,
+            ..JobValue::default()
+        };
+        self.job_command(body.job_key, Intent::Fail, value, deadline)
+            .await?;
+        Ok(Response::new(pb::FailJobResponse {}))
+    }
+
+    async fn throw_error(
+        &self,
+        request: Request<pb::ThrowErrorRequest>,
+    ) -> Result<Response<pb::ThrowErrorResponse>, Status> {
+        let deadline = deadline_of(&request, DEFAULT_REQUEST_TIMEOUT);
+        let body = request.into_inner();
+        if body.error_code.is_empty() {
+            return Err(Status::invalid_argument(
+                "Expected an error code to throw, but it is empty",
+            ));
+        }
+        let value = JobValue {
+            error_code: body.error_code,
+            error_message: body.error_message,
+            variables: mapping::check_variables("variables", &body.variables)?,
+            ..JobValue::default()
+        };
+        self.job_command(body.job_key, Intent::ThrowError, value, deadline)
+            .await?;
+        Ok(Response::new(pb::ThrowErrorResponse {}))
+    }
+
+    async fn update_job_retries(
+        &self,
+        request: Request<pb::UpdateJobRetriesRequest>,
+    ) -> Result<Response<pb::UpdateJobRetriesResponse>, Status> {
+        let deadline = deadline_of(&request, DEFAULT_REQUEST_TIMEOUT);
+        let body = request.into_inner();
+        if body.retries < 1 {
+            return Err(Status::invalid_argument(format!(
+                "Expected retries to be at least 1, but got {}",
+                body.retries
+            )));
+        }
+        let value = JobValue {
+            retries: body.retries,
+            ..JobValue::default()
+        };
+        self.job_command(body.job_key, Intent::UpdateRetries, value, deadline)
+            .await?;
+        Ok(Response::new(pb::UpdateJobRetriesResponse {}))
+    }
+
+    async fn update_job_timeout(
+        &self,
+        request: Request<pb::UpdateJobTimeoutRequest>,
+    ) -> Result<Response<pb::UpdateJobTimeoutResponse>, Status> {
+        let deadline = deadline_of(&request, DEFAULT_REQUEST_TIMEOUT);
+        let body = request.into_inner();
+        if body.timeout < 0 {
+            return Err(Status::invalid_argument(format!(
+                "Expected a timeout of 0 ms or more, but got {}",
+                body.timeout
+            )));
+        }
+        let value = JobValue {
+            timeout: body.timeout,
+            ..JobValue::default()
+        };
+        self.job_command(body.job_key, Intent::UpdateTimeout, value, deadline)
+            .await?;
+        Ok(Response::new(pb::UpdateJobTimeoutResponse {}))
+    }
+
+    async fn publish_message(
+        &self,
+        request: Request<pb::PublishMessageRequest>,
+    ) -> Result<Response<pb::PublishMessageResponse>, Status> {
+        let deadline = deadline_of(&request, DEFAULT_REQUEST_TIMEOUT);
+        let body = request.into_inner();
+        let command = mapping::publish_command(&body)?;
+        let partition_id =
+            subscription_partition(&body.correlation_key, self.shape.partitions_count.max(1));
+        let reply = self.send(partition_id, &command, deadline).await?;
+        mapping::expect_event(&reply, Intent::Published)?;
+        Ok(Response::new(pb::PublishMessageResponse {
+            key: reply.key,
+            tenant_id: mapping::DEFAULT_TENANT.to_owned(),
+        }))
+    }
+
+    async fn broadcast_signal(
+        &self,
+        _request: Request<pb::BroadcastSignalRequest>,
+    ) -> Result<Response<pb::BroadcastSignalResponse>, Status> {
+        Err(mapping::unimplemented("BroadcastSignal"))
+    }
+
+    async fn set_variables(
+        &self,
+        request: Request<pb::SetVariablesRequest>,
+    ) -> Result<Response<pb::SetVariablesResponse>, Status> {
+        let deadline = deadline_of(&request, DEFAULT_REQUEST_TIMEOUT);
+        let body = request.into_inner();
+        let partition_id = partition_of_key(
+            "element instance key",
+            body.element_instance_key,
+            self.shape.partitions_count,
+        )?;
+        let command = mapping::set_variables_command(&body)?;
+        let reply = self.send(partition_id, &command, deadline).await?;
+        mapping::expect_event(&reply, Intent::Updated)?;
+        Ok(Response::new(pb::SetVariablesResponse { key: reply.key }))
+    }
+
+    async fn resolve_incident(
+        &self,
+        request: Request<pb::ResolveIncidentRequest>,
+    ) -> Result<Response<pb::ResolveIncidentResponse>, Status> {
+        let deadline = deadline_of(&request, DEFAULT_REQUEST_TIMEOUT);
+        let key = request.get_ref().incident_key;
+        let partition_id = partition_of_key("incident key", key, self.shape.partitions_count)?;
+        let reply = self
+            .send(partition_id, &mapping::resolve_command(key), deadline)
+            .await?;
+        mapping::expect_event(&reply, Intent::Resolved)?;
+        Ok(Response::new(pb::ResolveIncidentResponse {}))
+    }
+
+    async fn evaluate_decision(
+        &self,
+        _request: Request<pb::EvaluateDecisionRequest>,
+    ) -> Result<Response<pb::EvaluateDecisionResponse>, Status> {
+        Err(mapping::unimplemented("EvaluateDecision"))
+    }
+
+    async fn delete_resource(
+        &self,
+        _request: Request<pb::DeleteResourceRequest>,
+    ) -> Result<Response<pb::DeleteResourceResponse>, Status> {
+        Err(mapping::unimplemented("DeleteResource"))
+    }
+}
+
+/// `grpc.health.v1.Health`: SERVING for the server and the gateway service once the gateway
+/// is up.
+#[derive(Debug, Clone, Copy)]
+pub struct HealthService;
+
+const GATEWAY_SERVICE_NAME: &str = "gateway_protocol.Gateway";
+
+fn serving(service: &str) -> Option<hpb::HealthCheckResponse> {
+    (service.is_empty() || service == GATEWAY_SERVICE_NAME).then(|| hpb::HealthCheckResponse {
+        status: hpb::health_check_response::ServingStatus::Serving.into(),
+    })
+}
+
+#[tonic::async_trait]
+impl hpb::health_server::Health for HealthService {
+    async fn check(
+        &self,
+        request: Request<hpb::HealthCheckRequest>,
+    ) -> Result<Response<hpb::HealthCheckResponse>, Status> {
+        let service = &request.get_ref().service;
+        serving(service).map(Response::new).ok_or_else(|| {
+            Status::not_found(format!(
+                "unknown service '{service}'; this server knows '' and '{GATEWAY_SERVICE_NAME}'"
+            ))
+        })
+    }
+
+    type WatchStream = BoxStream<hpb::HealthCheckResponse>;
+
+    async fn watch(
+        &self,
+        request: Request<hpb::HealthCheckRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        use tokio_stream::StreamExt as _;
+        let status = serving(&request.get_ref().service).unwrap_or(hpb::HealthCheckResponse {
+            status: hpb::health_check_response::ServingStatus::ServiceUnknown.into(),
+        });
+        // The status never changes while the gateway runs: send it, then hold the call open.
+        let stream = tokio_stream::once(Ok(status)).chain(tokio_stream::pending());
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
