@@ -4,7 +4,14 @@
 //! Every journal entry starts with a tag byte: [`ENTRY_RAW`] for a raw append (the log
 //! benchmark's payloads, which the engine ignores), [`ENTRY_RECORDS`] for the records of one
 //! processed command (`sluice_engine::record::encode_records`). Raft's own no-op entries are
-//! empty. Commands reach a partition as append payloads tagged [`PAYLOAD_COMMAND`].
+//! empty. Commands reach a partition as append payloads tagged [`PAYLOAD_COMMAND`], job
+//! activation polls tagged [`PAYLOAD_POLL`].
+//!
+//! **Polls** are how jobs are pushed: a job activation that finds no job is not answered but
+//! parked (it holds no backpressure slot and writes nothing) until the engine reports jobs of
+//! its type available (`SideEffect::JobsAvailable`, released when the job's creation commits),
+//! then processed again; when its wait runs out it is answered with the empty batch. A worker's
+//! stream thus gets a job one activation after its creation commits, with no polling loop.
 //!
 //! The rules, from the design:
 //! - **Followers** replay committed entries in order ([`EngineRunner::apply_committed`]).
@@ -41,6 +48,9 @@ pub const ENTRY_RAW: u8 = 0x00;
 pub const ENTRY_RECORDS: u8 = 0x01;
 /// Tag of an append payload that is an engine command (one encoded command record).
 pub const PAYLOAD_COMMAND: u8 = 0x01;
+/// Tag of an append payload that is a job activation poll: the tag, the wait in ms (u32,
+/// little-endian), then one encoded job-batch activation command.
+pub const PAYLOAD_POLL: u8 = 0x02;
 /// Bytes of committed entries read from the journal at a time when replaying.
 const REPLAY_READ_BYTES_MAX: u64 = 4 << 20;
 
@@ -77,6 +87,18 @@ struct QueuedCommand {
     command: Record,
     responder: Option<Responder>,
     arrived: Instant,
+    /// For a poll: until when (wall-clock ms) it may be parked.
+    poll_until_ms: Option<i64>,
+}
+
+/// A job activation poll that found no job, waiting for jobs of its type.
+struct Parked {
+    job_type: String,
+    command: Record,
+    responder: Responder,
+    until_ms: i64,
+    /// The empty batch to answer with when the wait runs out.
+    reply: Record,
 }
 
 /// The engine of one replica and everything between it and the log.
@@ -107,6 +129,8 @@ pub(crate) struct EngineRunner {
     limiter: Rc<AimdLimiter>,
     /// Slots of processed commands: (entry index, arrival).
     slots: VecDeque<(u64, Instant)>,
+    /// Polls waiting for jobs, in arrival order.
+    parked: Vec<Parked>,
 }
 
 impl EngineRunner {
@@ -133,6 +157,7 @@ impl EngineRunner {
             records_since_snapshot: 0,
             limiter,
             slots: VecDeque::new(),
+            parked: Vec::new(),
         }
     }
 
@@ -176,13 +201,123 @@ impl EngineRunner {
         !self.commands.is_empty()
     }
 
-    /// Queues a command; `responder` hears the reply once it is committed.
-    pub(crate) fn queue(&mut self, command: Record, responder: Option<Responder>) {
+    /// Queues a command; `responder` hears the reply once it is committed. A poll (a job
+    /// activation with `poll_wait_ms`) that finds no job is parked up to that long.
+    pub(crate) fn queue(
+        &mut self,
+        command: Record,
+        responder: Option<Responder>,
+        poll_wait_ms: Option<u32>,
+    ) {
         self.commands.push_back(QueuedCommand {
             command,
             responder,
             arrived: Instant::now(),
+            poll_until_ms: poll_wait_ms
+                .map(|wait_ms| Self::wall_clock_ms().saturating_add(i64::from(wait_ms))),
         });
+    }
+
+    /// Polls parked, for metrics.
+    pub(crate) fn parked_polls(&self) -> usize {
+        self.parked.len()
+    }
+
+    /// Answers the parked polls whose wait ran out with their empty batch.
+    fn expire_parked(&mut self, now_ms: i64) {
+        if !self.parked.iter().any(|parked| parked.until_ms <= now_ms) {
+            return;
+        }
+        let index = self.applied_index;
+        let (expired, kept): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|parked| parked.until_ms <= now_ms);
+        self.parked = kept;
+        for parked in expired {
+            (parked.responder)(AppendOutcome::Committed {
+                index,
+                response: Some(encode_records(&[parked.reply]).to_vec()),
+            });
+        }
+    }
+
+    /// Queues again the longest-parked poll for `job_type`, in front: one per job made
+    /// available, and another whenever a woken poll could not take every job there was. It
+    /// takes a backpressure slot again, admitted whatever the limit, like a completion.
+    fn wake_parked(&mut self, job_type: &str) {
+        let Some(position) = self
+            .parked
+            .iter()
+            .position(|parked| parked.job_type == job_type)
+        else {
+            return;
+        };
+        let parked = self.parked.remove(position);
+        self.limiter.try_acquire(true);
+        self.commands.push_front(QueuedCommand {
+            command: parked.command,
+            responder: Some(parked.responder),
+            arrived: Instant::now(),
+            poll_until_ms: Some(parked.until_ms),
+        });
+    }
+
+    /// The job type of a poll whose activation (in `self.out`) left jobs behind.
+    fn truncated_activation(&self) -> Option<String> {
+        self.out
+            .side_effects
+            .iter()
+            .find_map(|effect| match effect {
+                SideEffect::Respond { record, .. } => match &record.value {
+                    sluice_engine::record::RecordValue::JobBatch(batch) if batch.truncated => {
+                        Some(batch.job_type.clone())
+                    }
+                    _ => None,
+                },
+                _ => None,
+            })
+    }
+
+    /// Parks the poll `command` if its processing found no job (`self.out` holds that
+    /// processing: nothing to write, only the empty reply) and its wait has not run out.
+    fn try_park(&mut self, command: Record, until_ms: i64, request: Option<RequestId>) -> bool {
+        let Some(request) = request else {
+            return false;
+        };
+        let sluice_engine::record::RecordValue::JobBatch(activation) = &command.value else {
+            return false;
+        };
+        let empty_reply = self.out.records.is_empty()
+            && matches!(
+                &self.out.side_effects[..],
+                [SideEffect::Respond { request: answered, record }]
+                    if *answered == request
+                        && record.record_type == RecordType::Event
+                        && matches!(
+                            &record.value,
+                            sluice_engine::record::RecordValue::JobBatch(batch)
+                                if batch.jobs.is_empty()
+                        )
+            );
+        if !empty_reply || until_ms <= Self::wall_clock_ms() {
+            return false;
+        }
+        let Some((responder, arrived)) = self.waiting.remove(&request) else {
+            return false;
+        };
+        let Some(SideEffect::Respond { record: reply, .. }) = self.out.side_effects.pop() else {
+            unreachable!("checked above: one Respond");
+        };
+        let millis = u64::try_from(arrived.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.limiter.release(Some(millis));
+        self.parked.push(Parked {
+            job_type: activation.job_type.clone(),
+            command,
+            responder,
+            until_ms,
+            reply,
+        });
+        true
     }
 
     /// Wall-clock milliseconds: the engine's `now` (timers and deadlines are absolute times).
@@ -231,11 +366,15 @@ impl EngineRunner {
                 responder(AppendOutcome::NotLeader { leader });
             }
         }
+        for parked in self.parked.drain(..) {
+            (parked.responder)(AppendOutcome::NotLeader { leader });
+        }
         for (_, (responder, _)) in self.waiting.drain() {
             responder(AppendOutcome::Unavailable {
-                message: "leadership was lost before the command's records committed; they \
-                          may or may not be committed"
-                    .to_owned(),
+                message: format!(
+                    "leadership was lost before the command's records committed; they {}",
+                    crate::client_api::MAYBE_COMMITTED
+                ),
             });
         }
         self.effects.clear();
@@ -330,6 +469,7 @@ impl EngineRunner {
     /// proposes the records. Call only when [`Self::leader_ready`].
     pub(crate) fn process(&mut self, raft: &mut Raft, max: usize) {
         let now_ms = Self::wall_clock_ms();
+        self.expire_parked(now_ms);
         for _ in 0..max {
             let Some(queued) = self.commands.pop_front() else {
                 break;
@@ -342,9 +482,21 @@ impl EngineRunner {
                 request
             });
             self.out.clear();
-            self.engine
-                .process(queued.command, request, now_ms, &mut self.out);
+            // A poll keeps its command to process it again if it is parked.
+            let (command, poll) = match queued.poll_until_ms {
+                Some(until_ms) => (queued.command.clone(), Some((queued.command, until_ms))),
+                None => (queued.command, None),
+            };
+            self.engine.process(command, request, now_ms, &mut self.out);
             self.commands_processed += 1;
+            if let Some((command, until_ms)) = poll {
+                if self.try_park(command, until_ms, request) {
+                    continue;
+                }
+                if let Some(job_type) = self.truncated_activation() {
+                    self.wake_parked(&job_type);
+                }
+            }
             if !self.propose_output(raft) {
                 // Its slot went with the step-down's; the command itself is lost unanswered.
                 self.limiter.release(None);
@@ -437,7 +589,7 @@ impl EngineRunner {
                         partition_id,
                         record,
                     } => outbox.send_command(partition_id, command_payload(&record)),
-                    SideEffect::JobsAvailable { .. } => {}
+                    SideEffect::JobsAvailable { job_type } => self.wake_parked(&job_type),
                 }
             }
         }
@@ -445,7 +597,11 @@ impl EngineRunner {
 
     /// When the engine next has clock work, in wall-clock ms.
     pub(crate) fn next_deadline_ms(&self) -> Option<i64> {
-        self.engine.next_deadline_ms()
+        let parked = self.parked.iter().map(|parked| parked.until_ms).min();
+        match (self.engine.next_deadline_ms(), parked) {
+            (Some(engine), Some(parked)) => Some(engine.min(parked)),
+            (engine, parked) => engine.or(parked),
+        }
     }
 
     /// Answers everything still waiting (shutdown, storage error).
@@ -460,6 +616,11 @@ impl EngineRunner {
         }
         for (_, (responder, _)) in self.waiting.drain() {
             responder(AppendOutcome::Unavailable {
+                message: message.to_owned(),
+            });
+        }
+        for parked in self.parked.drain(..) {
+            (parked.responder)(AppendOutcome::Unavailable {
                 message: message.to_owned(),
             });
         }

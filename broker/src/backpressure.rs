@@ -6,15 +6,41 @@
 //! would exceed the limit is refused at once (the gateway answers `RESOURCE_EXHAUSTED`), except
 //! job completions and failures: they finish work already in the system, so refusing them would
 //! only make things worse.
+//!
+//! The configuration's `backpressure.*` keys (see [`crate::config::BackpressureConfig`]) become
+//! a [`LimiterConfig`]: `backpressure.enabled: false` keeps the limiter counting (for the
+//! metrics) but refusing nothing, and `algorithm: fixed` is an AIMD limit pinned to one value.
 
 use std::cell::Cell;
 
-/// Zeebe's AIMD defaults.
+/// A partition's limiter: what [`AimdLimiter::new`] takes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LimiterConfig {
+    /// False: every command is admitted; commands in flight are still counted and the limit
+    /// still moves, so the metrics show what the limit would be.
+    pub enabled: bool,
+    /// The limit and how it moves.
+    pub aimd: AimdConfig,
+}
+
+impl Default for LimiterConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            aimd: AimdConfig::default(),
+        }
+    }
+}
+
+/// Zeebe's AIMD defaults. [`AimdLimiter::new`] asserts `1 <= min_limit <= initial_limit <=
+/// max_limit` and `0 < backoff_ratio < 1`; the configuration checks the same before start-up.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AimdConfig {
     /// Commands in flight allowed at start.
     pub initial_limit: u32,
+    /// The limit never shrinks below this.
     pub min_limit: u32,
+    /// The limit never grows above this.
     pub max_limit: u32,
     /// A reply slower than this counts as a drop.
     pub request_timeout_ms: u64,
@@ -34,10 +60,25 @@ impl Default for AimdConfig {
     }
 }
 
+impl AimdConfig {
+    /// A limit that never moves: `backpressure.algorithm: fixed`.
+    #[must_use]
+    pub fn fixed(limit: u32) -> Self {
+        Self {
+            initial_limit: limit,
+            min_limit: limit,
+            max_limit: limit,
+            ..Self::default()
+        }
+    }
+}
+
 /// The limiter of one partition (single-threaded: it lives on the partition's shard).
 #[derive(Debug)]
 pub struct AimdLimiter {
     config: AimdConfig,
+    /// `backpressure.enabled`: false refuses nothing.
+    enabled: bool,
     limit: Cell<f64>,
     in_flight: Cell<u32>,
     /// Commands refused because the limit was reached.
@@ -46,22 +87,28 @@ pub struct AimdLimiter {
 
 impl AimdLimiter {
     #[must_use]
-    pub fn new(config: AimdConfig) -> Self {
+    pub fn new(config: LimiterConfig) -> Self {
+        let LimiterConfig {
+            enabled,
+            aimd: config,
+        } = config;
         assert!(config.min_limit >= 1 && config.min_limit <= config.initial_limit);
         assert!(config.initial_limit <= config.max_limit);
         assert!(config.backoff_ratio > 0.0 && config.backoff_ratio < 1.0);
         Self {
             limit: Cell::new(f64::from(config.initial_limit)),
             config,
+            enabled,
             in_flight: Cell::new(0),
             refused: Cell::new(0),
         }
     }
 
     /// Takes a slot for a command; false when the limit is reached (the command is refused).
-    /// `exempt` commands (job completions and failures) always get one.
+    /// `exempt` commands (job completions and failures) always get one, and so does every
+    /// command when backpressure is disabled.
     pub fn try_acquire(&self, exempt: bool) -> bool {
-        if !exempt && f64::from(self.in_flight.get()) >= self.limit.get().floor() {
+        if self.enabled && !exempt && f64::from(self.in_flight.get()) >= self.limit.get().floor() {
             self.refused.set(self.refused.get() + 1);
             return false;
         }
@@ -117,13 +164,18 @@ impl AimdLimiter {
 mod tests {
     use super::*;
 
+    const SMALL: AimdConfig = AimdConfig {
+        initial_limit: 4,
+        min_limit: 2,
+        max_limit: 6,
+        request_timeout_ms: 100,
+        backoff_ratio: 0.5,
+    };
+
     fn small() -> AimdLimiter {
-        AimdLimiter::new(AimdConfig {
-            initial_limit: 4,
-            min_limit: 2,
-            max_limit: 6,
-            request_timeout_ms: 100,
-            backoff_ratio: 0.5,
+        AimdLimiter::new(LimiterConfig {
+            enabled: true,
+            aimd: SMALL,
         })
     }
 
@@ -173,5 +225,37 @@ mod tests {
             limiter.release(Some(1));
         }
         assert_eq!(limiter.limit(), 4);
+    }
+
+    #[test]
+    fn a_disabled_limiter_refuses_nothing_but_still_counts() {
+        let limiter = AimdLimiter::new(LimiterConfig {
+            enabled: false,
+            aimd: SMALL,
+        });
+        for _ in 0..100 {
+            assert!(limiter.try_acquire(false));
+        }
+        assert_eq!(limiter.in_flight(), 100);
+        assert_eq!(limiter.refused(), 0);
+        limiter.release(Some(500));
+        assert_eq!(limiter.limit(), 2, "the limit still moves, for the metrics");
+        assert!(limiter.try_acquire(false));
+    }
+
+    #[test]
+    fn a_fixed_limit_never_moves() {
+        let limiter = AimdLimiter::new(LimiterConfig {
+            enabled: true,
+            aimd: AimdConfig::fixed(3),
+        });
+        for _ in 0..3 {
+            assert!(limiter.try_acquire(false));
+        }
+        assert!(!limiter.try_acquire(false));
+        limiter.release(None);
+        limiter.release(Some(1));
+        limiter.release(Some(1));
+        assert_eq!(limiter.limit(), 3);
     }
 }

@@ -3,9 +3,10 @@
 //!
 //! Until the gRPC gateway exists, every broker listens for this minimal protocol on its
 //! command-API port (`26501 + 10 * i` for broker `i` of `sluice dev`); the gateway will replace
-//! it for clients. It carries two kinds of request, [`Request::Append`] (a raw payload, which
-//! the engine ignores) and [`Request::Command`] (an engine command record), and five kinds of
-//! answer ([`Response`]). A client may pipeline: it sends any number of requests on one
+//! it for clients. It carries three kinds of request, [`Request::Append`] (a raw payload, which
+//! the engine ignores), [`Request::Command`] (an engine command record) and [`Request::Poll`]
+//! (a job activation the leader may keep until jobs arrive), and six kinds of answer
+//! ([`Response`]). A client may pipeline: it sends any number of requests on one
 //! connection and matches the answers by `request_id`, which the client chooses and the broker
 //! echoes.
 //!
@@ -31,6 +32,10 @@
 //! 0x01  Append        request_id u64 | partition_id u32 | payload_bytes u32 | payload
 //! 0x02  Command       request_id u64 | partition_id u32 | command_bytes u32 | command
 //!                     (an encoded engine command record)
+//! 0x03  Poll          request_id u64 | partition_id u32 | wait_ms u32 | command_bytes u32 |
+//!                     command (a job activation command: when it finds no job, the leader
+//!                     keeps it up to wait_ms and processes it again as soon as jobs of its
+//!                     type become available; answered like a Command)
 //! 0x81  Appended      request_id u64 | index u64
 //! 0x82  NotLeader     request_id u64 | has_leader u8 (0 or 1)
 //!                     [ if 1: node_id u32 | address_bytes u32 | address, UTF-8 "host:port" ]
@@ -39,11 +44,13 @@
 //! 0x85  Processed     request_id u64 | index u64 | response_bytes u32 | response
 //!                     (the encoded response record; index = log index of the batch that
 //!                     committed it, 0 if nothing was written)
+//! 0x86  Overloaded    request_id u64 | message_bytes u32 | message, UTF-8
+//!                     (the partition's backpressure limit is reached; nothing was written)
 //! ```
 //!
-//! An `Append` is answered `Appended`, a `Command` is answered `Processed` (an engine rejection
-//! is a response record too); either may instead be answered `NotLeader`, `Unavailable` or
-//! `Invalid`.
+//! An `Append` is answered `Appended`, a `Command` or `Poll` is answered `Processed` (an engine rejection
+//! is a response record too); either may instead be answered `NotLeader`, `Unavailable`,
+//! `Invalid` or, for commands only, `Overloaded`.
 //!
 //! A body must hold exactly its fields: missing bytes, extra bytes, an unknown type, a flag other
 //! than 0 or 1, a text that is not UTF-8 or longer than its bound are all
@@ -102,6 +109,10 @@ pub const ADDRESS_BYTES_MAX: usize = 300;
 pub const TYPE_APPEND: u8 = 0x01;
 /// Message type of [`Request::Command`].
 pub const TYPE_COMMAND: u8 = 0x02;
+/// Message type of [`Request::Poll`].
+pub const TYPE_POLL: u8 = 0x03;
+/// Longest wait of a [`Request::Poll`], in ms; longer waits are refused as invalid.
+pub const POLL_WAIT_MS_MAX: u32 = 60_000;
 /// Message type of [`Response::Appended`].
 pub const TYPE_APPENDED: u8 = 0x81;
 /// Message type of [`Response::NotLeader`].
@@ -112,6 +123,12 @@ pub const TYPE_UNAVAILABLE: u8 = 0x83;
 pub const TYPE_INVALID: u8 = 0x84;
 /// Message type of [`Response::Processed`].
 pub const TYPE_PROCESSED: u8 = 0x85;
+/// Ends the text of a [`Response::Unavailable`] answering a request that may have taken
+/// effect (leadership was lost after it was proposed), so that a client does not resend it
+/// blindly.
+pub const MAYBE_COMMITTED: &str = "may or may not be committed";
+/// Message type of [`Response::Overloaded`].
+pub const TYPE_OVERLOADED: u8 = 0x86;
 
 /// Bytes of an `Append` or `Command` body before the payload: type, `request_id`,
 /// `partition_id`, `payload_bytes` (or `command_bytes`).
@@ -174,6 +191,20 @@ pub enum Request {
         /// [`PAYLOAD_BYTES_MAX`] bytes.
         command: Vec<u8>,
     },
+    /// Like `Command`, for a job activation: when it finds no job to hand out, the leader keeps
+    /// it up to `wait_ms` and processes it again as soon as jobs of its type become available
+    /// (job push without a polling loop). The answer is the activation's, possibly empty.
+    Poll {
+        /// Chosen by the client, echoed in the response.
+        request_id: u64,
+        /// The partition, `1..=partitionsCount`.
+        partition_id: u32,
+        /// How long the leader may keep the activation, at most [`POLL_WAIT_MS_MAX`].
+        wait_ms: u32,
+        /// One encoded job-batch activation command record; at most [`PAYLOAD_BYTES_MAX`]
+        /// bytes.
+        command: Vec<u8>,
+    },
 }
 
 impl Request {
@@ -181,7 +212,9 @@ impl Request {
     #[must_use]
     pub fn request_id(&self) -> u64 {
         match self {
-            Request::Append { request_id, .. } | Request::Command { request_id, .. } => *request_id,
+            Request::Append { request_id, .. }
+            | Request::Command { request_id, .. }
+            | Request::Poll { request_id, .. } => *request_id,
         }
     }
 }
@@ -204,8 +237,8 @@ pub enum Response {
         /// The leader's node id and command-API address, if this broker knows one.
         leader: Option<(u32, String)>,
     },
-    /// Cannot serve now (no leader known, leadership lost before commit, shutting down,
-    /// overloaded). Nothing is acknowledged; the append or command may or may not end up committed.
+    /// Cannot serve now (no leader known, leadership lost before commit, shutting down).
+    /// Nothing is acknowledged; the append or command may or may not end up committed.
     Unavailable {
         /// The request's id.
         request_id: u64,
@@ -230,6 +263,15 @@ pub enum Response {
         /// [`PAYLOAD_BYTES_MAX`] bytes.
         response: Vec<u8>,
     },
+    /// The partition has as many commands in flight as its backpressure limit allows; the
+    /// command was not written. Retrying at once adds to the load: clients should back off
+    /// (the gateway answers `RESOURCE_EXHAUSTED`).
+    Overloaded {
+        /// The request's id.
+        request_id: u64,
+        /// Why, for people; at most [`TEXT_BYTES_MAX`] bytes are sent.
+        message: String,
+    },
 }
 
 impl Response {
@@ -241,7 +283,8 @@ impl Response {
             | Response::NotLeader { request_id, .. }
             | Response::Unavailable { request_id, .. }
             | Response::Invalid { request_id, .. }
-            | Response::Processed { request_id, .. } => *request_id,
+            | Response::Processed { request_id, .. }
+            | Response::Overloaded { request_id, .. } => *request_id,
         }
     }
 }
@@ -380,6 +423,25 @@ pub fn encode_command(request_id: u64, partition_id: u32, command: &[u8], out: &
     encode_partition_request(TYPE_COMMAND, request_id, partition_id, command, out);
 }
 
+/// Appends the frame of a `Poll` request (see [`Request::Poll`]).
+pub fn encode_poll(
+    request_id: u64,
+    partition_id: u32,
+    wait_ms: u32,
+    command: &[u8],
+    out: &mut Vec<u8>,
+) {
+    out.reserve(FRAME_HEADER_BYTES + APPEND_FIXED_BYTES + 4 + command.len());
+    let start = begin_frame(out);
+    out.push(TYPE_POLL);
+    out.extend_from_slice(&request_id.to_le_bytes());
+    out.extend_from_slice(&partition_id.to_le_bytes());
+    out.extend_from_slice(&wait_ms.to_le_bytes());
+    out.extend_from_slice(&wire_len(command.len()).to_le_bytes());
+    out.extend_from_slice(command);
+    finish_frame(out, start);
+}
+
 /// `Append` and `Command` share their layout and differ in the type byte only.
 fn encode_partition_request(
     message_type: u8,
@@ -411,6 +473,12 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
             partition_id,
             command,
         } => encode_command(*request_id, *partition_id, command, out),
+        Request::Poll {
+            request_id,
+            partition_id,
+            wait_ms,
+            command,
+        } => encode_poll(*request_id, *partition_id, *wait_ms, command, out),
     }
 }
 
@@ -451,6 +519,14 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
             message,
         } => {
             out.push(TYPE_INVALID);
+            out.extend_from_slice(&request_id.to_le_bytes());
+            put_text(out, message, TEXT_BYTES_MAX);
+        }
+        Response::Overloaded {
+            request_id,
+            message,
+        } => {
+            out.push(TYPE_OVERLOADED);
             out.extend_from_slice(&request_id.to_le_bytes());
             put_text(out, message, TEXT_BYTES_MAX);
         }
@@ -553,10 +629,11 @@ fn decode_request_body(body: &[u8]) -> Result<Request, ClientApiError> {
     let (message, payload_field) = match message_type {
         TYPE_APPEND => ("Append", "payload"),
         TYPE_COMMAND => ("Command", "command"),
+        TYPE_POLL => ("Poll", "command"),
         other => {
             return Err(malformed(format!(
-                "unknown request type {other:#04x} (expected {TYPE_APPEND:#04x}, Append, or \
-                 {TYPE_COMMAND:#04x}, Command)"
+                "unknown request type {other:#04x} (expected {TYPE_APPEND:#04x}, Append, \
+                 {TYPE_COMMAND:#04x}, Command, or {TYPE_POLL:#04x}, Poll)"
             )));
         }
     };
@@ -566,21 +643,31 @@ fn decode_request_body(body: &[u8]) -> Result<Request, ClientApiError> {
     };
     let request_id = fields.u64("request_id")?;
     let partition_id = fields.u32("partition_id")?;
+    let wait_ms = if message_type == TYPE_POLL {
+        fields.u32("wait_ms")?
+    } else {
+        0
+    };
     // Above PAYLOAD_BYTES_MAX still decodes: the server answers Invalid and keeps the stream.
     let payload = fields.sized(payload_field, MESSAGE_BYTES_MAX)?.to_vec();
     fields.finish()?;
-    Ok(if message_type == TYPE_APPEND {
-        Request::Append {
+    Ok(match message_type {
+        TYPE_APPEND => Request::Append {
             request_id,
             partition_id,
             payload,
-        }
-    } else {
-        Request::Command {
+        },
+        TYPE_COMMAND => Request::Command {
             request_id,
             partition_id,
             command: payload,
-        }
+        },
+        _ => Request::Poll {
+            request_id,
+            partition_id,
+            wait_ms,
+            command: payload,
+        },
     })
 }
 
@@ -592,10 +679,11 @@ fn decode_response_body(body: &[u8]) -> Result<Response, ClientApiError> {
         TYPE_UNAVAILABLE => "Unavailable",
         TYPE_INVALID => "Invalid",
         TYPE_PROCESSED => "Processed",
+        TYPE_OVERLOADED => "Overloaded",
         other => {
             return Err(malformed(format!(
                 "unknown response type {other:#04x} (expected {TYPE_APPENDED:#04x} ..= \
-                 {TYPE_PROCESSED:#04x})"
+                 {TYPE_OVERLOADED:#04x})"
             )));
         }
     };
@@ -629,6 +717,10 @@ fn decode_response_body(body: &[u8]) -> Result<Response, ClientApiError> {
             message: fields.text("message", TEXT_BYTES_MAX)?,
         },
         TYPE_INVALID => Response::Invalid {
+            request_id,
+            message: fields.text("message", TEXT_BYTES_MAX)?,
+        },
+        TYPE_OVERLOADED => Response::Overloaded {
             request_id,
             message: fields.text("message", TEXT_BYTES_MAX)?,
         },
@@ -899,6 +991,22 @@ impl Connection {
                 partition_id,
                 command,
             } => self.send_command(*request_id, *partition_id, command),
+            Request::Poll {
+                request_id,
+                partition_id,
+                wait_ms,
+                command,
+            } => {
+                check_payload(command)?;
+                encode_poll(
+                    *request_id,
+                    *partition_id,
+                    *wait_ms,
+                    command,
+                    &mut self.outgoing,
+                );
+                self.flush_if_full()
+            }
         }
     }
 
@@ -1298,6 +1406,10 @@ impl AppendClient {
                 problem: format!("{target} is unavailable: {message}"),
                 forget_target: false,
             },
+            (_, Response::Overloaded { message, .. }) => Attempt::Retry {
+                problem: format!("{target} is overloaded: {message}"),
+                forget_target: false,
+            },
             (_, Response::NotLeader { leader: None, .. }) => Attempt::Retry {
                 problem: format!(
                     "{target} does not lead partition {partition_id} nor know who does"
@@ -1365,6 +1477,10 @@ mod tests {
                 request_id: 9,
                 message: "unknown partition 99 — there are 3".to_owned(),
             },
+            Response::Overloaded {
+                request_id: 11,
+                message: "partition 2 has 40 commands in flight, its limit".to_owned(),
+            },
             Response::Processed {
                 request_id: 10,
                 index: 12,
@@ -1403,6 +1519,18 @@ mod tests {
             Request::Command {
                 request_id: u64::MAX,
                 partition_id: u32::MAX,
+                command: Vec::new(),
+            },
+            Request::Poll {
+                request_id: 3,
+                partition_id: 2,
+                wait_ms: 10_000,
+                command: b"\x00activate".to_vec(),
+            },
+            Request::Poll {
+                request_id: u64::MAX,
+                partition_id: u32::MAX,
+                wait_ms: u32::MAX,
                 command: Vec::new(),
             },
         ]

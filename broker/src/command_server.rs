@@ -16,7 +16,9 @@ use std::rc::Rc;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use glommio::net::{TcpListener, TcpStream};
 
-use crate::client_api::{PAYLOAD_BYTES_MAX, Request, RequestDecoder, Response, encode_response};
+use crate::client_api::{
+    PAYLOAD_BYTES_MAX, POLL_WAIT_MS_MAX, Request, RequestDecoder, Response, encode_response,
+};
 use crate::node::Node;
 use crate::notify::Notify;
 use crate::partition::AppendOutcome;
@@ -108,15 +110,25 @@ async fn read_loop(node: &Rc<Node>, connection: &Rc<Connection>, mut stream: Tcp
     }
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one request's checks in order, each answering on its own"
+)]
 fn handle(node: &Rc<Node>, connection: &Rc<Connection>, request: Request) {
     // Tag the payload with its kind (see `crate::apply`): the partition tells raw appends from
     // engine commands by it.
-    let (request_id, partition_id, kind, body) = match request {
+    let (request_id, partition_id, kind, wait_ms, body) = match request {
         Request::Append {
             request_id,
             partition_id,
             payload,
-        } => (request_id, partition_id, crate::apply::ENTRY_RAW, payload),
+        } => (
+            request_id,
+            partition_id,
+            crate::apply::ENTRY_RAW,
+            None,
+            payload,
+        ),
         Request::Command {
             request_id,
             partition_id,
@@ -125,6 +137,19 @@ fn handle(node: &Rc<Node>, connection: &Rc<Connection>, request: Request) {
             request_id,
             partition_id,
             crate::apply::PAYLOAD_COMMAND,
+            None,
+            command,
+        ),
+        Request::Poll {
+            request_id,
+            partition_id,
+            wait_ms,
+            command,
+        } => (
+            request_id,
+            partition_id,
+            crate::apply::PAYLOAD_POLL,
+            Some(wait_ms),
             command,
         ),
     };
@@ -156,8 +181,22 @@ fn handle(node: &Rc<Node>, connection: &Rc<Connection>, request: Request) {
         });
         return;
     }
-    let mut payload = Vec::with_capacity(body.len() + 1);
+    if let Some(wait_ms) = wait_ms
+        && wait_ms > POLL_WAIT_MS_MAX
+    {
+        respond(Response::Invalid {
+            request_id,
+            message: format!(
+                "a poll may wait at most {POLL_WAIT_MS_MAX} ms, not {wait_ms} ms; poll again instead"
+            ),
+        });
+        return;
+    }
+    let mut payload = Vec::with_capacity(body.len() + 5);
     payload.push(kind);
+    if let Some(wait_ms) = wait_ms {
+        payload.extend_from_slice(&wait_ms.to_le_bytes());
+    }
     payload.extend_from_slice(&body);
     drop(body);
     if !node.hosts(partition_id) {
@@ -208,14 +247,14 @@ fn answer(node: &Node, partition_id: u32, request_id: u64, outcome: AppendOutcom
             request_id,
             leader: leader.and_then(|_| node.leader_hint(partition_id)),
         },
-        // Until the command API has its own answer for backpressure, it reads as unavailable:
-        // nothing was processed, retry after a pause.
-        AppendOutcome::Unavailable { message } | AppendOutcome::Overloaded { message } => {
-            Response::Unavailable {
-                request_id,
-                message,
-            }
-        }
+        AppendOutcome::Unavailable { message } => Response::Unavailable {
+            request_id,
+            message,
+        },
+        AppendOutcome::Overloaded { message } => Response::Overloaded {
+            request_id,
+            message,
+        },
     }
 }
 

@@ -40,7 +40,7 @@
 //! # The file
 //!
 //! The document's root is the broker section (`cluster`, `partitioning`, `network`, `data`,
-//! `threads`, `gateway`, `management`); a Zeebe file whose root is `zeebe: { broker: ... }` is
+//! `threads`, `backpressure`, `gateway`, `management`); a Zeebe file whose root is `zeebe: { broker: ... }` is
 //! accepted too. `partitioning` may also sit under `experimental.partitioning`, where Zeebe 8
 //! keeps it. Keys are Zeebe's camelCase names and an unknown key is an error, so a typo cannot
 //! silently fall back to a default.
@@ -65,6 +65,27 @@
 //! Besides the rules of [`BrokerConfig::validate`], the file is at most [`CONFIG_FILE_BYTES_MAX`],
 //! durations at most [`DURATION_MS_MAX`], and lists are bounded ([`CONTACT_POINTS_MAX`], and for
 //! `partitioning.fixed` the bounds of [`crate::partitioning`]).
+//!
+//! # Backpressure
+//!
+//! Zeebe's keys, per partition leader ([`crate::backpressure`]); `algorithm` takes `aimd` (the
+//! default) or `fixed`, case-insensitive:
+//!
+//! ```yaml
+//! backpressure:
+//!   enabled: true            # false: no command is ever refused
+//!   algorithm: aimd
+//!   aimd:
+//!     initialLimit: 100      # minLimit <= initialLimit <= maxLimit, minLimit >= 1
+//!     minLimit: 1
+//!     maxLimit: 1000
+//!     requestTimeout: 200ms  # a slower reply shrinks the limit
+//!     backoffRatio: 0.9      # what it is multiplied by then, strictly between 0 and 1
+//!   fixed:
+//!     limit: 20
+//! ```
+//!
+//! Limits are at most [`BACKPRESSURE_LIMIT_MAX`].
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -124,6 +145,11 @@ pub const SUSPECT_PROBES_MAX: u32 = 16;
 /// Most `cluster.membership.gossipFanout`.
 pub const GOSSIP_FANOUT_MAX: u32 = 16;
 
+/// Largest backpressure limit (`backpressure.aimd.*Limit`, `backpressure.fixed.limit`): a
+/// partition queues at most this many commands anyway.
+pub const BACKPRESSURE_LIMIT_MAX: u32 = 65_536;
+const _: () = assert!(BACKPRESSURE_LIMIT_MAX as usize <= crate::partition::APPENDS_PENDING_MAX);
+
 /// Every configured port moves by this many times `network.portOffset` (Zeebe's convention).
 pub const PORT_OFFSET_STEP: u32 = 10;
 
@@ -148,7 +174,9 @@ const QUOTED_VALUE_CHARS_MAX: usize = 80;
 ///
 /// It derives `Deserialize` for the tree this module normalises (durations and sizes already
 /// numbers); deserialize YAML through [`BrokerConfig::from_yaml_str`], not directly.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+///
+/// It is `PartialEq` but not `Eq`: `backpressure.aimd.backoffRatio` is a float.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BrokerConfig {
     /// `cluster`: who this broker is and how the cluster is shaped.
@@ -161,6 +189,8 @@ pub struct BrokerConfig {
     pub data: DataConfig,
     /// `threads`: the broker's shards.
     pub threads: ThreadsConfig,
+    /// `backpressure`: how many commands a partition leader takes in at once.
+    pub backpressure: BackpressureConfig,
     /// `gateway`: the embedded client gateway.
     pub gateway: GatewayConfig,
     /// `management`: the HTTP management API (health, metrics).
@@ -418,6 +448,88 @@ impl Default for ThreadsConfig {
         ThreadsConfig {
             cpu_thread_count: 1,
         }
+    }
+}
+
+/// `backpressure.algorithm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum BackpressureAlgorithm {
+    /// `aimd`, the default: the limit grows with fast replies and shrinks with slow ones.
+    #[default]
+    Aimd,
+    /// `fixed`: the limit is `backpressure.fixed.limit`, always.
+    Fixed,
+}
+
+/// `backpressure` (Zeebe's keys): see [`crate::backpressure`] and [`BrokerConfig::limiter`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BackpressureConfig {
+    /// `backpressure.enabled`: false admits every command (commands in flight are still
+    /// counted for the metrics). Default true.
+    pub enabled: bool,
+    /// `backpressure.algorithm`: `aimd` or `fixed`. Default `aimd`.
+    pub algorithm: BackpressureAlgorithm,
+    /// `backpressure.aimd`: the AIMD limit.
+    pub aimd: AimdBackpressureConfig,
+    /// `backpressure.fixed`: the fixed limit.
+    pub fixed: FixedBackpressureConfig,
+}
+
+impl Default for BackpressureConfig {
+    fn default() -> Self {
+        BackpressureConfig {
+            enabled: true,
+            algorithm: BackpressureAlgorithm::Aimd,
+            aimd: AimdBackpressureConfig::default(),
+            fixed: FixedBackpressureConfig::default(),
+        }
+    }
+}
+
+/// `backpressure.aimd`, with Zeebe's defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AimdBackpressureConfig {
+    /// `initialLimit`: commands in flight allowed at start. Default 100.
+    pub initial_limit: u32,
+    /// `minLimit`: at least 1. Default 1.
+    pub min_limit: u32,
+    /// `maxLimit`. Default 1000.
+    pub max_limit: u32,
+    /// `requestTimeout`: a reply slower than this shrinks the limit. Default 200 ms.
+    #[serde(rename = "requestTimeout", serialize_with = "serialize_duration_ms")]
+    pub request_timeout_ms: u64,
+    /// `backoffRatio`: what the limit is multiplied by when it shrinks, strictly between 0 and
+    /// 1. Default 0.9.
+    pub backoff_ratio: f64,
+}
+
+impl Default for AimdBackpressureConfig {
+    fn default() -> Self {
+        let aimd = crate::backpressure::AimdConfig::default();
+        AimdBackpressureConfig {
+            initial_limit: aimd.initial_limit,
+            min_limit: aimd.min_limit,
+            max_limit: aimd.max_limit,
+            request_timeout_ms: aimd.request_timeout_ms,
+            backoff_ratio: aimd.backoff_ratio,
+        }
+    }
+}
+
+/// `backpressure.fixed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FixedBackpressureConfig {
+    /// `limit`: commands in flight allowed, at least 1. Default 20 (Zeebe's).
+    pub limit: u32,
+}
+
+impl Default for FixedBackpressureConfig {
+    fn default() -> Self {
+        FixedBackpressureConfig { limit: 20 }
     }
 }
 
@@ -948,6 +1060,8 @@ enum Leaf {
     DurationMs,
     SizeBytes,
     Enum(&'static [&'static str]),
+    /// A finite decimal number.
+    Float,
     /// A list of strings, with its most entries.
     StrList(usize),
 }
@@ -966,6 +1080,7 @@ impl Leaf {
             ),
             Leaf::SizeBytes => "a size such as 512KB, 128MB, 1GB or a number of bytes".to_owned(),
             Leaf::Enum(options) => format!("one of {}", options.join(", ")),
+            Leaf::Float => "a decimal number such as 0.9".to_owned(),
             Leaf::StrList(max) => {
                 format!("a list of at most {max} strings, or one string of comma-separated ones")
             }
@@ -1084,6 +1199,23 @@ const DATA: &[Field] = &[
 
 const THREADS: &[Field] = &[key("cpuThreadCount", U32)];
 
+const AIMD: &[Field] = &[
+    key("initialLimit", U32),
+    key("minLimit", U32),
+    key("maxLimit", U32),
+    key("requestTimeout", Leaf::DurationMs),
+    key("backoffRatio", Leaf::Float),
+];
+
+const FIXED_LIMIT: &[Field] = &[key("limit", U32)];
+
+const BACKPRESSURE: &[Field] = &[
+    key("enabled", Leaf::Bool),
+    key("algorithm", Leaf::Enum(&["AIMD", "FIXED"])),
+    section("aimd", AIMD),
+    section("fixed", FIXED_LIMIT),
+];
+
 const GATEWAY_SECURITY: &[Field] = &[
     key("enabled", Leaf::Bool),
     key("certificateChainPath", Leaf::OptStr),
@@ -1104,6 +1236,7 @@ const ROOT: &[Field] = &[
     section("network", NETWORK),
     section("data", DATA),
     section("threads", THREADS),
+    section("backpressure", BACKPRESSURE),
     section("gateway", GATEWAY),
     section("management", MANAGEMENT),
 ];
@@ -1461,6 +1594,7 @@ fn check_leaf(
                 .find(|option| **option == canonical)
                 .map(|option| Value::from(*option))
         }
+        (Leaf::Float, _) => float_of(value).map(Value::from),
         (Leaf::StrList(max), _) => string_list_of(value, max),
         _ => None,
     };
@@ -1494,6 +1628,15 @@ fn uint_of(value: &Value) -> Option<u64> {
         }
         _ => None,
     }
+}
+
+fn float_of(value: &Value) -> Option<f64> {
+    let number = match value {
+        Value::Number(number) => number.as_f64(),
+        Value::String(text) => text.trim().parse().ok(),
+        _ => None,
+    };
+    number.filter(|number: &f64| number.is_finite())
 }
 
 fn string_list_of(value: &Value, max: usize) -> Option<Value> {
@@ -1740,6 +1883,9 @@ impl BrokerConfig {
     /// - `threads.cpuThreadCount` within `1..=`[`CPU_THREAD_COUNT_MAX`];
     /// - `data.logSegmentSize` within [`LOG_SEGMENT_BYTES_MIN`]`..=`[`LOG_SEGMENT_BYTES_MAX`],
     ///   `data.directory` not empty;
+    /// - backpressure limits within `1..=`[`BACKPRESSURE_LIMIT_MAX`], `minLimit <= initialLimit
+    ///   <= maxLimit`, `backoffRatio` strictly between 0 and 1 (so [`BrokerConfig::limiter`] is
+    ///   always a limit [`crate::backpressure::AimdLimiter::new`] accepts);
     /// - the partition layout builds ([`BrokerConfig::partition_layout`]).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let cluster = &self.cluster;
@@ -1805,8 +1951,52 @@ impl BrokerConfig {
                 reason: "is empty; set the directory the broker keeps its data in".to_owned(),
             });
         }
+        self.validate_backpressure()?;
         self.partition_layout()?;
         self.gateway_tls_paths()?;
+        Ok(())
+    }
+
+    fn validate_backpressure(&self) -> Result<(), ConfigError> {
+        let aimd = &self.backpressure.aimd;
+        let max = u64::from(BACKPRESSURE_LIMIT_MAX);
+        for (key, limit) in [
+            ("backpressure.aimd.minLimit", aimd.min_limit),
+            ("backpressure.aimd.initialLimit", aimd.initial_limit),
+            ("backpressure.aimd.maxLimit", aimd.max_limit),
+            ("backpressure.fixed.limit", self.backpressure.fixed.limit),
+        ] {
+            in_range(key, u64::from(limit), 1, max, "commands")?;
+        }
+        if aimd.min_limit > aimd.max_limit {
+            return Err(ConfigError::Invalid {
+                key: "backpressure.aimd.minLimit",
+                reason: format!(
+                    "is {}, above `backpressure.aimd.maxLimit` ({}); lower it or raise maxLimit",
+                    aimd.min_limit, aimd.max_limit
+                ),
+            });
+        }
+        if aimd.initial_limit < aimd.min_limit || aimd.initial_limit > aimd.max_limit {
+            return Err(ConfigError::Invalid {
+                key: "backpressure.aimd.initialLimit",
+                reason: format!(
+                    "is {}, outside `backpressure.aimd.minLimit`..=`maxLimit` ({}..={}); set it \
+                     within that range",
+                    aimd.initial_limit, aimd.min_limit, aimd.max_limit
+                ),
+            });
+        }
+        if !(aimd.backoff_ratio > 0.0 && aimd.backoff_ratio < 1.0) {
+            return Err(ConfigError::Invalid {
+                key: "backpressure.aimd.backoffRatio",
+                reason: format!(
+                    "is {}; it multiplies the limit when replies are slow, so set it strictly \
+                     between 0 and 1 (Zeebe's default is 0.9)",
+                    aimd.backoff_ratio
+                ),
+            });
+        }
         Ok(())
     }
 
@@ -1871,6 +2061,13 @@ impl BrokerConfig {
             "data.snapshotPeriod",
             self.data.snapshot_period_ms,
             1_000,
+            DURATION_MS_MAX,
+            "ms",
+        )?;
+        in_range(
+            "backpressure.aimd.requestTimeout",
+            self.backpressure.aimd.request_timeout_ms,
+            1,
             DURATION_MS_MAX,
             "ms",
         )?;
@@ -1967,6 +2164,30 @@ impl BrokerConfig {
         }
         ports.push((KEY_MANAGEMENT_PORT, self.management.port));
         ports
+    }
+
+    /// The limiter every partition leader runs, from `backpressure`: the AIMD limit, or for
+    /// `algorithm: fixed` one pinned to `fixed.limit`. Valid when `self` passed
+    /// [`BrokerConfig::validate`].
+    #[must_use]
+    pub fn limiter(&self) -> crate::backpressure::LimiterConfig {
+        let backpressure = &self.backpressure;
+        let aimd = &backpressure.aimd;
+        crate::backpressure::LimiterConfig {
+            enabled: backpressure.enabled,
+            aimd: match backpressure.algorithm {
+                BackpressureAlgorithm::Aimd => crate::backpressure::AimdConfig {
+                    initial_limit: aimd.initial_limit,
+                    min_limit: aimd.min_limit,
+                    max_limit: aimd.max_limit,
+                    request_timeout_ms: aimd.request_timeout_ms,
+                    backoff_ratio: aimd.backoff_ratio,
+                },
+                BackpressureAlgorithm::Fixed => {
+                    crate::backpressure::AimdConfig::fixed(backpressure.fixed.limit)
+                }
+            },
+        }
     }
 
     /// The checked cluster shape of `cluster.clusterSize`, `partitionsCount` and
@@ -2319,6 +2540,24 @@ cluster:
         assert_eq!(config.data.log_segment_bytes, 128 * 1024 * 1024);
         assert_eq!(config.data.flush_delay_ms, 0);
         assert_eq!(config.threads.cpu_thread_count, 1);
+        let backpressure = &config.backpressure;
+        assert!(backpressure.enabled);
+        assert_eq!(backpressure.algorithm, BackpressureAlgorithm::Aimd);
+        assert_eq!(
+            (
+                backpressure.aimd.initial_limit,
+                backpressure.aimd.min_limit,
+                backpressure.aimd.max_limit,
+                backpressure.aimd.request_timeout_ms
+            ),
+            (100, 1, 1000, 200)
+        );
+        assert!((backpressure.aimd.backoff_ratio - 0.9).abs() < f64::EPSILON);
+        assert_eq!(backpressure.fixed.limit, 20);
+        assert_eq!(
+            config.limiter(),
+            crate::backpressure::LimiterConfig::default()
+        );
         assert!(config.gateway.enable);
         assert_eq!(config.command_api_addr().to_string(), "0.0.0.0:26501");
         assert_eq!(config.internal_api_addr().to_string(), "0.0.0.0:26502");
@@ -2396,6 +2635,17 @@ data:
   flushDelay: 2ms
 threads:
   cpuThreadCount: 4
+backpressure:
+  enabled: false
+  algorithm: fixed
+  aimd:
+    initialLimit: 50
+    minLimit: 10
+    maxLimit: 500
+    requestTimeout: PT0.5S
+    backoffRatio: 0.75
+  fixed:
+    limit: 30
 gateway:
   enable: false
   network: { host: 0.0.0.0, port: 27500 }
@@ -2452,6 +2702,27 @@ management:
         assert_eq!(config.data.log_segment_bytes, 64 << 20);
         assert_eq!(config.data.flush_delay_ms, 2);
         assert_eq!(config.threads.cpu_thread_count, 4);
+        let backpressure = &config.backpressure;
+        assert!(!backpressure.enabled);
+        assert_eq!(backpressure.algorithm, BackpressureAlgorithm::Fixed);
+        assert_eq!(
+            (
+                backpressure.aimd.initial_limit,
+                backpressure.aimd.min_limit,
+                backpressure.aimd.max_limit,
+                backpressure.aimd.request_timeout_ms
+            ),
+            (50, 10, 500, 500)
+        );
+        assert!((backpressure.aimd.backoff_ratio - 0.75).abs() < f64::EPSILON);
+        assert_eq!(backpressure.fixed.limit, 30);
+        assert_eq!(
+            config.limiter(),
+            crate::backpressure::LimiterConfig {
+                enabled: false,
+                aimd: crate::backpressure::AimdConfig::fixed(30),
+            }
+        );
         assert!(!config.gateway.enable);
         let layout = config.partition_layout().expect("the seed's FIXED example");
         assert_eq!(layout.preferred_leader(1), Some(4));
@@ -2523,6 +2794,9 @@ experimental:
             "flushDelay: 0ms",
             "scheme: ROUND_ROBIN",
             "nodeId: 0",
+            "algorithm: AIMD",
+            "requestTimeout: 200ms",
+            "backoffRatio: 0.9",
         ] {
             assert!(yaml.contains(line), "{line:?} missing in:\n{yaml}");
         }
@@ -2818,6 +3092,7 @@ partitioning:
                     Leaf::DurationMs => "7s",
                     Leaf::SizeBytes => "7MB",
                     Leaf::Enum(options) => options[0],
+                    Leaf::Float => "0.5",
                     Leaf::StrList(_) => "a:1,b:2",
                 };
                 (name.clone(), value.to_owned())
@@ -2834,9 +3109,163 @@ partitioning:
         assert_eq!(config.management.host.as_deref(), Some("text"));
         assert_eq!(config.gateway.network.port, 7);
         assert_eq!(config.data.log_segment_bytes, 7 << 20);
+        assert_eq!(config.backpressure.aimd.max_limit, 7);
+        assert_eq!(config.backpressure.aimd.request_timeout_ms, 7_000);
+        assert!((config.backpressure.aimd.backoff_ratio - 0.5).abs() < f64::EPSILON);
+        assert_eq!(config.backpressure.fixed.limit, 7);
+    }
+
+    #[test]
+    fn backpressure_keys_come_from_the_environment() {
+        let vars = [
+            ("ZEEBE_BROKER_BACKPRESSURE_ENABLED", "false"),
+            ("ZEEBE_BROKER_BACKPRESSURE_ALGORITHM", "aimd"),
+            ("ZEEBE_BROKER_BACKPRESSURE_AIMD_INITIALLIMIT", "8"),
+            ("ZEEBE_BROKER_BACKPRESSURE_AIMD_MINLIMIT", "4"),
+            ("ZEEBE_BROKER_BACKPRESSURE_AIMD_MAXLIMIT", "16"),
+            ("ZEEBE_BROKER_BACKPRESSURE_AIMD_REQUESTTIMEOUT", "PT1S"),
+            ("ZEEBE_BROKER_BACKPRESSURE_AIMD_BACKOFFRATIO", "0.5"),
+            ("ZEEBE_BROKER_BACKPRESSURE_FIXED_LIMIT", "3"),
+        ];
+        let yaml = "backpressure: { algorithm: fixed, aimd: { initialLimit: 100 } }\n";
+        let config = BrokerConfig::from_yaml_str(yaml, &env(&vars)).expect("valid");
+        assert_eq!(
+            config.limiter(),
+            crate::backpressure::LimiterConfig {
+                enabled: false,
+                aimd: crate::backpressure::AimdConfig {
+                    initial_limit: 8,
+                    min_limit: 4,
+                    max_limit: 16,
+                    request_timeout_ms: 1_000,
+                    backoff_ratio: 0.5,
+                },
+            },
+            "the environment wins over the file"
+        );
+        assert_eq!(config.backpressure.fixed.limit, 3);
+        let config = BrokerConfig::from_yaml_str(
+            "",
+            &env(&[("ZEEBE_BROKER_BACKPRESSURE_ALGORITHM", "FIXED")]),
+        )
+        .expect("valid");
+        assert_eq!(
+            config.limiter().aimd,
+            crate::backpressure::AimdConfig::fixed(20)
+        );
+        let error = refuse(
+            "",
+            &[("ZEEBE_BROKER_BACKPRESSURE_AIMD_BACKOFFRATIO", "fast")],
+        );
+        message_mentions(
+            &error,
+            &[
+                "backpressure.aimd.backoffRatio",
+                "ZEEBE_BROKER_BACKPRESSURE_AIMD_BACKOFFRATIO",
+                "decimal number",
+            ],
+        );
     }
 
     // ---- validation ----
+
+    #[test]
+    fn backpressure_limits_and_ratio_are_checked() {
+        for (yaml, needles) in [
+            (
+                "backpressure: { aimd: { minLimit: 0 } }",
+                &["backpressure.aimd.minLimit", "1..=65536"][..],
+            ),
+            (
+                "backpressure: { aimd: { maxLimit: 65537 } }",
+                &["backpressure.aimd.maxLimit", "65537"],
+            ),
+            (
+                "backpressure: { aimd: { initialLimit: 0 } }",
+                &["backpressure.aimd.initialLimit"],
+            ),
+            (
+                "backpressure: { aimd: { minLimit: 20, maxLimit: 10, initialLimit: 15 } }",
+                &["backpressure.aimd.minLimit", "above", "maxLimit"],
+            ),
+            (
+                "backpressure: { aimd: { minLimit: 5, initialLimit: 4 } }",
+                &["backpressure.aimd.initialLimit", "is 4", "5..=1000"],
+            ),
+            (
+                "backpressure: { aimd: { initialLimit: 1001 } }",
+                &["backpressure.aimd.initialLimit", "1..=1000"],
+            ),
+            (
+                "backpressure: { aimd: { backoffRatio: 1 } }",
+                &["backpressure.aimd.backoffRatio", "between 0 and 1"],
+            ),
+            (
+                "backpressure: { aimd: { backoffRatio: 1.5 } }",
+                &["backpressure.aimd.backoffRatio", "1.5"],
+            ),
+            (
+                "backpressure: { aimd: { backoffRatio: 0 } }",
+                &["backpressure.aimd.backoffRatio"],
+            ),
+            (
+                "backpressure: { aimd: { backoffRatio: -0.1 } }",
+                &["backpressure.aimd.backoffRatio"],
+            ),
+            (
+                "backpressure: { aimd: { requestTimeout: 0ms } }",
+                &["backpressure.aimd.requestTimeout", "0 ms"],
+            ),
+            (
+                "backpressure: { fixed: { limit: 0 } }",
+                &["backpressure.fixed.limit"],
+            ),
+        ] {
+            let error = refuse(yaml, &[]);
+            message_mentions(&error, needles);
+        }
+        for (yaml, key, expected) in [
+            (
+                "backpressure: { algorithm: vegas }",
+                "backpressure.algorithm",
+                "one of AIMD, FIXED",
+            ),
+            (
+                "backpressure: { algorithm: gradient2 }",
+                "backpressure.algorithm",
+                "AIMD",
+            ),
+            (
+                "backpressure: { aimd: { backoffRatio: .nan } }",
+                "backpressure.aimd.backoffRatio",
+                "decimal number",
+            ),
+            (
+                "backpressure: { aimd: { requestTimeout: soon } }",
+                "backpressure.aimd.requestTimeout",
+                "duration",
+            ),
+            (
+                "backpressure: { enabled: maybe }",
+                "backpressure.enabled",
+                "true or false",
+            ),
+        ] {
+            let error = refuse(yaml, &[]);
+            assert!(
+                matches!(error, ConfigError::InvalidValue { .. }),
+                "{yaml}: {error}"
+            );
+            message_mentions(&error, &[key, expected]);
+        }
+        // The edges are fine, and a configuration built in Rust is checked the same way.
+        parse("backpressure: { aimd: { initialLimit: 1, minLimit: 1, maxLimit: 1 } }\n");
+        parse("backpressure: { aimd: { backoffRatio: 0.01 } }\n");
+        let mut config = BrokerConfig::default();
+        config.backpressure.aimd.backoff_ratio = f64::NAN;
+        let error = config.validate().expect_err("NaN is no ratio");
+        message_mentions(&error, &["backpressure.aimd.backoffRatio"]);
+    }
 
     #[test]
     fn node_id_must_be_below_cluster_size() {

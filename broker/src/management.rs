@@ -204,6 +204,7 @@ impl Management {
                     "backpressureLimit": status.backpressure_limit,
                     "commandsInFlight": status.commands_in_flight,
                     "commandsRefused": status.commands_refused,
+                    "jobPollsParked": status.job_polls_parked,
                     "engineRebuilds": status.engine_rebuilds,
                     "appendsCommitted": status.appends_committed,
                     "appendsFailed": status.appends_failed,
@@ -338,6 +339,13 @@ impl Management {
                 "Engine commands refused by backpressure",
                 &labels,
                 status.commands_refused,
+            );
+            #[expect(clippy::cast_precision_loss, reason = "a count of parked requests")]
+            text.gauge(
+                "sluice_job_polls_parked",
+                "Job activations parked until jobs of their type are available",
+                &labels,
+                status.job_polls_parked as f64,
             );
             text.counter(
                 "sluice_engine_rebuilds_total",

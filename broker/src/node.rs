@@ -88,6 +88,8 @@ pub struct NodeSettings {
     pub snapshot_period_ms: u64,
     /// `data.snapshotRecords`.
     pub snapshot_records: u64,
+    /// `backpressure.*`: every partition leader's limiter.
+    pub backpressure: crate::backpressure::LimiterConfig,
     /// The broker's certificate, key and cluster CA.
     pub tls: TlsIdentity,
     /// The largest QUIC datagram to try (loopback allows large ones).
@@ -1113,6 +1115,7 @@ pub fn partition_config(settings: &NodeSettings, partition_id: PartitionId) -> P
         segment_bytes: settings.segment_bytes,
         snapshot_period_ms: settings.snapshot_period_ms,
         snapshot_records: settings.snapshot_records,
+        backpressure: settings.backpressure,
     }
 }
 

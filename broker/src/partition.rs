@@ -138,6 +138,8 @@ pub struct PartitionConfig {
     pub snapshot_period_ms: u64,
     /// ... and after this many committed records.
     pub snapshot_records: u64,
+    /// The leader's backpressure limiter (`backpressure.*`).
+    pub backpressure: crate::backpressure::LimiterConfig,
 }
 
 /// A snapshot of a replica's state, for the management API, metrics and the topology.
@@ -170,6 +172,8 @@ pub struct PartitionStatus {
     pub backpressure_limit: u32,
     pub commands_in_flight: u32,
     pub commands_refused: u64,
+    /// Job activation polls parked, waiting for jobs of their type.
+    pub job_polls_parked: u64,
     /// Times the engine was rebuilt from the committed log (leadership lost with records in
     /// flight).
     pub engine_rebuilds: u64,
@@ -214,6 +218,7 @@ impl PartitionStatus {
             backpressure_limit: 0,
             commands_in_flight: 0,
             commands_refused: 0,
+            job_polls_parked: 0,
             engine_rebuilds: 0,
             appends_committed: 0,
             appends_failed: 0,
@@ -230,6 +235,8 @@ impl PartitionStatus {
 struct QueuedCommand {
     command: sluice_engine::Record,
     responder: Responder,
+    /// For a job activation poll: how long it may be parked.
+    poll_wait_ms: Option<u32>,
 }
 
 struct QueuedAppend {
@@ -315,9 +322,7 @@ impl Partition {
             .iter()
             .max_by_key(|r| r.priority)
             .map_or(config.node_id, |r| r.node_id);
-        let limiter = Rc::new(crate::backpressure::AimdLimiter::new(
-            crate::backpressure::AimdConfig::default(),
-        ));
+        let limiter = Rc::new(crate::backpressure::AimdLimiter::new(config.backpressure));
         let partition = Rc::new(Partition {
             id: config.partition_id,
             node_id: config.node_id,
@@ -405,13 +410,18 @@ impl Partition {
         match payload.first() {
             Some(&crate::apply::ENTRY_RAW) => {}
             Some(&crate::apply::PAYLOAD_COMMAND) => {
-                self.submit_command(&payload[1..], responder);
+                self.submit_command(&payload[1..], responder, None);
+                return;
+            }
+            Some(&crate::apply::PAYLOAD_POLL) if payload.len() >= 5 => {
+                let wait_ms = u32::from_le_bytes([payload[1], payload[2], payload[3], payload[4]]);
+                self.submit_command(&payload[5..], responder, Some(wait_ms));
                 return;
             }
             _ => {
                 responder(AppendOutcome::Invalid {
                     message: "an append payload starts with its kind: 0x00 for a raw entry, \
-                              0x01 for an engine command"
+                              0x01 for an engine command, 0x02 and a wait for a job poll"
                         .to_owned(),
                 });
                 return;
@@ -453,7 +463,7 @@ impl Partition {
         self.notify.notify();
     }
 
-    fn submit_command(&self, bytes: &[u8], responder: Responder) {
+    fn submit_command(&self, bytes: &[u8], responder: Responder, poll_wait_ms: Option<u32>) {
         let command = match crate::apply::decode_command(bytes) {
             Ok(command) => command,
             Err(error) => {
@@ -463,6 +473,18 @@ impl Partition {
                 return;
             }
         };
+        if poll_wait_ms.is_some()
+            && !(command.value_type == sluice_engine::ValueType::JobBatch
+                && command.intent == sluice_engine::Intent::Activate)
+        {
+            responder(AppendOutcome::Invalid {
+                message: format!(
+                    "only a job activation may be sent as a poll, not {:?} {:?}",
+                    command.value_type, command.intent
+                ),
+            });
+            return;
+        }
         {
             let status = self.status.borrow();
             if status.role != Role::Leader {
@@ -494,9 +516,11 @@ impl Partition {
             });
             return;
         }
-        inputs
-            .commands
-            .push_back(QueuedCommand { command, responder });
+        inputs.commands.push_back(QueuedCommand {
+            command,
+            responder,
+            poll_wait_ms,
+        });
         drop(inputs);
         self.notify.notify();
     }
@@ -846,7 +870,8 @@ impl Driver {
             )
         };
         for queued in commands {
-            self.runner.queue(queued.command, Some(queued.responder));
+            self.runner
+                .queue(queued.command, Some(queued.responder), queued.poll_wait_ms);
         }
         if let Some(durable) = flushed {
             let now = Instant::now();
@@ -1083,6 +1108,7 @@ impl Driver {
             status.backpressure_limit = self.partition.limiter.limit();
             status.commands_in_flight = self.partition.limiter.in_flight();
             status.commands_refused = self.partition.limiter.refused();
+            status.job_polls_parked = self.runner.parked_polls() as u64;
             status.engine_rebuilds = self.runner.rebuilds;
         }
         if self.reported != (role, term, leader) {

@@ -81,6 +81,7 @@ pub fn node_settings(config: &BrokerConfig) -> anyhow::Result<NodeSettings> {
         segment_bytes: config.data.log_segment_bytes,
         snapshot_period_ms: config.data.snapshot_period_ms,
         snapshot_records: config.data.snapshot_records,
+        backpressure: config.limiter(),
         tls,
         // Loopback carries 64 KiB datagrams; elsewhere stay under common Ethernet MTUs.
         mtu_upper_bound_bytes: if loopback { 16_384 } else { 1452 },

@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use sluice_broker::config::{BrokerConfig, ConfigError, SchemeName};
+use sluice_broker::backpressure::{AimdConfig, LimiterConfig};
+use sluice_broker::config::{BackpressureAlgorithm, BrokerConfig, ConfigError, SchemeName};
 
 const ZEEBE_FILE: &str = "
 zeebe:
@@ -29,6 +30,15 @@ zeebe:
     data:
       directory: /tmp/sluice-it
       logSegmentSize: 32MB
+    backpressure:
+      enabled: true
+      algorithm: AIMD
+      aimd:
+        initialLimit: 40
+        minLimit: 5
+        maxLimit: 400
+        requestTimeout: 1s
+        backoffRatio: 0.8
 ";
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -48,6 +58,8 @@ fn a_zeebe_file_with_environment_overrides_loads() -> Result<(), Box<dyn std::er
         ("ZEEBE_BROKER_CLUSTER_NODEID", "1"),
         ("ZEEBE_BROKER_NETWORK_ADVERTISEDHOST", "broker-1"),
         ("ZEEBE_BROKER_NETWORK_PORTOFFSET", "1"),
+        ("ZEEBE_BROKER_BACKPRESSURE_AIMD_MAXLIMIT", "80"),
+        ("ZEEBE_BROKER_BACKPRESSURE_AIMD_REQUESTTIMEOUT", "PT0.3S"),
         ("HOME", "/root"),
     ]);
     let config = BrokerConfig::load(Some(&path), &vars)?;
@@ -73,6 +85,20 @@ fn a_zeebe_file_with_environment_overrides_loads() -> Result<(), Box<dyn std::er
             PathBuf::from("certs/broker-0.key")
         )
     );
+    assert_eq!(config.backpressure.algorithm, BackpressureAlgorithm::Aimd);
+    assert_eq!(
+        config.limiter(),
+        LimiterConfig {
+            enabled: true,
+            aimd: AimdConfig {
+                initial_limit: 40,
+                min_limit: 5,
+                max_limit: 80,
+                request_timeout_ms: 300,
+                backoff_ratio: 0.8,
+            },
+        }
+    );
     let layout = config.partition_layout()?;
     assert_eq!(layout.partitions_of(1), [1, 2, 3, 4]);
     assert_eq!(layout.preferred_leader(2), Some(1));
@@ -93,4 +119,45 @@ fn a_typo_in_the_environment_stops_the_broker() {
         message.contains("ZEEBE_BROKER_CLUSTER_NODE_ID"),
         "{message}"
     );
+}
+
+#[test]
+fn backpressure_settings_the_limiter_would_refuse_stop_the_broker() {
+    for (vars, needles) in [
+        (
+            &[("ZEEBE_BROKER_BACKPRESSURE_AIMD_MINLIMIT", "0")][..],
+            &["backpressure.aimd.minLimit"][..],
+        ),
+        (
+            &[
+                ("ZEEBE_BROKER_BACKPRESSURE_AIMD_INITIALLIMIT", "5"),
+                ("ZEEBE_BROKER_BACKPRESSURE_AIMD_MAXLIMIT", "4"),
+            ],
+            &["backpressure.aimd.initialLimit", "1..=4"],
+        ),
+        (
+            &[("ZEEBE_BROKER_BACKPRESSURE_AIMD_BACKOFFRATIO", "1.0")],
+            &["backpressure.aimd.backoffRatio", "between 0 and 1"],
+        ),
+        (
+            &[("ZEEBE_BROKER_BACKPRESSURE_ALGORITHM", "vegas")],
+            &[
+                "backpressure.algorithm",
+                "ZEEBE_BROKER_BACKPRESSURE_ALGORITHM",
+                "AIMD",
+            ],
+        ),
+    ] {
+        let error = BrokerConfig::load(None, &env(vars)).expect_err("refused");
+        let message = error.to_string();
+        for needle in needles {
+            assert!(message.contains(needle), "{needle:?} missing in: {message}");
+        }
+    }
+    let config = BrokerConfig::load(
+        None,
+        &env(&[("ZEEBE_BROKER_BACKPRESSURE_ENABLED", "false")]),
+    )
+    .expect("valid");
+    assert!(!config.limiter().enabled);
 }

@@ -5,7 +5,8 @@
 //! is deployed; instances are created round-robin over the partitions; their jobs are
 //! activated by long polling and completed, and completing one twice is `NOT_FOUND`; a "with
 //! result" creation answers with the variables a worker completed the job with; a duplicate
-//! message id is `ALREADY_EXISTS`; bad variables, unknown processes, foreign keys and
+//! message id is `ALREADY_EXISTS`; a job stream gets jobs pushed from polls parked at the
+//! leaders, and a job activated for a stream that closed is handed back; bad variables, unknown processes, foreign keys and
 //! unimplemented RPCs get their status codes. A second broker's gateway serves the same
 //! cluster, forwarding to the leaders.
 
@@ -138,6 +139,20 @@ async fn activate(client: &mut Client, count: usize) -> Vec<pb::ActivatedJob> {
         }
     }
     jobs
+}
+
+/// Job activation polls parked at the partition leaders of the cluster (`/metrics`).
+fn parked_polls(cluster: &Cluster) -> u64 {
+    cluster
+        .cluster_brokers()
+        .filter_map(|index| cluster.get_ok(index, "/metrics").ok())
+        .flat_map(|body| {
+            body.lines()
+                .filter(|line| line.starts_with("sluice_job_polls_parked{"))
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
 }
 
 #[test]
@@ -372,7 +387,106 @@ fn gateway_grpc() {
             .expect_err("not implemented");
         assert_eq!(unimplemented.code(), Code::Unimplemented);
         assert!(unimplemented.message().contains("BroadcastSignal"));
-        cluster.note("status codes: ALREADY_EXISTS, INVALID_ARGUMENT, NOT_FOUND, UNIMPLEMENTED");
+        // Oversized requests: above the gRPC message limit (refused before decoding) and
+        // within it but above the largest command; the broker stays up either way.
+        for bytes in [5 << 20, (4 << 20) + (16 << 10)] {
+            let oversized = client
+                .deploy_resource(pb::DeployResourceRequest {
+                    resources: vec![pb::Resource {
+                        name: "big.bpmn".to_owned(),
+                        content: vec![b' '; bytes],
+                    }],
+                    tenant_id: String::new(),
+                })
+                .await
+                .expect_err("an oversized deployment");
+            assert_eq!(oversized.code(), Code::ResourceExhausted, "{oversized:?}");
+        }
+        cluster.note(
+            "status codes: ALREADY_EXISTS, INVALID_ARGUMENT, NOT_FOUND, UNIMPLEMENTED, \
+             RESOURCE_EXHAUSTED for oversized requests",
+        );
+
+        // Job push: a stream opened before any job exists gets jobs as their instances are
+        // created, from polls parked at every partition leader (no polling loop).
+        let mut streamer = Client::new(channel.clone());
+        let mut stream = streamer
+            .stream_activated_jobs(pb::StreamActivatedJobsRequest {
+                r#type: "work".to_owned(),
+                worker: "streamer".to_owned(),
+                timeout: 60_000,
+                fetch_variable: vec!["order".to_owned()],
+                tenant_ids: Vec::new(),
+            })
+            .await
+            .expect("StreamActivatedJobs answers")
+            .into_inner();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let parked = parked_polls(&cluster);
+            if parked >= 3 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the stream parked polls at {parked} of 3 partitions"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut created = BTreeSet::new();
+        for order in 0..6 {
+            let instance = client
+                .create_process_instance(create_request(
+                    "one_task",
+                    &format!(r#"{{"order":{order},"other":true}}"#),
+                ))
+                .await
+                .expect("creates")
+                .into_inner();
+            created.insert(instance.process_instance_key);
+        }
+        let mut pushed = BTreeSet::new();
+        while pushed.len() < created.len() {
+            let job = tokio::time::timeout(WAIT, stream.message())
+                .await
+                .expect("a job is pushed in time")
+                .expect("the stream is healthy")
+                .expect("the stream stays open");
+            assert_eq!(job.worker, "streamer");
+            assert!(job.variables.starts_with(r#"{"order":"#), "{job:?}");
+            assert!(!job.variables.contains("other"), "only fetched variables");
+            pushed.insert(job.process_instance_key);
+            client
+                .complete_job(pb::CompleteJobRequest {
+                    job_key: job.key,
+                    variables: String::new(),
+                })
+                .await
+                .expect("completes a pushed job");
+        }
+        assert_eq!(pushed, created, "every created instance's job was pushed");
+        cluster.note("a job stream received the jobs of 6 instances created after it opened");
+
+        // A job a parked poll activates after its stream closed is handed back at once, not
+        // locked for the stream's 60 s job timeout.
+        drop(stream);
+        drop(streamer);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let late = client
+            .create_process_instance(create_request("one_task", ""))
+            .await
+            .expect("creates")
+            .into_inner();
+        let jobs = activate(&mut client, 1).await;
+        assert_eq!(jobs[0].process_instance_key, late.process_instance_key);
+        client
+            .complete_job(pb::CompleteJobRequest {
+                job_key: jobs[0].key,
+                variables: String::new(),
+            })
+            .await
+            .expect("completes the handed-back job");
+        cluster.note("a job pushed to a closed stream was handed back and activated again");
 
         // Another broker's gateway serves the same cluster.
         let mut other = Client::new(connect(2).await);

@@ -21,7 +21,10 @@ use tokio::time::Instant;
 use tonic::Status;
 
 use super::{SharedGatewayView, read_view};
-use crate::client_api::{PAYLOAD_BYTES_MAX, Response, ResponseDecoder, encode_command};
+use crate::client_api::{
+    MAYBE_COMMITTED, PAYLOAD_BYTES_MAX, POLL_WAIT_MS_MAX, Response, ResponseDecoder,
+    encode_command, encode_poll,
+};
 use crate::partitioning::PartitionId;
 
 /// Longest one connection attempt may take.
@@ -36,6 +39,8 @@ const REDIRECTS_WITHOUT_BACKOFF: u32 = 3;
 const CONNECTION_QUEUE_MAX: usize = 1024;
 /// Bytes read from a socket at once.
 const READ_CHUNK_BYTES: usize = 64 << 10;
+/// Queued request frames are gathered into one write up to about this many bytes.
+const WRITE_COALESCE_BYTES: usize = 256 << 10;
 /// Connections kept open; all are dropped when one more would exceed this.
 const CONNECTIONS_MAX: usize = 64;
 /// Longest [`CommandClient::command`] waits for one broker's answer before it asks again
@@ -135,18 +140,26 @@ impl CommandClient {
         Ok(sender)
     }
 
-    /// One attempt: sends the command to `address` and waits for its answer.
+    /// One attempt: sends the command (as a poll waiting up to `poll_wait_ms`, if given) to
+    /// `address` and waits for its answer.
     async fn attempt(
         &self,
         address: &str,
         partition_id: PartitionId,
         command: &[u8],
+        poll_wait_ms: Option<u32>,
         deadline: Instant,
-    ) -> Result<Response, String> {
-        let sender = self.connection(address, deadline).await?;
+    ) -> Result<Response, AttemptError> {
+        let sender = self
+            .connection(address, deadline)
+            .await
+            .map_err(AttemptError::NotSent)?;
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let mut frame = Vec::new();
-        encode_command(request_id, partition_id, command, &mut frame);
+        match poll_wait_ms {
+            Some(wait_ms) => encode_poll(request_id, partition_id, wait_ms, command, &mut frame),
+            None => encode_command(request_id, partition_id, command, &mut frame),
+        }
         let (answer, answered) = oneshot::channel();
         sender
             .send(Outgoing {
@@ -155,10 +168,12 @@ impl CommandClient {
                 answer,
             })
             .await
-            .map_err(|_| format!("the connection to {address} closed"))?;
-        answered
-            .await
-            .map_err(|_| format!("the connection to {address} broke before the answer"))
+            .map_err(|_| AttemptError::NotSent(format!("the connection to {address} closed")))?;
+        answered.await.map_err(|_| {
+            AttemptError::Lost(format!(
+                "the connection to {address} broke before the answer"
+            ))
+        })
     }
 
     /// Sends `record` to the leader of `partition_id` and returns the engine's reply record (an
@@ -170,6 +185,47 @@ impl CommandClient {
         &self,
         partition_id: PartitionId,
         record: &Record,
+        deadline: Instant,
+        answer_timeout: Duration,
+    ) -> Result<Record, Status> {
+        self.request(partition_id, record, None, deadline, answer_timeout)
+            .await
+    }
+
+    /// Sends the job activation `record` to the leader of `partition_id` as a poll: when it
+    /// finds no job, the leader keeps it up to `wait` and answers as soon as jobs of its type
+    /// become available (see [`crate::client_api::Request::Poll`]). An empty batch means the
+    /// wait ran out. Retries like [`Self::command`] until `deadline`.
+    pub async fn poll(
+        &self,
+        partition_id: PartitionId,
+        record: &Record,
+        wait: Duration,
+        deadline: Instant,
+    ) -> Result<Record, Status> {
+        let wait_ms = u32::try_from(wait.as_millis())
+            .unwrap_or(u32::MAX)
+            .min(POLL_WAIT_MS_MAX);
+        let answer_timeout = Duration::from_millis(u64::from(wait_ms)) + ANSWER_TIMEOUT;
+        self.request(
+            partition_id,
+            record,
+            Some(wait_ms),
+            deadline,
+            answer_timeout,
+        )
+        .await
+    }
+
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one retry loop: every answer and failure is decided in one place"
+    )]
+    async fn request(
+        &self,
+        partition_id: PartitionId,
+        record: &Record,
+        poll_wait_ms: Option<u32>,
         deadline: Instant,
         answer_timeout: Duration,
     ) -> Result<Record, Status> {
@@ -202,12 +258,30 @@ impl CommandClient {
                      still be starting: retry shortly (partition {partition_id})"
                 )));
             };
-            let attempt = self.attempt(&address, partition_id, &command, deadline);
+            let attempt = self.attempt(&address, partition_id, &command, poll_wait_ms, deadline);
             let answer_deadline = deadline.min(Instant::now() + answer_timeout);
-            // On timeout, ask again; the deadline check at the top of the loop answers.
+            // A poll is asked again after a silence or a lost answer (at worst its jobs wait
+            // for their timeout); any other command may have taken effect, so the caller hears
+            // so instead of the command running twice.
+            let retry_lost = poll_wait_ms.is_some();
             let Ok(outcome) = tokio::time::timeout_at(answer_deadline, attempt).await else {
                 last_problem = format!("no answer from {address} within {answer_timeout:?}");
-                continue;
+                if retry_lost || Instant::now() >= deadline {
+                    continue;
+                }
+                return Err(maybe_done(partition_id, &last_problem));
+            };
+            let outcome = match outcome {
+                Err(AttemptError::Lost(problem)) if !retry_lost => {
+                    return Err(maybe_done(partition_id, &problem));
+                }
+                Ok(Response::Unavailable { message, .. })
+                    if !retry_lost && message.contains(MAYBE_COMMITTED) =>
+                {
+                    return Err(maybe_done(partition_id, &format!("{address}: {message}")));
+                }
+                Err(AttemptError::Lost(problem) | AttemptError::NotSent(problem)) => Err(problem),
+                Ok(response) => Ok(response),
             };
             match outcome {
                 Ok(Response::Processed { response, .. }) => {
@@ -238,6 +312,11 @@ impl CommandClient {
                     last_problem = format!("{address}: {message}");
                     pause(&mut backoff, deadline).await;
                 }
+                Ok(Response::Overloaded { message, .. }) => {
+                    return Err(Status::resource_exhausted(format!(
+                        "backpressure: {message} (nothing was processed)"
+                    )));
+                }
                 Ok(Response::Invalid { message, .. }) => {
                     return Err(Status::invalid_argument(format!(
                         "the broker refused the command: {message}"
@@ -256,6 +335,22 @@ impl CommandClient {
             }
         }
     }
+}
+
+/// Why an attempt got no answer.
+enum AttemptError {
+    /// The command never left: it certainly did not take effect.
+    NotSent(String),
+    /// The command was sent and its answer lost: it may have taken effect.
+    Lost(String),
+}
+
+/// The answer to a command that may or may not have taken effect.
+fn maybe_done(partition_id: PartitionId, problem: &str) -> Status {
+    Status::unavailable(format!(
+        "partition {partition_id}: {problem}; the command may or may not have taken effect, \
+         so it was not sent again: check before retrying"
+    ))
 }
 
 /// Sleeps for the backoff (not past `deadline`) and doubles it; false if the deadline passed.
@@ -280,8 +375,16 @@ async fn drive_connection(stream: TcpStream, mut queue: mpsc::Receiver<Outgoing>
         tokio::select! {
             outgoing = queue.recv() => {
                 let Some(outgoing) = outgoing else { return };
+                // Everything queued by now goes out in one write.
+                let mut frames = outgoing.frame;
                 waiting.insert(outgoing.request_id, outgoing.answer);
-                if writer.write_all(&outgoing.frame).await.is_err() {
+                while frames.len() < WRITE_COALESCE_BYTES
+                    && let Ok(more) = queue.try_recv()
+                {
+                    frames.extend_from_slice(&more.frame);
+                    waiting.insert(more.request_id, more.answer);
+                }
+                if writer.write_all(&frames).await.is_err() {
                     return;
                 }
             }

@@ -28,6 +28,7 @@ pub mod client;
 pub mod mapping;
 pub mod service;
 
+use rustls_pki_types::pem::PemObject as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -189,10 +190,47 @@ fn tls_config(chain: &PathBuf, key: &PathBuf) -> anyhow::Result<tonic::transport
             )
         })
     };
-    let chain = read(chain, "gateway.security.certificateChainPath")?;
-    let key = read(key, "gateway.security.privateKeyPath")?;
+    let chain_path = chain;
+    let key_path = key;
+    let chain = read(chain_path, "gateway.security.certificateChainPath")?;
+    let key = read(key_path, "gateway.security.privateKeyPath")?;
+    // Checked here, at start-up, so that a bad file stops the broker with its key's name
+    // rather than failing later on the gateway's thread.
+    let certificates = rustls_pki_types::CertificateDer::pem_slice_iter(&chain)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "gateway.security.certificateChainPath {}: not valid PEM: {error}",
+                chain_path.display()
+            )
+        })?;
+    anyhow::ensure!(
+        !certificates.is_empty(),
+        "gateway.security.certificateChainPath {}: holds no PEM certificate \
+         (-----BEGIN CERTIFICATE-----)",
+        chain_path.display()
+    );
+    rustls_pki_types::PrivateKeyDer::from_pem_slice(&key).map_err(|error| {
+        anyhow::anyhow!(
+            "gateway.security.privateKeyPath {}: not a PEM private key \
+             (-----BEGIN PRIVATE KEY-----): {error}",
+            key_path.display()
+        )
+    })?;
     let identity = tonic::transport::Identity::from_pem(chain, key);
-    Ok(tonic::transport::ServerTlsConfig::new().identity(identity))
+    let config = tonic::transport::ServerTlsConfig::new().identity(identity);
+    tonic::transport::Server::builder()
+        .tls_config(config.clone())
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "gateway TLS: gateway.security.certificateChainPath {} and privateKeyPath {} \
+                 do not make a usable identity ({error}); check that the key belongs to the \
+                 first certificate",
+                chain_path.display(),
+                key_path.display()
+            )
+        })?;
+    Ok(config)
 }
 
 /// Binds the gateway's port and starts serving on a new thread. See the module docs.
@@ -235,9 +273,11 @@ async fn serve(
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // No Nagle: a small reply held for the peer's delayed ACK costs some 40 ms.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let gateway = service::GatewayService::new(settings.shape, Arc::clone(&view));
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder =
+        tonic::transport::Server::builder().layer(tower::layer::layer_fn(OversizeAsExhausted));
     if let Some(tls) = tls {
         builder = builder
             .tls_config(tls)
@@ -265,5 +305,52 @@ async fn serve(
             result.map_err(|error| anyhow::anyhow!("serving gRPC: {error}"))
         }
         () = grace => Ok(()),
+    }
+}
+
+/// Answers a request message above [`mapping::GRPC_MESSAGE_BYTES_MAX`] with
+/// `RESOURCE_EXHAUSTED`, as Zeebe's gateway does, rather than tonic's `OUT_OF_RANGE`: tonic
+/// refuses such a message before any handler runs, in a trailers-only response, and the
+/// gateway's handlers never answer `OUT_OF_RANGE` themselves.
+#[derive(Debug, Clone)]
+struct OversizeAsExhausted<S>(S);
+
+/// `grpc-status` of `OUT_OF_RANGE` and of `RESOURCE_EXHAUSTED`.
+const GRPC_STATUS_OUT_OF_RANGE: &str = "11";
+const GRPC_STATUS_RESOURCE_EXHAUSTED: &str = "8";
+
+impl<S, Request, Body> tower::Service<Request> for OversizeAsExhausted<S>
+where
+    S: tower::Service<Request, Response = tonic::codegen::http::Response<Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let answer = self.0.call(request);
+        Box::pin(async move {
+            let mut response = answer.await?;
+            let headers = response.headers_mut();
+            if headers
+                .get("grpc-status")
+                .is_some_and(|status| status == GRPC_STATUS_OUT_OF_RANGE)
+            {
+                headers.insert(
+                    "grpc-status",
+                    tonic::codegen::http::HeaderValue::from_static(GRPC_STATUS_RESOURCE_EXHAUSTED),
+                );
+            }
+            Ok(response)
+        })
     }
 }

@@ -44,8 +44,10 @@ const LONG_POLL_PAUSE_MIN: Duration = Duration::from_millis(10);
 const LONG_POLL_PAUSE_MAX: Duration = Duration::from_millis(100);
 /// Longest one activation command may wait for one partition before the poll moves on.
 const ACTIVATION_ATTEMPT_MAX: Duration = Duration::from_secs(5);
-/// Jobs a job stream asks each partition for per round.
+/// Jobs a job stream asks each partition for per poll.
 const STREAM_JOBS_PER_PARTITION: i32 = 32;
+/// How long a job stream's poll stays parked at a partition leader before it is renewed.
+const STREAM_POLL_WAIT: Duration = Duration::from_secs(10);
 /// Responses buffered per streaming call before the poll waits for the client.
 const STREAM_BUFFER: usize = 16;
 /// Most jobs one `ActivateJobs` call may ask for.
@@ -175,9 +177,13 @@ impl GatewayService {
                     }
                 }
                 Err(status) => {
-                    // A partition without a leader must not starve the others.
+                    // A partition without a leader, or at its backpressure limit, must not starve
+                    // the others.
                     failures += 1;
-                    if !matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded) {
+                    if !matches!(
+                        status.code(),
+                        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted
+                    ) {
                         return Err(status);
                     }
                     last_error = Some(status);
@@ -242,42 +248,80 @@ impl GatewayService {
         let _ = forward.await;
     }
 
-    /// The endless poll of `StreamActivatedJobs`, until the client leaves.
-    async fn stream_loop(
-        self,
+    /// `StreamActivatedJobs`: one task per partition keeps a poll parked at its leader (see
+    /// [`crate::client_api::Request::Poll`]), so a job reaches the stream one activation after
+    /// its creation commits. The tasks end once the client has left and their poll returned;
+    /// jobs a poll brings back after that are handed back to the partition.
+    fn stream_loop(
+        &self,
         activation: Activation,
+        sender: &mpsc::Sender<Result<pb::ActivatedJob, Status>>,
+    ) {
+        let activation = Arc::new(activation);
+        for partition_id in 1..=self.shape.partitions_count {
+            tokio::spawn(self.clone().stream_partition(
+                partition_id,
+                Arc::clone(&activation),
+                sender.clone(),
+            ));
+        }
+    }
+
+    /// The job stream's poll loop on one partition.
+    async fn stream_partition(
+        self,
+        partition_id: PartitionId,
+        activation: Arc<Activation>,
         sender: mpsc::Sender<Result<pb::ActivatedJob, Status>>,
     ) {
-        let (batches, mut batch_receiver) = mpsc::channel::<Vec<pb::ActivatedJob>>(STREAM_BUFFER);
-        let forward_sender = sender.clone();
-        let forward = tokio::spawn(async move {
-            while let Some(jobs) = batch_receiver.recv().await {
-                for job in jobs {
-                    if forward_sender.send(Ok(job)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
+        let command = mapping::activate_command(&activation, STREAM_JOBS_PER_PARTITION);
         let mut pause = LONG_POLL_PAUSE_MIN;
         while !sender.is_closed() {
-            let deadline = Instant::now() + ACTIVATION_ATTEMPT_MAX;
-            let per_partition = STREAM_JOBS_PER_PARTITION;
-            let wanted = per_partition
-                .saturating_mul(i32::try_from(self.shape.partitions_count).unwrap_or(i32::MAX));
-            match self
-                .activation_round(&activation, wanted, per_partition, deadline, &batches)
+            let deadline = Instant::now() + STREAM_POLL_WAIT + ANSWER_TIMEOUT;
+            let jobs = match self
+                .client
+                .poll(partition_id, &command, STREAM_POLL_WAIT, deadline)
                 .await
             {
-                Ok(activated) if activated > 0 => pause = LONG_POLL_PAUSE_MIN,
-                Ok(_) | Err(_) => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(LONG_POLL_PAUSE_MAX);
+                Ok(reply) => mapping::activated_jobs(&reply),
+                Err(status) => Err(status),
+            };
+            let Ok(jobs) = jobs else {
+                // No leader, overloaded, or a broken connection: ask again shortly.
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(LONG_POLL_PAUSE_MAX);
+                continue;
+            };
+            pause = LONG_POLL_PAUSE_MIN;
+            let mut jobs = jobs.into_iter();
+            while let Some(job) = jobs.next() {
+                if let Err(mpsc::error::SendError(Ok(job))) = sender.send(Ok(job)).await {
+                    self.hand_back(partition_id, std::iter::once(job).chain(jobs))
+                        .await;
+                    return;
                 }
             }
         }
-        drop(batches);
-        forward.abort();
+    }
+
+    /// Gives activated jobs nobody will receive back to their partition at once (a failure
+    /// with their retries unchanged and no back-off), rather than leaving them locked until
+    /// their timeout.
+    async fn hand_back(
+        &self,
+        partition_id: PartitionId,
+        jobs: impl Iterator<Item = pb::ActivatedJob>,
+    ) {
+        for job in jobs {
+            let value = JobValue {
+                retries: job.retries,
+                error_message: "the job stream closed before the job was handed out".to_owned(),
+                ..JobValue::default()
+            };
+            let command = mapping::job_command(job.key, Intent::Fail, value);
+            let deadline = Instant::now() + ANSWER_TIMEOUT;
+            let _ = self.send(partition_id, &command, deadline).await;
+        }
     }
 }
 
@@ -391,11 +435,14 @@ impl pb::gateway_server::Gateway for GatewayService {
         &self,
         request: Request<pb::CreateProcessInstanceWithResultRequest>,
     ) -> Result<Response<pb::CreateProcessInstanceWithResultResponse>, Status> {
-        let default = match u64::try_from(request.get_ref().request_timeout) {
-            Ok(ms) if ms > 0 => Duration::from_millis(ms),
-            _ => DEFAULT_REQUEST_TIMEOUT,
+        // `requestTimeout` bounds the wait for the result, within the call's own deadline.
+        let deadline = match u64::try_from(request.get_ref().request_timeout) {
+            Ok(ms) if ms > 0 => {
+                let timeout = Duration::from_millis(ms).min(REQUEST_TIMEOUT_MAX);
+                deadline_of(&request, timeout).min(Instant::now() + timeout)
+            }
+            _ => deadline_of(&request, DEFAULT_REQUEST_TIMEOUT),
         };
-        let deadline = deadline_of(&request, default);
         let request = request.into_inner();
         let Some(create) = request.request else {
             return Err(Status::invalid_argument(
@@ -501,7 +548,7 @@ impl pb::gateway_server::Gateway for GatewayService {
             fetch_variables: body.fetch_variable,
         };
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(self.clone().stream_loop(activation, sender));
+        self.stream_loop(activation, &sender);
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 

@@ -1,14 +1,31 @@
 //! `sluice-bench`: load generators against a running Sluice cluster.
 //!
 //! ```text
+//! sluice-bench [gateway] [--gateway HOST:PORT] [--duration SECONDS] [--warmup SECONDS]
+//!                        [--workers N] [--rate N] [--in-flight N] [--activate stream|poll]
+//!                        [--json] [--report PATH]
 //! sluice-bench append [--brokers ADDR,ADDR,...] [--partitions 1,2,3] [--payload-bytes 1024]
 //!                     [--duration-s 10] [--outstanding 64] [--raw-dir DIR] [--raw-ops 2000]
 //!                     [--json] [--raw-only]
 //! ```
 //!
-//! The first argument names the workload; `append` is the only one so far. It measures commit
-//! latency through the brokers' internal command API (`sluice_broker::client_api`) against the
-//! raw disk, in one run:
+//! The first argument names the workload; without one (the first argument is an option, or
+//! nothing), the gateway workload runs.
+//!
+//! `gateway` (`sluice_tools::bench`, where the work is done) drives the Zeebe gRPC gateway as
+//! an application would: it deploys a one-service-task process, starts instances with
+//! `CreateProcessInstance` (as fast as `--in-flight` creations allow, or `--rate` per second
+//! on a fixed schedule) while `--workers` job workers take the jobs (pushed by
+//! `StreamActivatedJobs`, or long-polled with `--activate poll`) and complete them. An
+//! instance's latency runs from its creation's send (or scheduled start) to the OK of the
+//! `CompleteJob` that ends it. It prints a progress line every second, then percentiles of
+//! instance latency and of each RPC, throughput and errors by gRPC code (`--json`: one JSON
+//! object on stdout with `pi_per_s`, `pi_p50_ms`, `pi_p99_ms`, `pi_p999_ms`, `errors`, ...),
+//! and writes a self-contained HTML report with percentile and throughput plots. It exits
+//! non-zero when it cannot reach the gateway or no instance completed.
+//!
+//! `append` measures commit latency through the brokers' internal command API
+//! (`sluice_broker::client_api`) against the raw disk, in one run:
 //!
 //! 1. raw baseline: `--raw-ops` times 4 KiB `pwrite` + `fdatasync` at successive offsets of a
 //!    fresh file opened with `O_DIRECT` and preallocated (16 MiB, `fallocate`) in `--raw-dir`,
@@ -46,13 +63,18 @@ use serde::Serialize;
 use sluice_broker::client_api::{
     AppendClient, ClientApiError, Connection, PAYLOAD_BYTES_MAX, Response,
 };
+use sluice_tools::bench;
+use sluice_tools::bench::args::{GatewayArgs, Parsed};
 
-const USAGE: &str = "\
-usage: sluice-bench <workload> [options]
+const USAGE_HEAD: &str = "\
+usage: sluice-bench [workload] [options]
 
 workloads:
+  gateway  (the default) instance latency and throughput through the Zeebe gRPC gateway
   append   commit latency and throughput of appends, against the raw disk
+";
 
+const USAGE_APPEND: &str = "\
 sluice-bench append [--brokers ADDR,...] [--partitions 1,2,3] [--payload-bytes 1024]
                     [--duration-s 10] [--outstanding 64] [--raw-dir DIR] [--raw-ops 2000]
                     [--json] [--raw-only]
@@ -67,6 +89,10 @@ sluice-bench append [--brokers ADDR,...] [--partitions 1,2,3] [--payload-bytes 1
   --raw-ops        4 KiB write+fdatasync samples per raw baseline (default 2000)
   --json           one JSON object on stdout, the table on stderr
   --raw-only       only the raw disk baselines, no cluster";
+
+fn usage() -> String {
+    format!("{USAGE_HEAD}\n{}\n\n{USAGE_APPEND}", bench::args::USAGE)
+}
 
 const BROKERS_DEFAULT: &str = "127.0.0.1:26501,127.0.0.1:26511,127.0.0.1:26521";
 const PARTITIONS_DEFAULT: [u32; 3] = [1, 2, 3];
@@ -112,6 +138,7 @@ const WORKER_REQUEST_ID_SHIFT: u32 = 48;
 #[derive(Debug, Clone, PartialEq)]
 enum Command {
     Help,
+    Gateway(GatewayArgs),
     Append(AppendArgs),
 }
 
@@ -212,17 +239,26 @@ fn parse_integer<T: TryFrom<u64>>(
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, UsageError> {
-    let mut args = args.into_iter();
-    let workload = args
-        .next()
-        .ok_or_else(|| usage_error("name a workload, e.g. `sluice-bench append`"))?;
-    match workload.as_str() {
-        "append" => {}
-        "-h" | "--help" | "help" => return Ok(Command::Help),
-        other => {
+    let mut args = args.into_iter().peekable();
+    match args.peek().map(String::as_str) {
+        Some("append") => {
+            args.next();
+        }
+        Some("-h" | "--help" | "help") => return Ok(Command::Help),
+        Some(other) if other != "gateway" && !other.starts_with('-') => {
             return Err(usage_error(format!(
-                "unknown workload {other:?}; the workloads are: append"
+                "unknown workload {other:?}; the workloads are: gateway (the default), append"
             )));
+        }
+        _ => {
+            if args.peek().is_some_and(|first| first == "gateway") {
+                args.next();
+            }
+            return match bench::args::parse(args) {
+                Ok(Parsed::Help) => Ok(Command::Help),
+                Ok(Parsed::Run(gateway)) => Ok(Command::Gateway(gateway)),
+                Err(error) => Err(usage_error(error.0)),
+            };
         }
     }
     let mut parsed = AppendArgs {
@@ -663,7 +699,9 @@ fn pipelined_worker(
                         slots[slot]
                     )
                 }
-                Response::NotLeader { .. } | Response::Unavailable { .. } => {
+                Response::NotLeader { .. }
+                | Response::Unavailable { .. }
+                | Response::Overloaded { .. } => {
                     errors += 1;
                     ensure!(
                         errors <= ERRORS_MAX,
@@ -1002,9 +1040,24 @@ fn run(args: &AppendArgs) -> Result<()> {
 fn main() -> ExitCode {
     match parse_args(std::env::args().skip(1)) {
         Ok(Command::Help) => {
-            println!("{USAGE}");
+            println!("{}", usage());
             ExitCode::SUCCESS
         }
+        Ok(Command::Gateway(args)) => match bench::run(&args) {
+            Ok(summary) if summary.completed > 0 => ExitCode::SUCCESS,
+            Ok(summary) => {
+                eprintln!(
+                    "sluice-bench: no instance completed ({} created, {} errors); is the \
+                     gateway at {} serving its partitions?",
+                    summary.created, summary.errors, summary.gateway
+                );
+                ExitCode::FAILURE
+            }
+            Err(error) => {
+                eprintln!("sluice-bench: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         Ok(Command::Append(args)) => match run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -1013,7 +1066,7 @@ fn main() -> ExitCode {
             }
         },
         Err(error) => {
-            eprintln!("sluice-bench: {error}\n\n{USAGE}");
+            eprintln!("sluice-bench: {error}\n\n{}", usage());
             ExitCode::from(2)
         }
     }
@@ -1103,12 +1156,32 @@ mod tests {
     }
 
     #[test]
+    fn the_gateway_workload_is_the_default() {
+        let gateway = |args: &[&str]| match parse(args) {
+            Ok(Command::Gateway(args)) => args,
+            other => panic!("{args:?}: expected the gateway workload, got {other:?}"),
+        };
+        assert_eq!(gateway(&[]), GatewayArgs::default());
+        assert_eq!(gateway(&["gateway"]), GatewayArgs::default());
+        assert_eq!(gateway(&["--rate", "50"]).rate, 50);
+        let args = gateway(&["gateway", "--json", "--activate", "poll", "--workers", "2"]);
+        assert!(args.json && args.workers == 2);
+        assert_eq!(args.activation, bench::args::Activation::Poll);
+        assert_eq!(parse(&["gateway", "-h"]).expect("help"), Command::Help);
+        assert_eq!(parse(&["help"]).expect("help"), Command::Help);
+        assert!(usage().contains("--activate stream|poll") && usage().contains("--raw-only"));
+    }
+
+    #[test]
     fn bad_arguments_are_clear_errors() {
         let cases: [(&[&str], &str); 14] = [
-            (&[], "name a workload"),
+            (
+                &["gateway", "--raw-ops", "5"],
+                "unknown option \"--raw-ops\"",
+            ),
             (
                 &["load"],
-                "unknown workload \"load\"; the workloads are: append",
+                "unknown workload \"load\"; the workloads are: gateway (the default), append",
             ),
             (&["append", "--nope"], "unknown option \"--nope\""),
             (
