@@ -8,10 +8,11 @@
 //! activation polls tagged [`PAYLOAD_POLL`].
 //!
 //! **Polls** are how jobs are pushed: a job activation that finds no job is not answered but
-//! parked (it holds no backpressure slot and writes nothing) until the engine reports jobs of
-//! its type available (`SideEffect::JobsAvailable`, released when the job's creation commits),
-//! then processed again; when its wait runs out it is answered with the empty batch. A worker's
-//! stream thus gets a job one activation after its creation commits, with no polling loop.
+//! parked (it holds no backpressure slot and writes nothing) until the engine makes jobs of its
+//! type available (`SideEffect::JobsAvailable`), then processed again right after the command
+//! that made them, so its activation entry follows theirs and usually commits in the same
+//! flush; when its wait runs out it is answered with the empty batch. A worker's stream thus
+//! gets a job as its creation commits, with no polling loop.
 //!
 //! The rules, from the design:
 //! - **Followers** replay committed entries in order ([`EngineRunner::apply_committed`]).
@@ -497,12 +498,16 @@ impl EngineRunner {
                     self.wake_parked(&job_type);
                 }
             }
+            let available = self.jobs_made_available();
             if !self.propose_output(raft) {
                 // Its slot went with the step-down's; the command itself is lost unanswered.
                 self.limiter.release(None);
                 return;
             }
             self.slots.push_back((self.applied_index, arrived));
+            for job_type in available {
+                self.wake_parked(&job_type);
+            }
         }
         if self
             .engine
@@ -511,8 +516,31 @@ impl EngineRunner {
         {
             self.out.clear();
             self.engine.tick(now_ms, &mut self.out);
-            self.propose_output(raft);
+            let available = self.jobs_made_available();
+            if self.propose_output(raft) {
+                for job_type in available {
+                    self.wake_parked(&job_type);
+                }
+            }
         }
+    }
+
+    /// The job types `self.out` made activatable, when polls are parked. Those polls are
+    /// woken at once, not when the jobs' entry commits: their activation is the next entry,
+    /// so it usually commits in the same flush, and its answer is released only after the
+    /// jobs' entry committed anyway (entries commit in order).
+    fn jobs_made_available(&self) -> Vec<String> {
+        if self.parked.is_empty() {
+            return Vec::new();
+        }
+        self.out
+            .side_effects
+            .iter()
+            .filter_map(|effect| match effect {
+                SideEffect::JobsAvailable { job_type } => Some(job_type.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Proposes `self.out`'s records and files its side effects under the entry's index.
@@ -589,7 +617,8 @@ impl EngineRunner {
                         partition_id,
                         record,
                     } => outbox.send_command(partition_id, command_payload(&record)),
-                    SideEffect::JobsAvailable { job_type } => self.wake_parked(&job_type),
+                    // Parked polls were woken when the jobs were made (`process`).
+                    SideEffect::JobsAvailable { .. } => {}
                 }
             }
         }

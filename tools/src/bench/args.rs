@@ -19,7 +19,7 @@ pub const WORKERS_MAX: u32 = 256;
 /// Highest `--rate`, in instances per second.
 pub const RATE_MAX: u32 = 1_000_000;
 /// `--in-flight`'s default.
-pub const IN_FLIGHT_DEFAULT: u32 = 64;
+pub const IN_FLIGHT_DEFAULT: u32 = 256;
 /// Most `--in-flight`.
 pub const IN_FLIGHT_MAX: u32 = 4096;
 /// `--report`'s default.
@@ -38,8 +38,8 @@ sluice-bench [gateway] [--gateway HOST:PORT] [--duration SECONDS] [--warmup SECO
   --warmup      seconds run first and not counted (default 2)
   --workers     job workers (default 4), each with up to 32 jobs in hand
   --rate        instances started per second, on a fixed schedule; 0 (the default): as fast
-                as the --in-flight creations allow
-  --in-flight   creations awaiting their answer with --rate 0 (default 64)
+                the --in-flight bound allows
+  --in-flight   with --rate 0, instances started and not yet completed (default 256)
   --activate    stream (the default): jobs pushed by StreamActivatedJobs;
                 poll: ActivateJobs long polling (32 jobs, 10 s)
   --json        one JSON object on stdout, the table on stderr
@@ -303,7 +303,7 @@ mod tests {
         assert_eq!(parsed.warmup(), Duration::from_secs(2));
         assert_eq!(parsed.workers, 4);
         assert_eq!(parsed.rate, 0);
-        assert_eq!(parsed.in_flight, 64);
+        assert_eq!(parsed.in_flight, IN_FLIGHT_DEFAULT);
         assert_eq!(parsed.activation, Activation::Stream);
         assert!(!parsed.json);
         assert_eq!(

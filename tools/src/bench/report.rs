@@ -184,7 +184,7 @@ impl Summary {
     pub fn parameters(&self) -> String {
         let rate = if self.rate == 0 {
             format!(
-                "as fast as possible ({} creations in flight)",
+                "as fast as possible ({} instances in flight)",
                 self.in_flight
             )
         } else {
@@ -666,7 +666,7 @@ svg {{ display: block; margin: 1em 0; max-width: 100%; height: auto; }}
             "rate",
             if summary.rate == 0 {
                 format!(
-                    "as fast as possible, {} creations in flight",
+                    "as fast as possible, {} instances in flight",
                     summary.in_flight
                 )
             } else {

@@ -309,6 +309,12 @@ impl Tracker {
         self.instances.len()
     }
 
+    /// This run's instances created and not completed yet.
+    #[must_use]
+    pub fn in_progress(&self) -> u64 {
+        self.created_total.saturating_sub(self.completed_total)
+    }
+
     /// Instances created in the measured window whose job is not completed yet.
     #[must_use]
     pub fn pending_measured(&self) -> u64 {

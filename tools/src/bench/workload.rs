@@ -16,13 +16,13 @@
 //! window's instances to complete, then stops every task.
 
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use sluice_broker::gateway::proto::gateway_protocol as pb;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
@@ -98,6 +98,8 @@ const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 const CREATE_BACKOFF: Duration = Duration::from_millis(5);
 /// Pause of a creator while [`INSTANCES_TRACKED_MAX`] instances are tracked.
 const TRACKED_FULL_BACKOFF: Duration = Duration::from_millis(10);
+/// Longest a closed-loop creator waits for a completion before it looks again.
+const ROOM_WAIT_MAX: Duration = Duration::from_millis(50);
 /// Jobs a worker holds (activated or pushed, not yet completed) at most; also each poll's
 /// `maxJobsToActivate`.
 pub const JOBS_IN_HAND_MAX: usize = 32;
@@ -256,11 +258,37 @@ async fn wait_for_room(tracker: &Shared) {
     }
 }
 
-/// `--rate 0`: one creation after the other until `until`.
-async fn closed_loop_creator(mut client: Client, tracker: Shared, until: Instant) {
+/// Woken whenever an instance completes: closed-loop creators wait on it for room.
+static ROOM: Notify = Notify::const_new();
+
+/// `--rate 0`: creates instances until `until`, keeping at most `in_flight` instances started
+/// and not completed (creations awaiting their answer included; `creating` counts those of
+/// every creator).
+async fn closed_loop_creator(
+    mut client: Client,
+    tracker: Shared,
+    until: Instant,
+    in_flight: u64,
+    creating: Arc<AtomicU64>,
+) {
     while Instant::now() < until {
+        loop {
+            let notified = ROOM.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if lock(&tracker).in_progress() + creating.load(Ordering::Relaxed) < in_flight {
+                break;
+            }
+            let _ = tokio::time::timeout(ROOM_WAIT_MAX, notified).await;
+            if Instant::now() >= until {
+                return;
+            }
+        }
         wait_for_room(&tracker).await;
-        if !create_one(&mut client, &tracker, Instant::now()).await {
+        creating.fetch_add(1, Ordering::Relaxed);
+        let created = create_one(&mut client, &tracker, Instant::now()).await;
+        creating.fetch_sub(1, Ordering::Relaxed);
+        if !created {
             tokio::time::sleep(CREATE_BACKOFF).await;
         }
     }
@@ -306,6 +334,8 @@ async fn complete(mut client: Client, tracker: Shared, job: pb::ActivatedJob) {
         Ok(_) => {
             tracker.handle_rpc(Rpc::CompleteJob, now - sent_at);
             tracker.handle_completed(job.process_instance_key, now);
+            drop(tracker);
+            ROOM.notify_waiters();
         }
         Err(status) => tracker.handle_error(Rpc::CompleteJob, code_of(&status)),
     }
@@ -653,11 +683,14 @@ pub async fn run(args: &GatewayArgs) -> Result<Measurements> {
 
     if args.rate == 0 {
         let mut creators = JoinSet::new();
+        let creating = Arc::new(AtomicU64::new(0));
         for _ in 0..args.in_flight {
             creators.spawn(closed_loop_creator(
                 creator_client.clone(),
                 Arc::clone(&tracker),
                 until,
+                u64::from(args.in_flight),
+                Arc::clone(&creating),
             ));
         }
         while let Some(joined) = creators.join_next().await {
