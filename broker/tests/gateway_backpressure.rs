@@ -14,13 +14,11 @@ mod common;
 use std::time::Duration;
 
 use common::Cluster;
-use sluice_broker::dev::{self, DevOptions, GATEWAY_PORT};
+use common::gateway::{self, Client};
+use sluice_broker::dev::DevOptions;
 use sluice_broker::gateway::proto::gateway_protocol as pb;
 use tokio::time::Instant;
 use tonic::Code;
-use tonic::transport::Channel;
-
-type Client = pb::gateway_client::GatewayClient<Channel>;
 
 const PORT_OFFSET: u32 = 310;
 const DISABLED_PORT_OFFSET: u32 = 315;
@@ -31,14 +29,6 @@ const COMPLETIONS: usize = 20;
 const WAIT: Duration = Duration::from_secs(20);
 /// Bound of one flood: every call has answered by then.
 const FLOOD_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn bpmn(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../engine/testdata/bpmn/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read(&path).unwrap_or_else(|error| panic!("reading {path}: {error}"))
-}
 
 /// A one-broker, one-partition cluster whose limit is one command in flight, with `extra`
 /// overrides; returns once its partition has a leader.
@@ -75,26 +65,8 @@ fn start(name: &str, port_offset: u32, extra: &[(&str, &str)]) -> Cluster {
 }
 
 async fn connect(port_offset: u32) -> Client {
-    let url = format!(
-        "http://127.0.0.1:{}",
-        dev::port(GATEWAY_PORT, port_offset, 0)
-    );
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
-            .expect("a valid URL")
-            .timeout(Duration::from_secs(15));
-        match endpoint.connect().await {
-            Ok(channel) => return Client::new(channel),
-            Err(error) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "the gateway did not accept: {error}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    let endpoint = gateway::plain_endpoint(port_offset, 0, Duration::from_secs(15));
+    Client::new(gateway::connect(&endpoint, WAIT).await)
 }
 
 async fn deploy(client: &mut Client) {
@@ -102,7 +74,7 @@ async fn deploy(client: &mut Client) {
         .deploy_resource(pb::DeployResourceRequest {
             resources: vec![pb::Resource {
                 name: "one_task.bpmn".to_owned(),
-                content: bpmn("one_task.bpmn"),
+                content: gateway::bpmn("one_task.bpmn"),
             }],
             tenant_id: String::new(),
         })

@@ -16,16 +16,15 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use common::gateway::{self, Client};
 use common::{Cluster, index_of};
-use sluice_broker::dev::{self, DevOptions, GATEWAY_PORT};
+use sluice_broker::dev::DevOptions;
 use sluice_broker::gateway::proto::gateway_protocol as pb;
 use sluice_broker::partitioning::PartitionId;
 use sluice_engine::record::key_partition;
 use tokio::time::Instant;
 use tonic::Code;
 use tonic::transport::Channel;
-
-type Client = pb::gateway_client::GatewayClient<Channel>;
 
 const PORT_OFFSET: u32 = 290;
 const PARTITIONS: u32 = 3;
@@ -63,35 +62,9 @@ const HOLD_BPMN: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 </bpmn:definitions>
 "#;
 
-fn bpmn(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../engine/testdata/bpmn/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read(&path).unwrap_or_else(|error| panic!("reading {path}: {error}"))
-}
-
 async fn connect(index: u32) -> Channel {
-    let url = format!(
-        "http://127.0.0.1:{}",
-        dev::port(GATEWAY_PORT, PORT_OFFSET, index)
-    );
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
-            .expect("a valid URL")
-            .timeout(CHANNEL_TIMEOUT);
-        match endpoint.connect().await {
-            Ok(channel) => return channel,
-            Err(error) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "gateway {index} did not accept: {error}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    let endpoint = gateway::plain_endpoint(PORT_OFFSET, index, CHANNEL_TIMEOUT);
+    gateway::connect(&endpoint, WAIT).await
 }
 
 /// `message` with a gRPC deadline (`grpc-timeout`).
@@ -119,26 +92,6 @@ fn leaders(topology: &pb::TopologyResponse) -> BTreeMap<PartitionId, i32> {
             _ => None,
         })
         .collect()
-}
-
-/// Waits until Topology lists 3 brokers and one leader per partition.
-async fn settled_topology(client: &mut Client) -> pb::TopologyResponse {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let topology = client
-            .topology(pb::TopologyRequest {})
-            .await
-            .expect("Topology answers")
-            .into_inner();
-        if topology.brokers.len() == 3 && leaders(&topology).len() == 3 {
-            return topology;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "topology did not settle: {topology:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn create_request(process: &str) -> pb::CreateProcessInstanceRequest {
@@ -314,7 +267,7 @@ fn gateway_failover() {
         // Pick the partition and the gateway: a partition led by another broker than the
         // gateway's, found through Topology.
         let mut client = Client::new(connect(0).await);
-        let topology = settled_topology(&mut client).await;
+        let topology = gateway::settled_topology(&mut client, 3, WAIT).await;
         let initial_leaders = leaders(&topology);
         let (gateway, affected, doomed) = (0..3)
             .find_map(|gateway| {
@@ -340,7 +293,7 @@ fn gateway_failover() {
                     resources: vec![
                         pb::Resource {
                             name: "one_task.bpmn".to_owned(),
-                            content: bpmn("one_task.bpmn"),
+                            content: gateway::bpmn("one_task.bpmn"),
                         },
                         pb::Resource {
                             name: "hold.bpmn".to_owned(),

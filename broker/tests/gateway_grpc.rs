@@ -16,86 +16,34 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::Cluster;
+use common::gateway::{self, Client};
 use sluice_broker::dev::{self, DevOptions, GATEWAY_PORT};
 use sluice_broker::gateway::proto::gateway_protocol as pb;
 use sluice_broker::gateway::proto::health as hpb;
 use sluice_engine::record::key_partition;
 use tokio::time::Instant;
 use tonic::Code;
+use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
-
-type Client = pb::gateway_client::GatewayClient<Channel>;
 
 const PORT_OFFSET: u32 = 270;
 const PARTITIONS: u32 = 3;
 const WAIT: Duration = Duration::from_secs(20);
 
-fn bpmn(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../engine/testdata/bpmn/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read(&path).unwrap_or_else(|error| panic!("reading {path}: {error}"))
-}
-
-fn gateway_url(index: u32) -> String {
-    format!(
-        "http://127.0.0.1:{}",
-        dev::port(GATEWAY_PORT, PORT_OFFSET, index)
-    )
-}
+/// A process that runs straight from its start to its end.
+const PASS_BPMN: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" id="Definitions_pass" targetNamespace="http://bpmn.io/schema/bpmn">
+  <bpmn:process id="pass" isExecutable="true">
+    <bpmn:startEvent id="start"><bpmn:outgoing>to_end</bpmn:outgoing></bpmn:startEvent>
+    <bpmn:sequenceFlow id="to_end" sourceRef="start" targetRef="end" />
+    <bpmn:endEvent id="end"><bpmn:incoming>to_end</bpmn:incoming></bpmn:endEvent>
+  </bpmn:process>
+</bpmn:definitions>
+"#;
 
 async fn connect(index: u32) -> Channel {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let endpoint = tonic::transport::Endpoint::from_shared(gateway_url(index))
-            .expect("a valid URL")
-            .timeout(Duration::from_secs(15));
-        match endpoint.connect().await {
-            Ok(channel) => return channel,
-            Err(error) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "gateway {index} did not accept: {error}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-/// Waits until Topology lists 3 brokers and one leader per partition.
-async fn settled_topology(client: &mut Client) -> pb::TopologyResponse {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let topology = client
-            .topology(pb::TopologyRequest {})
-            .await
-            .expect("Topology answers")
-            .into_inner();
-        let leaders: Vec<i32> = (1..=3)
-            .map(|partition_id| {
-                let count = topology
-                    .brokers
-                    .iter()
-                    .flat_map(|broker| &broker.partitions)
-                    .filter(|p| {
-                        p.partition_id == partition_id
-                            && p.role == i32::from(pb::partition::PartitionBrokerRole::Leader)
-                    })
-                    .count();
-                i32::try_from(count).expect("few")
-            })
-            .collect();
-        if topology.brokers.len() == 3 && leaders == [1, 1, 1] {
-            return topology;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "topology did not settle: leaders per partition {leaders:?}, {topology:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let endpoint = gateway::plain_endpoint(PORT_OFFSET, index, Duration::from_secs(15));
+    gateway::connect(&endpoint, WAIT).await
 }
 
 fn create_request(process: &str, variables: &str) -> pb::CreateProcessInstanceRequest {
@@ -194,7 +142,7 @@ fn gateway_grpc() {
             i32::from(hpb::health_check_response::ServingStatus::Serving)
         );
 
-        let topology = settled_topology(&mut client).await;
+        let topology = gateway::settled_topology(&mut client, 3, WAIT).await;
         assert_eq!(topology.cluster_size, 3);
         assert_eq!(topology.partitions_count, 3);
         assert_eq!(topology.replication_factor, 3);
@@ -213,7 +161,7 @@ fn gateway_grpc() {
             .deploy_resource(pb::DeployResourceRequest {
                 resources: vec![pb::Resource {
                     name: "one_task.bpmn".to_owned(),
-                    content: bpmn("one_task.bpmn"),
+                    content: gateway::bpmn("one_task.bpmn"),
                 }],
                 tenant_id: String::new(),
             })
@@ -263,6 +211,41 @@ fn gateway_grpc() {
         cluster.note(&format!(
             "{instances} instances on partitions {partitions:?}"
         ));
+
+        // Requests compressed with gzip, as the Camunda 8 SDK sends every call, and answers
+        // compressed for a client that accepts gzip.
+        let mut gzip_client = client
+            .clone()
+            .send_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Gzip);
+        gzip_client
+            .deploy_resource(pb::DeployResourceRequest {
+                resources: vec![pb::Resource {
+                    name: "pass.bpmn".to_owned(),
+                    content: PASS_BPMN.as_bytes().to_vec(),
+                }],
+                tenant_id: String::new(),
+            })
+            .await
+            .expect("a gzip-compressed deployment is served");
+        let padding = "z".repeat(200_000);
+        let gzip_variables = format!(r#"{{"padding":"{padding}"}}"#);
+        let gzipped = gzip_client
+            .create_process_instance_with_result(pb::CreateProcessInstanceWithResultRequest {
+                request: Some(create_request("pass", &gzip_variables)),
+                request_timeout: 20_000,
+                fetch_variables: vec!["padding".to_owned()],
+            })
+            .await
+            .expect("a gzip-compressed creation is served")
+            .into_inner();
+        assert_eq!(gzipped.variables, gzip_variables);
+        let gzip_topology = gzip_client
+            .topology(pb::TopologyRequest {})
+            .await
+            .expect("a gzip-compressed Topology is served")
+            .into_inner();
+        assert_eq!(gzip_topology.partitions_count, 3);
 
         let jobs = activate(&mut client, instances).await;
         assert_eq!(jobs.len(), instances);

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
+use common::gateway::{self, Client};
 use common::{Cluster, test_env};
 use sluice_broker::dev::{self, DevOptions, GATEWAY_PORT};
 use sluice_broker::gateway::proto::gateway_protocol as pb;
@@ -20,8 +21,6 @@ use sluice_engine::record::key_partition;
 use tokio::time::Instant;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
-
-type Client = pb::gateway_client::GatewayClient<Channel>;
 
 const PORT_OFFSET: u32 = 300;
 /// The port offset of the misconfigured brokers, clear of the cluster's.
@@ -34,14 +33,6 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(10);
 const FAILING_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A name in the development certificates' subject alternative names.
 const TLS_DOMAIN: &str = "localhost";
-
-fn bpmn(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../engine/testdata/bpmn/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read(&path).unwrap_or_else(|error| panic!("reading {path}: {error}"))
-}
 
 fn gateway_port(port_offset: u32, index: u32) -> u16 {
     dev::port(GATEWAY_PORT, port_offset, index)
@@ -169,19 +160,7 @@ fn tls_endpoint(port: u16, ca_pem: &[u8]) -> Endpoint {
 }
 
 async fn connect_tls(port: u16, ca_pem: &[u8]) -> Channel {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match tls_endpoint(port, ca_pem).connect().await {
-            Ok(channel) => return channel,
-            Err(error) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "the gateway on port {port} did not accept TLS: {error:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    gateway::connect(&tls_endpoint(port, ca_pem), WAIT).await
 }
 
 /// Connects with `endpoint` and calls Topology; the error, which must come within
@@ -202,32 +181,6 @@ async fn topology_error(endpoint: Endpoint) -> String {
         Ok(Ok(())) => panic!("Topology answered a client that should have been refused"),
         Ok(Err(error)) => error,
         Err(elapsed) => panic!("a refused client got no answer ({elapsed})"),
-    }
-}
-
-/// Waits until Topology lists 3 brokers and one leader per partition.
-async fn settled_topology(client: &mut Client) -> pb::TopologyResponse {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let topology = client
-            .topology(pb::TopologyRequest {})
-            .await
-            .expect("Topology answers over TLS")
-            .into_inner();
-        let leaders = topology
-            .brokers
-            .iter()
-            .flat_map(|broker| &broker.partitions)
-            .filter(|p| p.role == i32::from(pb::partition::PartitionBrokerRole::Leader))
-            .count();
-        if topology.brokers.len() == 3 && leaders == 3 {
-            return topology;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "topology did not settle: {topology:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -315,7 +268,7 @@ fn gateway_tls() {
         .expect("a tokio runtime");
     runtime.block_on(async {
         let mut client = Client::new(connect_tls(gateway_port(PORT_OFFSET, 0), &ca_pem).await);
-        let topology = settled_topology(&mut client).await;
+        let topology = gateway::settled_topology(&mut client, 3, WAIT).await;
         assert_eq!(topology.cluster_size, 3);
         assert_eq!(topology.partitions_count, 3);
         cluster.note("Topology over TLS: 3 brokers, a leader per partition");
@@ -324,7 +277,7 @@ fn gateway_tls() {
             .deploy_resource(pb::DeployResourceRequest {
                 resources: vec![pb::Resource {
                     name: "one_task.bpmn".to_owned(),
-                    content: bpmn("one_task.bpmn"),
+                    content: gateway::bpmn("one_task.bpmn"),
                 }],
                 tenant_id: String::new(),
             })

@@ -4,10 +4,10 @@
 //! another thread, publish, cancel, fail with no retries left, throw-error, set-variables, and
 //! the error lines and exit statuses of refused requests and bad arguments.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Process, Output as ProcessOutput, Stdio};
+use std::process::{Command as Process, Output as ProcessOutput};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -592,61 +592,9 @@ fn activated_jobs_render_as_a_table_with_embedded_json() {
 /// Ports of broker i: the defaults + 10 * (`PORT_OFFSET` + i), away from other tests and from a
 /// developer's `sluice dev`.
 const PORT_OFFSET: u16 = 320;
-const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
 /// How long the gateway may take to list a leader for every partition once the brokers are
 /// ready.
 const GATEWAY_DEADLINE: Duration = Duration::from_secs(30);
-
-/// `sluice` sits next to `sluicectl` in the target directory (`cargo test --workspace` builds
-/// every package's binaries).
-fn sluice_exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_sluicectl")).with_file_name("sluice")
-}
-
-/// How long `sluice dev` may take to stop its brokers on SIGINT, and how long a previous run's
-/// brokers may hold this test's ports.
-const STOP_DEADLINE: Duration = Duration::from_secs(15);
-
-/// `sluice dev`, stopped as Ctrl-C would when dropped: its brokers (children that get SIGTERM
-/// only when it dies) must release their ports before another run starts.
-struct Dev(Child);
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.0.id()) {
-            // SAFETY: signals the child this test started; `kill` has no memory effects.
-            unsafe {
-                libc::kill(pid, libc::SIGINT);
-            }
-        }
-        let deadline = Instant::now() + STOP_DEADLINE;
-        while Instant::now() < deadline {
-            if !matches!(self.0.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn ready(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if write!(
-        stream,
-        "GET /ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .is_err()
-    {
-        return false;
-    }
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).is_ok() && answer.starts_with("HTTP/1.1 200")
-}
 
 /// Runs `sluicectl --gateway <broker 0's gateway> args...`.
 fn sluicectl(gateway: &str, args: &[&str]) -> ProcessOutput {
@@ -767,50 +715,14 @@ fn settled_topology(gateway: &str, dir: &Path) -> Value {
 #[test]
 #[expect(clippy::too_many_lines, reason = "one scenario, step by step")]
 fn sluicectl_drives_a_dev_cluster() {
-    let exe = sluice_exe();
-    assert!(
-        exe.exists(),
-        "{} is missing: run the workspace tests (bash scripts/test.sh), which build it",
-        exe.display()
+    let dev = common::start_dev(
+        &common::sluice_exe(env!("CARGO_BIN_EXE_sluicectl")),
+        PORT_OFFSET,
+        "sluicectl",
     );
-    let gateway = format!("127.0.0.1:{}", 26500 + 10 * PORT_OFFSET);
+    let dir = dev.dir.clone();
+    let gateway = dev.gateway.clone();
     let gateway = gateway.as_str();
-    // A gateway already answering here would be another run's cluster, not this one.
-    let deadline = Instant::now() + STOP_DEADLINE;
-    while TcpStream::connect(gateway).is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "{gateway} is in use (a sluice dev with --port-offset {PORT_OFFSET} still running?)"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("sluicectl-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut dev = Dev(Process::new(&exe)
-        .args(["dev", "--port-offset", &PORT_OFFSET.to_string(), "--dir"])
-        .arg(&dir)
-        .env("ZEEBE_BROKER_CLUSTER_ELECTIONTIMEOUT", "1000ms")
-        .env("ZEEBE_BROKER_CLUSTER_HEARTBEATINTERVAL", "100ms")
-        .env("ZEEBE_BROKER_DATA_LOGSEGMENTSIZE", "16MB")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("starting sluice dev"));
-    let management = |i: u16| 9600 + 10 * (PORT_OFFSET + i);
-    let deadline = Instant::now() + STARTUP_DEADLINE;
-    while !(0..3).all(|i| ready(management(i))) {
-        assert!(
-            dev.0.try_wait().expect("polling sluice dev").is_none(),
-            "sluice dev exited; logs in {}",
-            dir.display()
-        );
-        assert!(
-            Instant::now() < deadline,
-            "the dev cluster was not ready within {STARTUP_DEADLINE:?}; logs in {}",
-            dir.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 
     // Topology: 3 brokers, 3 partitions, one leader each.
     let topology = settled_topology(gateway, &dir);

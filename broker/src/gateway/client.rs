@@ -372,22 +372,11 @@ async fn drive_connection(stream: TcpStream, mut queue: mpsc::Receiver<Outgoing>
     let mut decoder = ResponseDecoder::new();
     let mut buffer = vec![0u8; READ_CHUNK_BYTES];
     loop {
+        // Reads first: a peer that died has left an end of stream (or a reset) to read, and
+        // noticing it before writing keeps a command from being written into a dead connection,
+        // where it would count as sent and lost rather than as never sent.
         tokio::select! {
-            outgoing = queue.recv() => {
-                let Some(outgoing) = outgoing else { return };
-                // Everything queued by now goes out in one write.
-                let mut frames = outgoing.frame;
-                waiting.insert(outgoing.request_id, outgoing.answer);
-                while frames.len() < WRITE_COALESCE_BYTES
-                    && let Ok(more) = queue.try_recv()
-                {
-                    frames.extend_from_slice(&more.frame);
-                    waiting.insert(more.request_id, more.answer);
-                }
-                if writer.write_all(&frames).await.is_err() {
-                    return;
-                }
-            }
+            biased;
             read = reader.read(&mut buffer) => {
                 let bytes = match read {
                     Ok(0) | Err(_) => return,
@@ -404,6 +393,21 @@ async fn drive_connection(stream: TcpStream, mut queue: mpsc::Receiver<Outgoing>
                         Ok(None) => break,
                         Err(_) => return,
                     }
+                }
+            }
+            outgoing = queue.recv() => {
+                let Some(outgoing) = outgoing else { return };
+                // Everything queued by now goes out in one write.
+                let mut frames = outgoing.frame;
+                waiting.insert(outgoing.request_id, outgoing.answer);
+                while frames.len() < WRITE_COALESCE_BYTES
+                    && let Ok(more) = queue.try_recv()
+                {
+                    frames.extend_from_slice(&more.frame);
+                    waiting.insert(more.request_id, more.answer);
+                }
+                if writer.write_all(&frames).await.is_err() {
+                    return;
                 }
             }
         }

@@ -286,7 +286,11 @@ async fn serve(
     let router = builder
         .add_service(
             proto::gateway_protocol::gateway_server::GatewayServer::new(gateway)
-                .max_decoding_message_size(mapping::GRPC_MESSAGE_BYTES_MAX),
+                .max_decoding_message_size(mapping::GRPC_MESSAGE_BYTES_MAX)
+                // Zeebe's clients may compress requests (the Camunda 8 SDK always does); an
+                // answer is compressed only for a client that says it accepts gzip.
+                .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                .send_compressed(tonic::codec::CompressionEncoding::Gzip),
         )
         .add_service(proto::health::health_server::HealthServer::new(
             service::HealthService,

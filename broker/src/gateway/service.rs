@@ -64,17 +64,24 @@ pub struct GatewayService {
     next_partition: Arc<AtomicU32>,
 }
 
-/// The deadline of a call: its `grpc-timeout`, else `default`, bounded.
 /// How long before the client's gRPC deadline a long poll answers empty.
 const LONG_POLL_MARGIN: Duration = Duration::from_millis(50);
+/// Longest a call gives up before its `grpc-timeout`: tonic ends a call whose `grpc-timeout`
+/// passed with `CANCELLED`, so the gateway answers `DEADLINE_EXCEEDED` (Zeebe's code) just
+/// before that.
+const DEADLINE_MARGIN_MAX: Duration = Duration::from_millis(20);
 
+/// The deadline of a call: its `grpc-timeout` less a margin (a tenth of it, at most
+/// [`DEADLINE_MARGIN_MAX`]), else `default`; bounded by [`REQUEST_TIMEOUT_MAX`].
 fn deadline_of<T>(request: &Request<T>, default: Duration) -> Instant {
     let timeout = request
         .metadata()
         .get("grpc-timeout")
         .and_then(|value| value.to_str().ok())
         .and_then(mapping::parse_grpc_timeout)
-        .unwrap_or(default)
+        .map_or(default, |timeout| {
+            timeout.saturating_sub((timeout / 10).min(DEADLINE_MARGIN_MAX))
+        })
         .min(REQUEST_TIMEOUT_MAX);
     Instant::now() + timeout
 }
@@ -249,8 +256,8 @@ impl GatewayService {
     }
 
     /// `StreamActivatedJobs`: one task per partition keeps a poll parked at its leader (see
-    /// [`crate::client_api::Request::Poll`]), so a job reaches the stream one activation after
-    /// its creation commits. The tasks end once the client has left and their poll returned;
+    /// [`crate::client_api::Request::Poll`]); the leader activates a job for it right after the
+    /// job's creation, so the job reaches the stream as its creation commits. The tasks end once the client has left and their poll returned;
     /// jobs a poll brings back after that are handed back to the partition.
     fn stream_loop(
         &self,

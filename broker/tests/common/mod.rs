@@ -25,6 +25,8 @@
     reason = "every test binary compiles this module and uses a different part of it"
 )]
 
+pub mod gateway;
+
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
