@@ -90,7 +90,7 @@ fn create_command() -> Record {
             version: -1,
             process_definition_key: -1,
             process_instance_key: -1,
-            variables: String::new(),
+            variables: String::new().into(),
             fetch_variables: Vec::new(),
         }),
     )

@@ -54,6 +54,17 @@ pub const PAYLOAD_COMMAND: u8 = 0x01;
 pub const PAYLOAD_POLL: u8 = 0x02;
 /// Bytes of committed entries read from the journal at a time when replaying.
 const REPLAY_READ_BYTES_MAX: u64 = 4 << 20;
+/// How long the engine's clock work waits after its output was too large for an entry.
+const TICK_PAUSE_AFTER_TOO_LARGE_MS: i64 = 1_000;
+
+/// The journal entry holding `records`: the tag, then the encoded records.
+fn entry_payload(records: &[Record]) -> Vec<u8> {
+    let encoded = encode_records(records);
+    let mut payload = Vec::with_capacity(encoded.len() + 1);
+    payload.push(ENTRY_RECORDS);
+    payload.extend_from_slice(&encoded);
+    payload
+}
 
 /// An engine command as an append payload: the tag, then the encoded record.
 #[must_use]
@@ -132,15 +143,42 @@ pub(crate) struct EngineRunner {
     slots: VecDeque<(u64, Instant)>,
     /// Polls waiting for jobs, in arrival order.
     parked: Vec<Parked>,
+    /// Largest entry proposed; an output that would encode larger is rolled back and its
+    /// command rejected (`EXCEEDED_BATCH_RECORD_SIZE`).
+    entry_bytes_max: usize,
+    /// The engine was rolled back (rebuilt) while leading: it replays every entry of the log,
+    /// committed or not, before it processes again.
+    replay_to_last: bool,
+    /// Rolled-back clock work: no tick before this wall-clock ms.
+    ticks_paused_until_ms: i64,
+    /// Outputs rolled back for being too large, for metrics.
+    pub(crate) outputs_too_large: u64,
+}
+
+/// What became of a processed command's output.
+enum Proposal {
+    /// Proposed (or nothing to write); its effects are filed.
+    Done,
+    /// Raft refused: leadership is lost, the engine was rebuilt.
+    Lost,
+    /// The output encodes to this many bytes, above the entry limit: nothing was proposed.
+    TooLarge(usize),
 }
 
 impl EngineRunner {
+    /// The runner of a replica whose entries hold at most `entry_bytes_max` bytes and whose
+    /// job batches hold at most `job_batch_bytes_max` (both derived from `maxMessageSize`).
     pub(crate) fn new(
         partition_id: PartitionId,
         partition_count: u32,
         limiter: Rc<AimdLimiter>,
+        entry_bytes_max: usize,
+        job_batch_bytes_max: usize,
     ) -> Self {
-        let config = EngineConfig::new(partition_id, partition_count);
+        let config = EngineConfig {
+            job_batch_bytes_max,
+            ..EngineConfig::new(partition_id, partition_count)
+        };
         Self {
             partition_id,
             engine: Engine::new(config.clone()),
@@ -159,6 +197,10 @@ impl EngineRunner {
             limiter,
             slots: VecDeque::new(),
             parked: Vec::new(),
+            entry_bytes_max,
+            replay_to_last: false,
+            ticks_paused_until_ms: 0,
+            outputs_too_large: 0,
         }
     }
 
@@ -348,7 +390,9 @@ impl EngineRunner {
         } else {
             log.first_index_of_term_at(last)
         };
-        raft.commit_index() >= term_start && self.applied_index >= raft.commit_index()
+        raft.commit_index() >= term_start
+            && self.applied_index >= raft.commit_index()
+            && !self.replay_to_last
     }
 
     /// Notices a change of role: a replica that stops leading drops its speculative state.
@@ -379,6 +423,7 @@ impl EngineRunner {
             });
         }
         self.effects.clear();
+        self.replay_to_last = false;
         if self.applied_index > commit_index {
             self.rebuild();
         }
@@ -406,13 +451,32 @@ impl EngineRunner {
         }
     }
 
-    /// Replays committed entries not yet in the engine.
+    /// Replays committed entries not yet in the engine; after a roll-back on the leader, every
+    /// entry of its log (its own, not yet committed, included).
     pub(crate) async fn apply_committed(
         &mut self,
         raft: &Raft,
         journal: &Journal<DmaStorage>,
     ) -> anyhow::Result<()> {
-        let commit = raft.commit_index();
+        let commit = if self.replay_to_last && raft.role() == Role::Leader {
+            raft.log().last_index()
+        } else {
+            raft.commit_index()
+        };
+        self.replay_until(commit, raft, journal).await?;
+        if self.replay_to_last && self.applied_index >= raft.log().last_index() {
+            self.replay_to_last = false;
+        }
+        Ok(())
+    }
+
+    /// Replays the log's entries after the applied index up to `commit`.
+    async fn replay_until(
+        &mut self,
+        commit: u64,
+        raft: &Raft,
+        journal: &Journal<DmaStorage>,
+    ) -> anyhow::Result<()> {
         while self.applied_index < commit {
             let from = self.applied_index + 1;
             let cached = raft
@@ -499,28 +563,129 @@ impl EngineRunner {
                 }
             }
             let available = self.jobs_made_available();
-            if !self.propose_output(raft) {
-                // Its slot went with the step-down's; the command itself is lost unanswered.
-                self.limiter.release(None);
-                return;
+            match self.propose_output(raft) {
+                Proposal::Done => {}
+                Proposal::Lost => {
+                    // Its slot went with the step-down's; the command itself is lost unanswered.
+                    self.limiter.release(None);
+                    return;
+                }
+                Proposal::TooLarge(bytes) => {
+                    self.reject_too_large(raft, request, bytes, arrived);
+                    return;
+                }
             }
             self.slots.push_back((self.applied_index, arrived));
             for job_type in available {
                 self.wake_parked(&job_type);
             }
         }
-        if self
-            .engine
-            .next_deadline_ms()
-            .is_some_and(|deadline| deadline <= now_ms)
+        if now_ms >= self.ticks_paused_until_ms
+            && self
+                .engine
+                .next_deadline_ms()
+                .is_some_and(|deadline| deadline <= now_ms)
         {
             self.out.clear();
             self.engine.tick(now_ms, &mut self.out);
             let available = self.jobs_made_available();
-            if self.propose_output(raft) {
-                for job_type in available {
-                    self.wake_parked(&job_type);
+            match self.propose_output(raft) {
+                Proposal::Done => {
+                    for job_type in available {
+                        self.wake_parked(&job_type);
+                    }
                 }
+                Proposal::Lost => {}
+                Proposal::TooLarge(bytes) => {
+                    // No command to reject: the clock work is undone and tried again later.
+                    eprintln!(
+                        "partition {}: the engine's clock work made an entry of {bytes} bytes, \
+                         above the limit of {} bytes; rolled back, retrying in {} ms",
+                        self.partition_id, self.entry_bytes_max, TICK_PAUSE_AFTER_TOO_LARGE_MS
+                    );
+                    self.roll_back();
+                    self.ticks_paused_until_ms =
+                        now_ms.saturating_add(TICK_PAUSE_AFTER_TOO_LARGE_MS);
+                }
+            }
+        }
+    }
+
+    /// Undoes speculative processing that was not proposed: the engine starts again from its
+    /// base and replays the whole log, its own uncommitted entries included, before it
+    /// processes anything else.
+    fn roll_back(&mut self) {
+        self.outputs_too_large += 1;
+        self.out.clear();
+        self.rebuild();
+        self.replay_to_last = true;
+    }
+
+    /// The output of the command answering `request` was too large for one entry: roll it back
+    /// and write the command with its rejection instead (Zeebe's `EXCEEDED_BATCH_RECORD_SIZE`),
+    /// answered once that entry commits.
+    fn reject_too_large(
+        &mut self,
+        raft: &mut Raft,
+        request: Option<RequestId>,
+        bytes: usize,
+        arrived: Instant,
+    ) {
+        let command = self.out.records.first().cloned();
+        self.roll_back();
+        let Some(command) = command else {
+            self.limiter.release(None);
+            return;
+        };
+        let reason = format!(
+            "Expected to process the command, but the records it produces take {bytes} bytes, \
+             above the largest log entry of {} bytes (derived from maxMessageSize); send \
+             smaller variables or resources",
+            self.entry_bytes_max
+        );
+        let rejection = Record {
+            record_type: RecordType::CommandRejection,
+            rejection: Some(sluice_engine::record::Rejection {
+                rejection_type: sluice_engine::RejectionType::ExceededBatchRecordSize,
+                reason,
+            }),
+            ..command.clone()
+        };
+        let payload = entry_payload(&[command, rejection.clone()]);
+        if payload.len() > self.entry_bytes_max {
+            // Not even the command fits (it came from another partition): answer at once.
+            self.limiter.release(None);
+            if let Some(request) = request
+                && let Some((responder, _)) = self.waiting.remove(&request)
+            {
+                responder(AppendOutcome::Committed {
+                    index: 0,
+                    response: Some(encode_records(&[rejection]).to_vec()),
+                });
+            }
+            return;
+        }
+        match raft.propose(Rc::from(payload)) {
+            Ok(index) => {
+                // The engine applies the entry when it replays up to the log's end.
+                if let Some(request) = request {
+                    self.effects
+                        .entry(index)
+                        .or_default()
+                        .push(SideEffect::Respond {
+                            request,
+                            record: rejection,
+                        });
+                }
+                self.slots.push_back((index, arrived));
+            }
+            Err(error) => {
+                self.limiter.release(None);
+                let leader = match error {
+                    ProposeError::NotLeader { leader } => leader.map(node_id),
+                    ProposeError::Transferring => None,
+                };
+                self.step_down(raft.commit_index(), leader);
             }
         }
     }
@@ -544,17 +709,15 @@ impl EngineRunner {
     }
 
     /// Proposes `self.out`'s records and files its side effects under the entry's index.
-    /// Returns false when the proposal failed (the engine is then rebuilt).
-    fn propose_output(&mut self, raft: &mut Raft) -> bool {
-        let effects = std::mem::take(&mut self.out.side_effects);
+    fn propose_output(&mut self, raft: &mut Raft) -> Proposal {
         let index = if self.out.records.is_empty() {
             self.applied_index
         } else {
+            let payload = entry_payload(&self.out.records);
+            if payload.len() > self.entry_bytes_max {
+                return Proposal::TooLarge(payload.len());
+            }
             self.records_since_snapshot += self.out.records.len() as u64;
-            let encoded = encode_records(&self.out.records);
-            let mut payload = Vec::with_capacity(encoded.len() + 1);
-            payload.push(ENTRY_RECORDS);
-            payload.extend_from_slice(&encoded);
             match raft.propose(Rc::from(payload)) {
                 Ok(index) => {
                     self.applied_index = index;
@@ -568,14 +731,15 @@ impl EngineRunner {
                     };
                     self.step_down(raft.commit_index(), leader);
                     self.rebuild();
-                    return false;
+                    return Proposal::Lost;
                 }
             }
         };
+        let effects = std::mem::take(&mut self.out.side_effects);
         if !effects.is_empty() {
             self.effects.entry(index).or_default().extend(effects);
         }
-        true
+        Proposal::Done
     }
 
     /// Carries out the side effects of entries up to `commit`; records each reply's time from

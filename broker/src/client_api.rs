@@ -94,10 +94,15 @@ use std::time::{Duration, Instant};
 /// Bytes of the frame header: body length, then body checksum.
 pub const FRAME_HEADER_BYTES: usize = 8;
 /// Largest payload of an [`Request::Append`], command of a [`Request::Command`] and response of
-/// a [`Response::Processed`], in bytes.
-pub const PAYLOAD_BYTES_MAX: usize = 4 << 20;
+/// a [`Response::Processed`], in bytes: a command of the largest `network.maxMessageSize`
+/// (partitions check their own configured limits).
+pub const PAYLOAD_BYTES_MAX: usize = (7 << 20) + (64 << 10);
 /// Largest message body accepted, in bytes: a maximal payload plus room for the fields.
-pub const MESSAGE_BYTES_MAX: usize = (4 << 20) + (4 << 10);
+pub const MESSAGE_BYTES_MAX: usize = PAYLOAD_BYTES_MAX + (4 << 10);
+const _: () = assert!(
+    PAYLOAD_BYTES_MAX as u64 >= crate::limits::MESSAGE_BYTES_MAX + (64 << 10),
+    "the command API carries the largest command"
+);
 /// Largest text of [`Response::Unavailable`] and [`Response::Invalid`], in bytes; longer texts
 /// are cut (at a character boundary) when encoded.
 pub const TEXT_BYTES_MAX: usize = 1024;

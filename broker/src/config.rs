@@ -132,9 +132,9 @@ pub const FLUSH_DELAY_MS_MAX: u64 = 1_000;
 /// Most glommio shards (`threads.cpuThreadCount`) one broker runs.
 pub const CPU_THREAD_COUNT_MAX: u32 = 64;
 
-/// Smallest `data.logSegmentSize`: a segment must hold its 4 KiB header plus the largest batch
-/// (4 MiB), so anything smaller would be refused by the journal at start-up.
-pub const LOG_SEGMENT_BYTES_MIN: u64 = 5 << 20;
+/// Smallest `data.logSegmentSize` whatever `network.maxMessageSize` is; a segment must also hold
+/// its 4 KiB header plus the largest batch ([`crate::limits::SizeLimits::segment_bytes_min`]).
+pub const LOG_SEGMENT_BYTES_MIN: u64 = 1 << 20;
 
 /// Largest `data.logSegmentSize`.
 pub const LOG_SEGMENT_BYTES_MAX: u64 = 4 << 30;
@@ -357,6 +357,11 @@ pub struct NetworkConfig {
     pub internal_api: ApiConfig,
     /// `network.security`: mutual TLS between brokers.
     pub security: SecurityConfig,
+    /// `network.maxMessageSize`: the largest request a client may send (Zeebe's key); every
+    /// other size limit derives from it ([`crate::limits`]). Default 4 MiB, within
+    /// [`crate::limits::MESSAGE_BYTES_MIN`]`..=`[`crate::limits::MESSAGE_BYTES_MAX`].
+    #[serde(rename = "maxMessageSize", serialize_with = "serialize_size_bytes")]
+    pub max_message_bytes: u64,
 }
 
 impl Default for NetworkConfig {
@@ -368,6 +373,7 @@ impl Default for NetworkConfig {
             command_api: ApiConfig::on_port(26_501),
             internal_api: ApiConfig::on_port(26_502),
             security: SecurityConfig::default(),
+            max_message_bytes: crate::limits::MESSAGE_BYTES_DEFAULT,
         }
     }
 }
@@ -1187,6 +1193,7 @@ const NETWORK: &[Field] = &[
     section("commandApi", API),
     section("internalApi", API),
     section("security", SECURITY),
+    key("maxMessageSize", Leaf::SizeBytes),
 ];
 
 const DATA: &[Field] = &[
@@ -1939,12 +1946,31 @@ impl BrokerConfig {
             "threads",
         )?;
         in_range(
+            "network.maxMessageSize",
+            self.network.max_message_bytes,
+            crate::limits::MESSAGE_BYTES_MIN,
+            crate::limits::MESSAGE_BYTES_MAX,
+            "bytes",
+        )?;
+        in_range(
             "data.logSegmentSize",
             self.data.log_segment_bytes,
             LOG_SEGMENT_BYTES_MIN,
             LOG_SEGMENT_BYTES_MAX,
             "bytes",
         )?;
+        let segment_min = self.size_limits().segment_bytes_min();
+        if self.data.log_segment_bytes < segment_min {
+            return Err(ConfigError::Invalid {
+                key: "data.logSegmentSize",
+                reason: format!(
+                    "is {} bytes, too small for the largest log entry that network.maxMessageSize \
+                     ({} bytes) allows: a segment must hold at least {segment_min} bytes; raise \
+                     data.logSegmentSize or lower network.maxMessageSize",
+                    self.data.log_segment_bytes, self.network.max_message_bytes
+                ),
+            });
+        }
         if self.data.directory.as_os_str().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "data.directory",
@@ -2164,6 +2190,13 @@ impl BrokerConfig {
         }
         ports.push((KEY_MANAGEMENT_PORT, self.management.port));
         ports
+    }
+
+    /// The size limits `network.maxMessageSize` implies. Valid when `self` passed
+    /// [`BrokerConfig::validate`].
+    #[must_use]
+    pub fn size_limits(&self) -> crate::limits::SizeLimits {
+        crate::limits::SizeLimits::new(self.network.max_message_bytes)
     }
 
     /// The limiter every partition leader runs, from `backpressure`: the AIMD limit, or for
@@ -3415,9 +3448,27 @@ partitioning:
         let error = refuse("data: { logSegmentSize: 5GB }\n", &[]);
         message_mentions(&error, &["data.logSegmentSize"]);
         parse("data: { logSegmentSize: 4GB }\n");
-        parse("data: { logSegmentSize: 5MB }\n");
-        let error = refuse("data: { logSegmentSize: 1MB }\n", &[]);
-        message_mentions(&error, &["data.logSegmentSize", "1048576 bytes"]);
+        parse("data: { logSegmentSize: 9MB }\n");
+        // A segment holds the largest entry maxMessageSize allows: 8.25 MiB and a header for
+        // the default 4 MiB.
+        let error = refuse("data: { logSegmentSize: 5MB }\n", &[]);
+        message_mentions(
+            &error,
+            &[
+                "data.logSegmentSize",
+                "network.maxMessageSize",
+                "8654912 bytes",
+            ],
+        );
+        parse("data: { logSegmentSize: 5MB }\nnetwork: { maxMessageSize: 1MB }\n");
+        let error = refuse("data: { logSegmentSize: 512KB }\n", &[]);
+        message_mentions(&error, &["data.logSegmentSize", "524288 bytes"]);
+        let error = refuse("network: { maxMessageSize: 8MB }\n", &[]);
+        message_mentions(&error, &["network.maxMessageSize", "8388608"]);
+        let error = refuse("network: { maxMessageSize: 100KB }\n", &[]);
+        message_mentions(&error, &["network.maxMessageSize"]);
+        let config = parse("network: { maxMessageSize: 2MB }\n");
+        assert_eq!(config.size_limits().message_bytes, 2 << 20);
         let error = refuse("cluster: { membership: { suspectProbes: 0 } }\n", &[]);
         message_mentions(&error, &["cluster.membership.suspectProbes"]);
         let error = refuse("cluster: { membership: { gossipFanout: 17 } }\n", &[]);

@@ -80,6 +80,7 @@ pub mod config;
 pub mod dev;
 pub mod gateway;
 pub mod http;
+pub mod limits;
 pub mod management;
 pub mod metrics;
 pub mod node;

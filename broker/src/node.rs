@@ -84,6 +84,8 @@ pub struct NodeSettings {
     pub election_timeout_ms: u64,
     /// `data.logSegmentSize`.
     pub segment_bytes: u64,
+    /// The size limits derived from `network.maxMessageSize`.
+    pub limits: crate::limits::SizeLimits,
     /// `data.snapshotPeriod`.
     pub snapshot_period_ms: u64,
     /// `data.snapshotRecords`.
@@ -1113,6 +1115,7 @@ pub fn partition_config(settings: &NodeSettings, partition_id: PartitionId) -> P
         heartbeat_interval_ms: settings.heartbeat_interval_ms,
         election_timeout_ms: settings.election_timeout_ms,
         segment_bytes: settings.segment_bytes,
+        limits: settings.limits,
         snapshot_period_ms: settings.snapshot_period_ms,
         snapshot_records: settings.snapshot_records,
         backpressure: settings.backpressure,

@@ -43,8 +43,6 @@ use crate::snapshots::{SnapshotStore, StoredSnapshot};
 pub const INBOX_MESSAGES_MAX: usize = 65_536;
 /// Appends queued or awaiting commit on one replica before new ones are refused as overload.
 pub const APPENDS_PENDING_MAX: usize = 65_536;
-/// Largest payload of one append: the journal's batch limit less its header.
-pub const APPEND_PAYLOAD_BYTES_MAX: usize = 4 << 20;
 /// Commands one round processes before it lets Raft and the network run.
 const COMMANDS_PER_ROUND_MAX: usize = 256;
 /// Pause before retrying a failed flush (a full disk, an I/O error).
@@ -134,6 +132,8 @@ pub struct PartitionConfig {
     pub election_timeout_ms: u64,
     /// The journal's segment size.
     pub segment_bytes: u64,
+    /// The size limits derived from `network.maxMessageSize`.
+    pub limits: crate::limits::SizeLimits,
     /// Snapshot at least this often when something new was committed.
     pub snapshot_period_ms: u64,
     /// ... and after this many committed records.
@@ -269,6 +269,8 @@ pub struct Partition {
     preferred_leader: NodeId,
     /// Backpressure on engine commands.
     limiter: Rc<crate::backpressure::AimdLimiter>,
+    /// The largest entry (raw append) accepted.
+    entry_bytes_max: usize,
 }
 
 impl std::fmt::Debug for Partition {
@@ -294,6 +296,7 @@ impl Partition {
         let storage = DmaStorage::open_write_through(&journal_dir).await?;
         let journal_config = JournalConfig {
             segment_bytes: config.segment_bytes,
+            batch_bytes_max: config.limits.journal_batch_bytes,
             ..JournalConfig::default()
         };
         let (journal, report) = Journal::open(storage, journal_config).await?;
@@ -332,6 +335,7 @@ impl Partition {
             status: RefCell::new(PartitionStatus::new(config.partition_id)),
             preferred_leader,
             limiter: Rc::clone(&limiter),
+            entry_bytes_max: config.limits.entry_bytes,
         });
         eprintln!(
             "partition {}: recovered {} entries (last index {last_index}, term {}), journal: {report:?}",
@@ -343,6 +347,8 @@ impl Partition {
             config.partition_id,
             config.partition_count,
             Rc::clone(&limiter),
+            config.limits.entry_bytes,
+            config.limits.job_batch_bytes,
         );
         let snapshot = latest.map(|(snapshot, state)| {
             runner.restore(snapshot.clone(), state);
@@ -427,11 +433,12 @@ impl Partition {
                 return;
             }
         }
-        if payload.len() > APPEND_PAYLOAD_BYTES_MAX {
-            responder(AppendOutcome::Unavailable {
+        if payload.len() > self.entry_bytes_max {
+            responder(AppendOutcome::Invalid {
                 message: format!(
-                    "the payload of {} bytes exceeds the largest append, {APPEND_PAYLOAD_BYTES_MAX} bytes",
-                    payload.len()
+                    "the payload of {} bytes exceeds the largest entry, {} bytes",
+                    payload.len(),
+                    self.entry_bytes_max
                 ),
             });
             return;

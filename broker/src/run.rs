@@ -79,6 +79,7 @@ pub fn node_settings(config: &BrokerConfig) -> anyhow::Result<NodeSettings> {
         heartbeat_interval_ms: config.cluster.heartbeat_interval_ms,
         election_timeout_ms: config.cluster.election_timeout_ms,
         segment_bytes: config.data.log_segment_bytes,
+        limits: config.size_limits(),
         snapshot_period_ms: config.data.snapshot_period_ms,
         snapshot_records: config.data.snapshot_records,
         backpressure: config.limiter(),
@@ -108,6 +109,7 @@ fn start_gateway(
                 replication_factor: shape.replication_factor(),
             },
             tls: config.gateway_tls_paths()?,
+            limits: config.size_limits(),
         },
         Arc::clone(view),
     )?;

@@ -142,7 +142,7 @@ fn run_commands(client: &mut AppendClient) {
         RecordValue::Deployment(DeploymentValue {
             resources: vec![DeploymentResource {
                 resource_name: "one_task.bpmn".into(),
-                resource,
+                resource: resource.into(),
             }],
             processes_metadata: Vec::new(),
         }),

@@ -153,11 +153,11 @@ fn engine_cluster() {
             resources: vec![
                 DeploymentResource {
                     resource_name: "one_task.bpmn".into(),
-                    resource: bpmn("one_task.bpmn"),
+                    resource: bpmn("one_task.bpmn").into(),
                 },
                 DeploymentResource {
                     resource_name: "messages.bpmn".into(),
-                    resource: bpmn("messages.bpmn"),
+                    resource: bpmn("messages.bpmn").into(),
                 },
             ],
             processes_metadata: Vec::new(),

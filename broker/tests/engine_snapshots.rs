@@ -104,6 +104,8 @@ fn engine_snapshots() {
         let mut env = broker.env.borrow_mut();
         env.retain(|(key, _)| key != "ZEEBE_BROKER_DATA_LOGSEGMENTSIZE");
         env.push(("ZEEBE_BROKER_DATA_LOGSEGMENTSIZE".into(), "5MB".into()));
+        // Small segments hold the largest entry only with a smaller message limit.
+        env.push(("ZEEBE_BROKER_NETWORK_MAXMESSAGESIZE".into(), "1MB".into()));
         env.push(("ZEEBE_BROKER_DATA_SNAPSHOTRECORDS".into(), "100".into()));
     }
     for index in 0..cluster.brokers.len() {
@@ -122,7 +124,8 @@ fn engine_snapshots() {
                     "{}/../engine/testdata/bpmn/one_task.bpmn",
                     env!("CARGO_MANIFEST_DIR")
                 ))
-                .expect("the test BPMN file"),
+                .expect("the test BPMN file")
+                .into(),
             }],
             processes_metadata: Vec::new(),
         }),
@@ -143,7 +146,7 @@ fn engine_snapshots() {
                     version: -1,
                     process_definition_key: -1,
                     process_instance_key: -1,
-                    variables: format!(r#"{{"n":{n},"padding":"{padding}"}}"#),
+                    variables: format!(r#"{{"n":{n},"padding":"{padding}"}}"#).into(),
                     fetch_variables: Vec::new(),
                 }),
             ),

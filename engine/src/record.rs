@@ -7,12 +7,126 @@
 //! Records are serialized with rkyv into the log ([`encode_records`] / [`decode_records`]) and
 //! with serde as JSON for golden tests and tools.
 
+use std::sync::Arc;
+
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use serde::Serialize;
 
 /// A Zeebe key: `partition_id << 51` plus a per-partition counter.
 pub type Key = i64;
+
+/// Shared, immutable text for the values that can be large (resources, variable documents,
+/// variable values). Cloning shares the allocation, and the log's encoder writes a shared
+/// allocation once: a deployment's resource appears in its command, its process events and its
+/// deployment event, yet takes its size once in the entry (rkyv's shared pointers).
+#[derive(
+    Clone,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct Text(Arc<str>);
+
+impl Text {
+    /// The text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Text {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Text {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Text {
+    fn from(text: String) -> Self {
+        Text(Arc::from(text))
+    }
+}
+
+impl From<&str> for Text {
+    fn from(text: &str) -> Self {
+        Text(Arc::from(text))
+    }
+}
+
+impl From<Arc<str>> for Text {
+    fn from(text: Arc<str>) -> Self {
+        Text(text)
+    }
+}
+
+impl From<Text> for Arc<str> {
+    fn from(text: Text) -> Self {
+        text.0
+    }
+}
+
+impl From<Text> for String {
+    fn from(text: Text) -> Self {
+        text.0.as_ref().to_owned()
+    }
+}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<String> for Text {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::fmt::Display for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl Serialize for Text {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
 
 /// Bits of a key below the partition id.
 pub const KEY_PARTITION_SHIFT: u32 = 51;
@@ -300,7 +414,7 @@ pub struct DeploymentResource {
     pub resource_name: String,
     /// The XML text (resources must be UTF-8).
     #[serde(skip)]
-    pub resource: String,
+    pub resource: Text,
 }
 
 #[derive(
@@ -339,7 +453,7 @@ pub struct ProcessValue {
     pub resource_name: String,
     pub checksum: String,
     #[serde(skip)]
-    pub resource: String,
+    pub resource: Text,
 }
 
 /// The BPMN element type of a process-instance record, as Zeebe spells it.
@@ -398,7 +512,7 @@ pub struct ProcessInstanceCreationValue {
     pub process_definition_key: Key,
     pub process_instance_key: Key,
     /// A JSON object, or empty for none.
-    pub variables: String,
+    pub variables: Text,
     /// With result: the variables to return (all when empty).
     pub fetch_variables: Vec<String>,
 }
@@ -425,7 +539,7 @@ pub struct JobValue {
     pub worker: String,
     pub custom_headers: Vec<Header>,
     /// JSON object: on activation the job's variables, on completion the result.
-    pub variables: String,
+    pub variables: Text,
     pub error_code: String,
     pub error_message: String,
     /// Back-off in ms before a failed job becomes activatable again.
@@ -471,7 +585,7 @@ pub struct MessageValue {
     pub time_to_live: i64,
     /// Empty for none; otherwise unique among the buffered messages of the same name and key.
     pub message_id: String,
-    pub variables: String,
+    pub variables: Text,
     /// Epoch ms at which the buffered message expires.
     pub deadline: i64,
 }
@@ -487,7 +601,7 @@ pub struct MessageSubscriptionValue {
     pub message_name: String,
     pub correlation_key: String,
     pub message_key: Key,
-    pub variables: String,
+    pub variables: Text,
     pub interrupting: bool,
 }
 
@@ -505,7 +619,7 @@ pub struct ProcessMessageSubscriptionValue {
     pub message_name: String,
     pub correlation_key: String,
     pub message_key: Key,
-    pub variables: String,
+    pub variables: Text,
     pub interrupting: bool,
 }
 
@@ -521,7 +635,7 @@ pub struct MessageStartEventSubscriptionValue {
     pub correlation_key: String,
     pub message_key: Key,
     pub process_instance_key: Key,
-    pub variables: String,
+    pub variables: Text,
 }
 
 #[derive(
@@ -566,6 +680,8 @@ pub enum ErrorType {
     UnhandledErrorEvent,
     IoMappingError,
     CalledElementError,
+    /// A job too large to be activated within the message size limit.
+    MessageSizeExceeded,
 }
 
 #[derive(
@@ -592,7 +708,7 @@ pub struct IncidentValue {
 pub struct VariableValue {
     pub name: String,
     /// JSON text.
-    pub value: String,
+    pub value: Text,
     pub scope_key: Key,
     pub process_instance_key: Key,
     pub process_definition_key: Key,
@@ -607,7 +723,7 @@ pub struct VariableDocumentValue {
     pub scope_key: Key,
     /// Set the variables on the scope itself, not where they already exist above it.
     pub local: bool,
-    pub variables: String,
+    pub variables: Text,
 }
 
 #[derive(

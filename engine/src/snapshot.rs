@@ -566,7 +566,7 @@ fn process_value(key: Key, process: &DeployedProcess) -> ProcessValue {
         process_definition_key: key,
         resource_name: process.resource_name.clone(),
         checksum: process.checksum.clone(),
-        resource: process.resource.to_string(),
+        resource: process.resource.to_string().into(),
     }
 }
 
@@ -1006,7 +1006,7 @@ impl MessageData {
             name: message.name.clone(),
             correlation_key: message.correlation_key.clone(),
             message_id: message.message_id.clone(),
-            variables: message.variables.clone(),
+            variables: message.variables.to_string(),
             deadline_ms: message.deadline_ms,
             correlated_to: message.correlated_to.clone(),
         }
@@ -1032,7 +1032,7 @@ fn restore_messages(state: &mut State, messages: Vec<MessageData>) -> Result<(),
                 name: data.name,
                 correlation_key: data.correlation_key,
                 message_id: data.message_id,
-                variables: data.variables,
+                variables: data.variables.into(),
                 deadline_ms: data.deadline_ms,
                 correlated_to: data.correlated_to,
             },

@@ -109,7 +109,7 @@ pub struct BufferedMessage {
     pub name: String,
     pub correlation_key: String,
     pub message_id: String,
-    pub variables: String,
+    pub variables: crate::record::Text,
     pub deadline_ms: i64,
     /// Processes (bpmn process ids) this message was correlated to: at most once each.
     pub correlated_to: Vec<String>,

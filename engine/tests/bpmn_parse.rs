@@ -1403,7 +1403,10 @@ fn rejects_oversized_resources() {
     let mut xml = wrap("<bpmn:startEvent id=\"s\" />").into_bytes();
     xml.extend(std::iter::repeat_n(b' ', RESOURCE_BYTES_MAX));
     let message = rejection(&xml);
-    assert!(message.contains("maximum of 4194304 bytes"), "{message}");
+    assert!(
+        message.contains(&format!("maximum of {RESOURCE_BYTES_MAX} bytes")),
+        "{message}"
+    );
 }
 
 fn nested_subprocesses(depth: usize) -> String {

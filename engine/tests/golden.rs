@@ -181,7 +181,8 @@ impl Cluster {
                     .map(|file| DeploymentResource {
                         resource_name: file.clone(),
                         resource: std::fs::read_to_string(self.bpmn_dir.join(file))
-                            .unwrap_or_else(|_| format!("<not found: {file}>")),
+                            .unwrap_or_else(|_| format!("<not found: {file}>"))
+                            .into(),
                     })
                     .collect();
                 Record::command(
@@ -203,7 +204,7 @@ impl Cluster {
                     version: option(&args, "version").map_or(-1, |v| v.parse().expect("number")),
                     process_definition_key: -1,
                     process_instance_key: -1,
-                    variables: json,
+                    variables: json.into(),
                     fetch_variables: Vec::new(),
                 }),
             ),
@@ -229,7 +230,7 @@ impl Cluster {
                     "complete" => (
                         Intent::Complete,
                         JobValue {
-                            variables: json,
+                            variables: json.into(),
                             ..JobValue::default()
                         },
                     ),
@@ -280,7 +281,7 @@ impl Cluster {
                     correlation_key: args.get(2).cloned().unwrap_or_default(),
                     time_to_live: option(&args, "ttl").map_or(0, |v| v.parse().expect("ms")),
                     message_id: option(&args, "id").unwrap_or("").to_owned(),
-                    variables: json,
+                    variables: json.into(),
                     deadline: -1,
                 }),
             ),
@@ -289,7 +290,7 @@ impl Cluster {
                 RecordValue::VariableDocument(VariableDocumentValue {
                     scope_key: parse_key(&args[1]),
                     local: args.iter().any(|arg| arg == "local"),
-                    variables: json,
+                    variables: json.into(),
                 }),
             ),
             other => panic!("unknown golden command '{other}'"),

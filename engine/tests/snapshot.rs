@@ -36,7 +36,7 @@ fn deployment(resources: &[(&str, String)]) -> Record {
                 .iter()
                 .map(|(name, xml)| DeploymentResource {
                     resource_name: (*name).to_owned(),
-                    resource: xml.clone(),
+                    resource: xml.clone().into(),
                 })
                 .collect(),
             processes_metadata: vec![],

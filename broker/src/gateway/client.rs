@@ -22,8 +22,7 @@ use tonic::Status;
 
 use super::{SharedGatewayView, read_view};
 use crate::client_api::{
-    MAYBE_COMMITTED, PAYLOAD_BYTES_MAX, POLL_WAIT_MS_MAX, Response, ResponseDecoder,
-    encode_command, encode_poll,
+    MAYBE_COMMITTED, POLL_WAIT_MS_MAX, Response, ResponseDecoder, encode_command, encode_poll,
 };
 use crate::partitioning::PartitionId;
 
@@ -62,6 +61,8 @@ pub struct CommandClient {
     next_request_id: Arc<AtomicU64>,
     /// Rotates the fallback broker when no leader is known.
     next_broker: Arc<AtomicUsize>,
+    /// The largest encoded command sent (from `network.maxMessageSize`).
+    command_bytes_max: usize,
 }
 
 impl std::fmt::Debug for CommandClient {
@@ -73,12 +74,13 @@ impl std::fmt::Debug for CommandClient {
 impl CommandClient {
     /// A client routing by `view`.
     #[must_use]
-    pub fn new(view: SharedGatewayView) -> Self {
+    pub fn new(view: SharedGatewayView, command_bytes_max: usize) -> Self {
         CommandClient {
             view,
             connections: Arc::default(),
             next_request_id: Arc::new(AtomicU64::new(1)),
             next_broker: Arc::default(),
+            command_bytes_max,
         }
     }
 
@@ -230,11 +232,12 @@ impl CommandClient {
         answer_timeout: Duration,
     ) -> Result<Record, Status> {
         let command = encode_records(std::slice::from_ref(record));
-        if command.len() > PAYLOAD_BYTES_MAX {
+        if command.len() > self.command_bytes_max {
             return Err(Status::resource_exhausted(format!(
-                "the command is {} bytes encoded, above the limit of {PAYLOAD_BYTES_MAX} bytes; \
-                 send smaller variables or resources",
-                command.len()
+                "the command is {} bytes encoded, above the limit of {} bytes \
+                 (network.maxMessageSize); send smaller variables or resources",
+                command.len(),
+                self.command_bytes_max
             )));
         }
         let mut target: Option<String> = None;

@@ -15,10 +15,6 @@ use tonic::Status;
 use super::proto::gateway_protocol as pb;
 use crate::partitioning::PartitionId;
 
-/// Largest gRPC request message the gateway decodes, in bytes. Larger ones are refused by
-/// tonic before they are buffered; commands above [`crate::client_api::PAYLOAD_BYTES_MAX`]
-/// once encoded are refused with `RESOURCE_EXHAUSTED`.
-pub const GRPC_MESSAGE_BYTES_MAX: usize = (4 << 20) + (64 << 10);
 /// The tenant every record belongs to: multi-tenancy is not supported.
 pub const DEFAULT_TENANT: &str = "<default>";
 /// Deadline of a unary call that sets none.
@@ -141,7 +137,7 @@ pub fn deploy_command(resources: Vec<(String, Vec<u8>)>) -> Result<Record, Statu
             })?;
             Ok(DeploymentResource {
                 resource_name: name,
-                resource,
+                resource: resource.into(),
             })
         })
         .collect::<Result<Vec<_>, Status>>()?;
@@ -212,7 +208,7 @@ pub fn create_command(
                 -1
             },
             process_instance_key: -1,
-            variables,
+            variables: variables.into(),
             fetch_variables,
         }),
     ))
@@ -421,7 +417,7 @@ pub fn publish_command(request: &pb::PublishMessageRequest) -> Result<Record, St
             correlation_key: request.correlation_key.clone(),
             time_to_live: request.time_to_live,
             message_id: request.message_id.clone(),
-            variables,
+            variables: variables.into(),
             deadline: -1,
         }),
     ))
@@ -440,7 +436,7 @@ pub fn set_variables_command(request: &pb::SetVariablesRequest) -> Result<Record
         RecordValue::VariableDocument(VariableDocumentValue {
             scope_key: request.element_instance_key,
             local: request.local,
-            variables,
+            variables: variables.into(),
         }),
     ))
 }
@@ -640,7 +636,7 @@ mod tests {
                 version: 1,
                 process_definition_key: encode_key(1, 2),
                 process_instance_key: key,
-                variables: r#"{"a":1,"b":2}"#.to_owned(),
+                variables: r#"{"a":1,"b":2}"#.to_owned().into(),
                 fetch_variables: Vec::new(),
             }),
         );
@@ -683,7 +679,7 @@ mod tests {
                 key: "priority".to_owned(),
                 value: "high".to_owned(),
             }],
-            variables: String::new(),
+            variables: String::new().into(),
             process_instance_key: encode_key(1, 3),
             element_instance_key: encode_key(1, 7),
             element_id: "task".to_owned(),

@@ -132,6 +132,8 @@ pub struct GatewaySettings {
     pub shape: ClusterShapeView,
     /// `(certificate chain, private key)` PEM files when TLS is on.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// The size limits from `network.maxMessageSize`.
+    pub limits: crate::limits::SizeLimits,
 }
 
 /// How long [`GatewayHandle::stop`] lets open calls finish before it leaves them.
@@ -275,7 +277,7 @@ async fn serve(
     let listener = tokio::net::TcpListener::from_std(listener)?;
     // No Nagle: a small reply held for the peer's delayed ACK costs some 40 ms.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let gateway = service::GatewayService::new(settings.shape, Arc::clone(&view));
+    let gateway = service::GatewayService::new(settings.shape, Arc::clone(&view), settings.limits);
     let mut builder =
         tonic::transport::Server::builder().layer(tower::layer::layer_fn(OversizeAsExhausted));
     if let Some(tls) = tls {
@@ -286,7 +288,8 @@ async fn serve(
     let router = builder
         .add_service(
             proto::gateway_protocol::gateway_server::GatewayServer::new(gateway)
-                .max_decoding_message_size(mapping::GRPC_MESSAGE_BYTES_MAX)
+                .max_decoding_message_size(settings.limits.message_bytes)
+                .max_encoding_message_size(settings.limits.message_bytes)
                 // Zeebe's clients may compress requests (the Camunda 8 SDK always does); an
                 // answer is compressed only for a client that says it accepts gzip.
                 .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
@@ -312,7 +315,7 @@ async fn serve(
     }
 }
 
-/// Answers a request message above [`mapping::GRPC_MESSAGE_BYTES_MAX`] with
+/// Answers a request message above `network.maxMessageSize` with
 /// `RESOURCE_EXHAUSTED`, as Zeebe's gateway does, rather than tonic's `OUT_OF_RANGE`: tonic
 /// refuses such a message before any handler runs, in a trailers-only response, and the
 /// gateway's handlers never answer `OUT_OF_RANGE` themselves.

@@ -89,9 +89,13 @@ fn deadline_of<T>(request: &Request<T>, default: Duration) -> Instant {
 impl GatewayService {
     /// A service routing by `view` over a cluster of `shape`.
     #[must_use]
-    pub fn new(shape: ClusterShapeView, view: SharedGatewayView) -> Self {
+    pub fn new(
+        shape: ClusterShapeView,
+        view: SharedGatewayView,
+        limits: crate::limits::SizeLimits,
+    ) -> Self {
         GatewayService {
-            client: CommandClient::new(Arc::clone(&view)),
+            client: CommandClient::new(Arc::clone(&view), limits.command_bytes),
             view,
             shape,
             next_partition: Arc::new(AtomicU32::new(0)),
@@ -566,7 +570,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         let deadline = deadline_of(&request, DEFAULT_REQUEST_TIMEOUT);
         let body = request.into_inner();
         let value = JobValue {
-            variables: mapping::check_variables("variables", &body.variables)?,
+            variables: mapping::check_variables("variables", &body.variables)?.into(),
             ..JobValue::default()
         };
         self.job_command(body.job_key, Intent::Complete, value, deadline)
@@ -590,7 +594,7 @@ impl pb::gateway_server::Gateway for GatewayService {
             retries: body.retries,
             error_message: body.error_message,
             retry_backoff: body.retry_back_off,
-            variables: mapping::check_variables("variables", &body.variables)?,
+            variables: mapping::check_variables("variables", &body.variables)?.into(),
             ..JobValue::default()
         };
         self.job_command(body.job_key, Intent::Fail, value, deadline)
@@ -612,7 +616,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         let value = JobValue {
             error_code: body.error_code,
             error_message: body.error_message,
-            variables: mapping::check_variables("variables", &body.variables)?,
+            variables: mapping::check_variables("variables", &body.variables)?.into(),
             ..JobValue::default()
         };
         self.job_command(body.job_key, Intent::ThrowError, value, deadline)

@@ -16,8 +16,9 @@ use crate::model::Process;
 
 use xml::{Document, Namespace, NodeId};
 
-/// Largest resource accepted.
-pub const RESOURCE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Largest resource accepted: above the largest request a broker takes (`maxMessageSize` is
+/// at most 7 MiB), so the gateway's limit is the one users meet.
+pub const RESOURCE_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Deepest element nesting accepted (diagram elements included).
 pub const NESTING_DEPTH_MAX: usize = xml::NESTING_DEPTH_MAX;
 

@@ -12,8 +12,8 @@ use crate::record::{
 /// The partition that processes client deployments and distributes them.
 pub const DEPLOYMENT_PARTITION: u32 = 1;
 
-/// Largest resource accepted.
-pub const RESOURCE_BYTES_MAX: usize = 4 << 20;
+/// Largest resource accepted: the parser's bound (the gateway's `maxMessageSize` is lower).
+pub const RESOURCE_BYTES_MAX: usize = crate::bpmn::RESOURCE_BYTES_MAX;
 
 impl Engine {
     pub(super) fn deploy(

@@ -158,7 +158,7 @@ impl Engine {
             version: definition.version,
             process_definition_key: definition.key,
             process_instance_key,
-            variables: String::new(),
+            variables: crate::record::Text::default(),
             fetch_variables: value.fetch_variables.clone(),
         };
         if command.intent == Intent::CreateWithAwaitingResult {
@@ -643,7 +643,7 @@ impl Engine {
                             version: definition.version,
                             process_definition_key: definition.key,
                             process_instance_key: key,
-                            variables: Value::Object(variables).to_string(),
+                            variables: Value::Object(variables).to_string().into(),
                             fetch_variables: Vec::new(),
                         }),
                     )
@@ -1112,7 +1112,7 @@ impl Engine {
             .unwrap_or_default();
         let record = VariableValue {
             name: name.to_owned(),
-            value: value.to_string(),
+            value: value.to_string().into(),
             scope_key,
             process_instance_key: pi,
             process_definition_key: definition_key,
@@ -1305,7 +1305,7 @@ impl Engine {
             deadline: job.deadline_ms,
             worker: job.worker.clone(),
             custom_headers: headers,
-            variables: String::new(),
+            variables: crate::record::Text::default(),
             error_code: String::new(),
             error_message: job.error_message.clone(),
             retry_backoff: 0,

@@ -3,7 +3,7 @@
 
 use super::{Engine, Output, RequestId, SideEffect, Step, parse_variables};
 use crate::record::{
-    ErrorType, Intent, JobBatchValue, JobValue, Key, Record, RecordValue, RejectionType,
+    ErrorType, Intent, JobBatchValue, JobValue, Key, Record, RecordValue, RejectionType, Text,
 };
 use crate::state::JobState;
 
@@ -342,11 +342,18 @@ impl Engine {
                         .filter(|(name, _)| value.fetch_variables.contains(name))
                         .collect()
                 };
-            job.variables = serde_json::Value::Object(variables).to_string();
+            job.variables = serde_json::Value::Object(variables).to_string().into();
             job.deadline = deadline;
             job.worker.clone_from(&value.worker);
             job.timeout = value.timeout;
-            bytes += job.variables.len() + job.job_type.len() + 256;
+            let job_bytes = job_batch_bytes(&job);
+            if job_bytes > self.config.job_batch_bytes_max {
+                // Alone too large for a batch: it could never be handed out, and would block
+                // every later job of its type. Zeebe's answer: fail it with an incident.
+                self.fail_oversized_job(job_key, job, job_bytes, out);
+                continue;
+            }
+            bytes += job_bytes;
             if bytes > self.config.job_batch_bytes_max && !batch.jobs.is_empty() {
                 batch.truncated = true;
                 break;
@@ -376,4 +383,62 @@ impl Engine {
             out,
         );
     }
+
+    /// Fails the job `key` (no retries left) with a `MESSAGE_SIZE_EXCEEDED` incident: activated
+    /// with its variables it takes `job_bytes`, more than one batch may hold. Resolving the
+    /// incident after fewer variables are visible (or more retries) makes it activatable again.
+    fn fail_oversized_job(
+        &mut self,
+        key: Key,
+        mut job: JobValue,
+        job_bytes: usize,
+        out: &mut Output,
+    ) {
+        let message = format!(
+            "The job with key '{key}' is too large to be activated: with its variables it takes \
+             {job_bytes} bytes, more than the {} bytes a batch of activated jobs may hold \
+             (maxMessageSize); fetch fewer variables or make them smaller",
+            self.config.job_batch_bytes_max
+        );
+        let element_instance_key = job.element_instance_key;
+        job.variables = Text::default();
+        job.retries = 0;
+        job.deadline = -1;
+        job.recurring_time = -1;
+        job.worker = String::new();
+        job.error_message.clone_from(&message);
+        self.write_event(key, Intent::Failed, RecordValue::Job(job), out);
+        if self
+            .state
+            .element_instances
+            .contains_key(&element_instance_key)
+        {
+            self.raise_incident(
+                element_instance_key,
+                ErrorType::MessageSizeExceeded,
+                message,
+                key,
+                out,
+            );
+        }
+    }
+}
+
+/// Bytes an activated job adds to a batch (and to its reply), generously estimated: its
+/// variables, type, worker, headers and ids, plus room for the fixed fields.
+fn job_batch_bytes(job: &JobValue) -> usize {
+    const FIXED_BYTES: usize = 256;
+    let headers: usize = job
+        .custom_headers
+        .iter()
+        .map(|header| header.key.len() + header.value.len() + 16)
+        .sum();
+    FIXED_BYTES
+        + job.variables.len()
+        + job.job_type.len()
+        + job.worker.len()
+        + job.element_id.len()
+        + job.bpmn_process_id.len()
+        + job.error_message.len()
+        + headers
 }

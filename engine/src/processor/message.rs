@@ -456,7 +456,7 @@ impl Engine {
                                 message_name: correlated.message_name.clone(),
                                 correlation_key: correlated.correlation_key.clone(),
                                 message_key: value.message_key,
-                                variables: String::new(),
+                                variables: crate::record::Text::default(),
                                 interrupting: true,
                             }),
                         );
@@ -482,7 +482,7 @@ impl Engine {
                                 message_name: value.message_name.clone(),
                                 correlation_key: value.correlation_key.clone(),
                                 message_key: value.message_key,
-                                variables: String::new(),
+                                variables: crate::record::Text::default(),
                                 interrupting: true,
                             }),
                         );
@@ -555,7 +555,7 @@ impl Engine {
             message_name,
             correlation_key,
             message_key: -1,
-            variables: String::new(),
+            variables: crate::record::Text::default(),
             interrupting: true,
         };
         let key = self.state.next_key();
@@ -584,7 +584,7 @@ impl Engine {
                 message_name: value.message_name.clone(),
                 correlation_key: value.correlation_key.clone(),
                 message_key: -1,
-                variables: String::new(),
+                variables: crate::record::Text::default(),
                 interrupting: value.interrupting,
             }),
         );

@@ -68,7 +68,7 @@ impl Op {
             Op::Deploy => {
                 let resource = |name: &str, xml: &str| DeploymentResource {
                     resource_name: name.to_owned(),
-                    resource: xml.to_owned(),
+                    resource: xml.to_owned().into(),
                 };
                 Record::command(
                     Intent::Create,
@@ -91,7 +91,9 @@ impl Op {
                     version: -1,
                     process_definition_key: -1,
                     process_instance_key: -1,
-                    variables: serde_json::json!({ "key": correlation_key }).to_string(),
+                    variables: serde_json::json!({ "key": correlation_key })
+                        .to_string()
+                        .into(),
                     fetch_variables: Vec::new(),
                 }),
             ),
@@ -109,7 +111,7 @@ impl Op {
                 *job,
                 Intent::Complete,
                 RecordValue::Job(JobValue {
-                    variables: "{\"done\":true}".to_owned(),
+                    variables: "{\"done\":true}".to_owned().into(),
                     ..JobValue::default()
                 }),
             ),
@@ -129,7 +131,7 @@ impl Op {
                     name: bpmn::MESSAGE_NAME.to_owned(),
                     correlation_key: correlation_key.clone(),
                     time_to_live: MESSAGE_TTL_MS,
-                    variables: "{\"paid\":true}".to_owned(),
+                    variables: "{\"paid\":true}".to_owned().into(),
                     ..MessageValue::default()
                 }),
             ),
