@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::rc::Rc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use sluice_log::raft::{Entry, HardState, Message, Raft, RaftConfig, RaftLog, Role};
+use sluice_log::raft::{Entry, FlushReport, HardState, Message, Raft, RaftConfig, RaftLog, Role};
 
 const REPLICAS: u64 = 3;
 const PAYLOAD_BYTES: usize = 1024;
@@ -43,7 +43,7 @@ impl Cluster {
                     inflight_appends_max: 64,
                     ..RaftConfig::new(id, &ids)
                 };
-                let log = RaftLog::recovered(0, 0, vec![], 0, config.entry_cache_bytes_max);
+                let log = RaftLog::recovered(0, 0, vec![], 0, 0, config.entry_cache_bytes_max);
                 Replica {
                     raft: Raft::new(config, HardState::default(), log, 0, 7),
                     journal: VecDeque::new(),
@@ -104,7 +104,12 @@ impl Cluster {
                 r.raft.advance(ready.number);
                 let last = r.raft.log().last_index();
                 if r.raft.log().durable_index() < last {
-                    r.raft.handle_flushed(last);
+                    // This journal applies every Ready at once, so it is always at Raft's epoch.
+                    let epoch = r.raft.log().journal_epoch();
+                    r.raft.handle_flushed(FlushReport {
+                        epoch,
+                        durable_index: last,
+                    });
                     moved = true;
                 }
             }

@@ -145,6 +145,9 @@ pub struct NodeCounters {
     pub commands_forwarded: Cell<u64>,
     /// Engine commands dropped because no leader of their partition was known.
     pub commands_unroutable: Cell<u64>,
+    /// Raft and gossip messages dropped because their claimed sender is not the node named in
+    /// the sending broker's certificate.
+    pub messages_sender_mismatch: Cell<u64>,
 }
 
 /// The running node. See the module docs.
@@ -707,11 +710,15 @@ impl Node {
             match incoming.frame.kind {
                 FrameKind::RaftBatch => match decode_raft_batch(&incoming.frame) {
                     Ok(messages) => {
+                        let peer_replica = replica_id(incoming.peer_node_id);
+                        let mut forged = 0_u64;
                         let mut for_shards: BTreeMap<usize, Vec<(PartitionId, Message)>> =
                             BTreeMap::new();
                         let partitions = self.partitions.borrow();
                         for (partition_id, message) in messages {
-                            if message.to != own_replica {
+                            if message.from != peer_replica {
+                                forged += 1;
+                            } else if message.to != own_replica {
                                 self.count_misrouted();
                             } else if let Some(partition) = partitions.get(&partition_id) {
                                 partition.deliver(message);
@@ -725,6 +732,15 @@ impl Node {
                             }
                         }
                         drop(partitions);
+                        if forged > 0 {
+                            let c = &self.counters.messages_sender_mismatch;
+                            c.set(c.get() + forged);
+                            eprintln!(
+                                "node {}: dropped {forged} raft messages from {} claiming a \
+                                 sender other than node {}, the one its certificate names",
+                                self.settings.node_id, incoming.from, incoming.peer_node_id
+                            );
+                        }
                         for (shard, messages) in for_shards {
                             // Re-encoding a batch decoded from a valid frame cannot break a bound.
                             if let Ok(frame) = encode_raft_batch(&messages) {
@@ -757,6 +773,10 @@ impl Node {
                     }
                 }
                 FrameKind::Swim => match decode_swim_message(&incoming.frame) {
+                    Ok(message) if message.sender_id != u64::from(incoming.peer_node_id) => {
+                        let c = &self.counters.messages_sender_mismatch;
+                        c.set(c.get() + 1);
+                    }
                     Ok(message) => {
                         let now = self.now_ms();
                         // An Err only says the core dropped the message; it counts it.

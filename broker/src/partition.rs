@@ -33,7 +33,7 @@ use sluice_log::raft::{
     SnapshotRead,
 };
 use sluice_log::storage::DmaStorage;
-use sluice_log::{BatchMeta, Journal, JournalConfig};
+use sluice_log::{BatchMeta, FlushReport, Journal, JournalConfig};
 
 use crate::notify::Notify;
 use crate::partitioning::{NodeId, PartitionId, Replica};
@@ -251,7 +251,9 @@ struct Inputs {
     appends: VecDeque<QueuedAppend>,
     commands: VecDeque<QueuedCommand>,
     /// The highest durable index reported by the flush task and not yet given to Raft.
-    flushed: Option<u64>,
+    /// The newest flush report not yet given to Raft. Newer replaces older: one flush runs at a
+    /// time, so a later report covers at least what an earlier one still vouches for.
+    flushed: Option<FlushReport>,
     /// A requested leadership transfer.
     transfer_to: Option<NodeId>,
     closed: bool,
@@ -629,11 +631,14 @@ async fn recover_log(
         }
     }
     let last_index = journal.next_index() - 1;
+    // The epoch counts the journal's cuts so far (a reset at open included), so flush reports
+    // and Raft's cuts stay in step.
     Ok(RaftLog::recovered(
         base_index,
         base_term,
         runs,
         last_index,
+        journal.truncation_epoch(),
         cache_bytes_max,
     ))
 }
@@ -880,12 +885,15 @@ impl Driver {
             self.runner
                 .queue(queued.command, Some(queued.responder), queued.poll_wait_ms);
         }
-        if let Some(durable) = flushed {
+        if let Some(report) = flushed {
+            self.raft.handle_flushed(report);
+            // What Raft accepted, not what the report said: a report a cut overtook vouches
+            // only for the entries below the cut.
+            let durable = self.raft.log().durable_index();
             let now = Instant::now();
             for pending in self.pending.range_mut(..=durable).map(|(_, p)| p) {
                 pending.local_durable_at.get_or_insert(now);
             }
-            self.raft.handle_flushed(durable);
         }
         for message in messages {
             self.raft.handle_message(message);
@@ -1135,7 +1143,10 @@ async fn flush_task(partition: Rc<Partition>, journal: Rc<Journal<DmaStorage>>) 
         }
         let started = Instant::now();
         match journal.flush().await {
-            Ok(durable) => {
+            Ok(_) => {
+                // Stamped now: a truncation the driver makes before handing this to Raft (it
+                // may be waiting for this very flush) shows in the epoch.
+                let report = journal.flush_report();
                 {
                     let mut status = partition.status.borrow_mut();
                     let micros = u64::try_from(started.elapsed().as_micros())
@@ -1144,9 +1155,7 @@ async fn flush_task(partition: Rc<Partition>, journal: Rc<Journal<DmaStorage>>) 
                     let _ = status.flush_latency_us.record(micros);
                     status.flush_error = None;
                 }
-                let mut inputs = partition.inputs.borrow_mut();
-                inputs.flushed = Some(inputs.flushed.map_or(durable, |d| d.max(durable)));
-                drop(inputs);
+                partition.inputs.borrow_mut().flushed = Some(report);
                 partition.notify.notify();
             }
             Err(error) => {

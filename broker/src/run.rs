@@ -41,6 +41,8 @@ fn host_port(host: &str, addr: SocketAddr) -> String {
 pub fn node_settings(config: &BrokerConfig) -> anyhow::Result<NodeSettings> {
     let (ca, cert, key) = config.tls_paths()?;
     let tls = TlsIdentity::load(&ca, &cert, &key)?;
+    // The certificate names the node it was issued to: peers trust that name, not a claim.
+    tls.check_node_id(config.cluster.node_id)?;
     let internal_advertised = config.advertised_internal_addr();
     let advertised = internal_advertised
         .rsplit_once(':')

@@ -170,6 +170,23 @@ pub struct DroppedTail {
     pub reason: String,
 }
 
+/// How far the journal is durable, and in which truncation epoch: what a flush reports to Raft
+/// ([`crate::raft::Raft::handle_flushed`]).
+///
+/// A report is a fact about the journal at the moment it was read. A truncation (or reset)
+/// after that point may cut what it covers and let other batches be appended at the same
+/// indexes; the epoch lets Raft tell such a stale report apart and keep only what no later cut
+/// touched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct FlushReport {
+    /// How many times the journal had been cut ([`Journal::truncate_after`],
+    /// [`Journal::reset`]) when the report was read.
+    pub epoch: u64,
+    /// The last durable index in that epoch.
+    pub durable_index: u64,
+}
+
 /// Counters for benchmarks and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct JournalStats {
@@ -228,7 +245,8 @@ struct State<F: StorageFile> {
     append_waker: Option<Waker>,
     failures: u64,
     last_failure: String,
-    /// Bumped by every truncation or reset; `cuts[e]` is the cut made by epoch `e + 1`.
+    /// One entry per `truncate_after` or `reset` call, so its length is the truncation epoch;
+    /// `cuts[e]` is the cut made by epoch `e + 1`.
     cuts: Vec<u64>,
     /// Bumped by every change that moves batches (truncate, compact, reset); readers re-seek.
     layout_version: u64,
@@ -484,6 +502,23 @@ impl<S: Storage> Journal<S> {
     /// The last index that is durable; `first_index() - 1` when none is.
     pub fn durable_index(&self) -> u64 {
         self.state.borrow().durable_index
+    }
+
+    /// How many times the journal has been cut: every [`Journal::truncate_after`] (even one
+    /// with nothing to cut) and every [`Journal::reset`] since it was opened.
+    pub fn truncation_epoch(&self) -> u64 {
+        self.state.borrow().cuts.len() as u64
+    }
+
+    /// The durable index and the truncation epoch it holds in, read together. Read it right
+    /// after a flush and hand it to [`crate::raft::Raft::handle_flushed`], however late:
+    /// Raft drops what a cut made since then took away.
+    pub fn flush_report(&self) -> FlushReport {
+        let state = self.state.borrow();
+        FlushReport {
+            epoch: state.cuts.len() as u64,
+            durable_index: state.durable_index,
+        }
     }
 
     /// Bytes appended but not yet flushed.
@@ -822,7 +857,8 @@ impl<S: Storage> Journal<S> {
 
     /// Drops every batch after `index` (an uncommitted suffix), durably: a crash after this
     /// returns never brings the dropped batches back. Waiters on dropped indexes get
-    /// [`Error::IndexOutOfRange`].
+    /// [`Error::IndexOutOfRange`]. Starts a new [truncation epoch](Journal::truncation_epoch),
+    /// even when there is nothing to cut, so that a driver's epochs count its calls.
     ///
     /// # Errors
     /// [`Error::IndexOutOfRange`] if `index` is below `first_index() - 1`; I/O errors.
@@ -833,6 +869,7 @@ impl<S: Storage> Journal<S> {
             (state.segments[0].first_index, state.next_index)
         };
         if index + 1 >= next {
+            self.state.borrow_mut().cuts.push(index);
             return Ok(());
         }
         if index + 1 < first {
@@ -881,6 +918,8 @@ impl<S: Storage> Journal<S> {
         } else {
             self.prepare_new_last().await?;
         }
+        // The new epoch and the lowered durable index appear together: a flush report never
+        // pairs the new epoch with a durable index past the cut.
         let mut state = self.state.borrow_mut();
         state.next_index = cut_index;
         state.durable_index = state.durable_index.min(index);
@@ -928,7 +967,8 @@ impl<S: Storage> Journal<S> {
     }
 
     /// Drops everything and starts over so that the next append gets `next_index` (after a
-    /// snapshot up to `next_index - 1` was installed). Durable when it returns.
+    /// snapshot up to `next_index - 1` was installed). Durable when it returns. Starts a new
+    /// [truncation epoch](Journal::truncation_epoch).
     ///
     /// # Errors
     /// I/O errors. A crash part-way leaves either the old journal or the new one: the new
@@ -1992,6 +2032,51 @@ mod tests {
                 j.read(201).await,
                 Err(Error::IndexOutOfRange { .. })
             ));
+        });
+    }
+
+    #[test]
+    fn flush_reports_carry_the_truncation_epoch() {
+        block_on(async {
+            let disk = MemStorage::new();
+            let (j, _) = Journal::open(disk.clone(), small()).await.expect("open");
+            for i in 1..=10 {
+                j.append(meta(1), &payload(i)).expect("append");
+            }
+            j.flush().await.expect("flush");
+            let before_cut = j.flush_report();
+            assert_eq!(
+                before_cut,
+                FlushReport {
+                    epoch: 0,
+                    durable_index: 10
+                }
+            );
+            j.truncate_after(4).await.expect("truncate");
+            for i in 5..=7 {
+                j.append(meta(2), &payload(i + 100)).expect("append");
+            }
+            // `before_cut` still says 10: only its epoch shows that this cut overtook it.
+            assert_eq!(
+                j.flush_report(),
+                FlushReport {
+                    epoch: 1,
+                    durable_index: 4
+                }
+            );
+            j.flush().await.expect("flush");
+            assert_eq!(j.flush_report().durable_index, 7);
+            // A cut of nothing is an epoch too: the driver's calls and Raft's cuts stay in step.
+            j.truncate_after(7).await.expect("truncate nothing");
+            assert_eq!(j.truncation_epoch(), 2);
+            j.reset(20).await.expect("reset");
+            assert_eq!(
+                j.flush_report(),
+                FlushReport {
+                    epoch: 3,
+                    durable_index: 19
+                }
+            );
         });
     }
 

@@ -37,7 +37,9 @@
 //! [`raft::Raft`] is a sans-IO state machine: inputs (`handle_tick`, `handle_message`,
 //! `propose`, `handle_flushed`) and one numbered [`raft::Ready`] of outputs (entries for the
 //! journal, hard state to persist, messages, the commit index); its module docs show the driver
-//! loop. Each Raft entry is one journal batch, at the same index, carrying its term.
+//! loop. Each Raft entry is one journal batch, at the same index, carrying its term. Flushes
+//! reach Raft as [`FlushReport`]s stamped with the journal's truncation epoch, so one that a
+//! truncation overtook cannot vouch for the entries appended after the cut.
 //! [`sim::cluster`] drives several replicas under a seeded faulty network and crashing disks and
 //! checks Raft's safety rules after every step.
 
@@ -55,7 +57,9 @@ mod tail;
 pub use batch::{Batch, BatchHeader, BatchMeta, BatchRef};
 pub use error::{Error, Result};
 pub use flusher::{FlushPolicy, run_flusher, spawn_flusher};
-pub use journal::{DroppedTail, Journal, JournalConfig, JournalStats, Reader, RecoveryReport};
+pub use journal::{
+    DroppedTail, FlushReport, Journal, JournalConfig, JournalStats, Reader, RecoveryReport,
+};
 pub use storage::{
     BLOCK_BYTES, DmaStorage, IoDelay, MemBuffer, MemStorage, SECTOR_BYTES, Storage, StorageFile,
     WRITE_CHUNK_BYTES, WriteBuffer,

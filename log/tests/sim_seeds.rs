@@ -23,6 +23,7 @@ fn many_seeds_keep_every_invariant_and_make_progress() {
     let mut crashes = 0;
     let mut torn = 0;
     let mut installed = 0;
+    let mut stale = 0;
     for seed in first..first + seeds {
         match run_seed(seed, 4000) {
             Ok(report) => {
@@ -31,6 +32,7 @@ fn many_seeds_keep_every_invariant_and_make_progress() {
                 crashes += report.crashes;
                 torn += report.torn_flushes;
                 installed += report.snapshots_installed;
+                stale += report.stale_flush_reports;
             }
             Err(failure) => {
                 eprintln!("{failure}");
@@ -40,12 +42,17 @@ fn many_seeds_keep_every_invariant_and_make_progress() {
     }
     eprintln!(
         "{seeds} seeds: {acknowledged} proposals acknowledged, {commits} commit advances, \
-         {crashes} crashes ({torn} during a flush), {installed} snapshots installed from a leader"
+         {crashes} crashes ({torn} during a flush), {installed} snapshots installed from a leader, \
+         {stale} flush reports overtaken by a truncation"
     );
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
     assert!(crashes > seeds / 2, "crashes happen ({crashes})");
     assert!(torn > 0, "some crashes cut a flush");
     assert!(installed > 0, "some followers catch up by snapshot");
+    assert!(
+        stale > 0 || seeds < 100,
+        "some flush reports reach Raft after a truncation"
+    );
 }
 
 /// The checkers bite: with a known bug in every replica, some seed fails. Returns the first

@@ -134,6 +134,37 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// A certificate is not one parsable X.509 certificate (DER), so its node id cannot be read.
+    CertificateUnreadable {
+        /// What the parser reported.
+        reason: String,
+    },
+    /// A broker certificate names no node: it has no subject alternative name URI
+    /// `urn:sluice:node:<id>` (see [`crate::tls::node_id`]).
+    NodeIdMissing,
+    /// A broker certificate names several nodes, so which node it is would be ambiguous.
+    NodeIdAmbiguous {
+        /// How many `urn:sluice:node:` names it carries.
+        count: usize,
+    },
+    /// A `urn:sluice:node:` subject alternative name is not followed by a decimal node id.
+    NodeIdInvalid {
+        /// The name (its first 128 characters).
+        uri: String,
+    },
+    /// The broker is configured as one node and its certificate is issued for another.
+    NodeIdMismatch {
+        /// The configured node id.
+        configured: u32,
+        /// The node id in the certificate.
+        certificate: u32,
+    },
+    /// A peer presented a certificate for this broker's own node id: two brokers run with the
+    /// same id. The peer was refused in the handshake.
+    PeerHasOwnNodeId {
+        /// The node id both claim.
+        node_id: u32,
+    },
     /// The transport's UDP socket could not be set up.
     Bind {
         /// The address it was to be bound to.
@@ -144,6 +175,10 @@ pub enum Error {
 }
 
 impl fmt::Display for Error {
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one arm per variant: a flat table of messages reads best whole"
+    )]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::InvalidConfig { field, reason } => {
@@ -239,6 +274,45 @@ impl fmt::Display for Error {
             Self::CertificateGeneration { reason } => {
                 write!(f, "cannot generate a development certificate: {reason}")
             }
+            Self::CertificateUnreadable { reason } => write!(
+                f,
+                "cannot read the certificate as X.509 ({reason}); use a PEM certificate issued by \
+                 the cluster CA"
+            ),
+            Self::NodeIdMissing => write!(
+                f,
+                "the certificate names no node; issue each broker a certificate with the subject \
+                 alternative name URI `{}<node id>` (`sluice certs` makes such development \
+                 certificates)",
+                crate::tls::NODE_ID_URI_PREFIX
+            ),
+            Self::NodeIdAmbiguous { count } => write!(
+                f,
+                "the certificate names {count} nodes (`{}` names); issue it with exactly one, the \
+                 broker's node id",
+                crate::tls::NODE_ID_URI_PREFIX
+            ),
+            Self::NodeIdInvalid { uri } => write!(
+                f,
+                "the certificate's subject alternative name `{uri}` is not `{}` followed by a \
+                 decimal node id (0 to {}, no leading zeros); reissue the certificate",
+                crate::tls::NODE_ID_URI_PREFIX,
+                u32::MAX
+            ),
+            Self::NodeIdMismatch {
+                configured,
+                certificate,
+            } => write!(
+                f,
+                "this broker is configured as node {configured} (cluster.nodeId) but its \
+                 certificate is issued for node {certificate}; set cluster.nodeId to \
+                 {certificate} or give the broker node {configured}'s certificate"
+            ),
+            Self::PeerHasOwnNodeId { node_id } => write!(
+                f,
+                "a peer presented a certificate for node {node_id}, this broker's own id; two \
+                 brokers run as node {node_id}, give each its own node id and certificate"
+            ),
             Self::Bind { addr, reason } => write!(
                 f,
                 "cannot bind the broker transport to UDP {addr}: {reason}; is another broker \

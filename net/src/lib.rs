@@ -16,7 +16,8 @@
 //!   frames on one unidirectional stream per kind and direction. [`Transport::send`] queues a
 //!   frame for a peer address and never blocks; [`Transport::recv`] yields the next received
 //!   frame. See the module docs for the loop and the delivery rules.
-//! - [`tls`]: the TLS identity of a broker ([`TlsIdentity`]), the rustls configurations, and
+//! - [`tls`]: the TLS identity of a broker ([`TlsIdentity`]), the node id its certificate names
+//!   ([`certificate_node_id`], [`TlsIdentity::check_node_id`]), the rustls configurations, and
 //!   development certificates ([`generate_dev_certs`]).
 //! - [`Error`] / [`Result`]: the crate's one error type.
 //!
@@ -45,5 +46,5 @@ pub mod wire;
 pub use error::{Error, Result};
 pub use frame::{FRAME_BODY_BYTES_MAX, Frame, FrameDecoder, FrameKind, encode_frame};
 pub use quic::{Incoming, Transport, TransportConfig, TransportStats};
-pub use tls::{DevCerts, TlsIdentity, generate_dev_certs};
+pub use tls::{DevCerts, TlsIdentity, certificate_node_id, generate_dev_certs};
 pub use wire::{decode_raft_batch, decode_swim_message, encode_raft_batch, encode_swim_message};

@@ -1,10 +1,23 @@
 //! Raft's in-memory view of the partition's log: the term of every index (as runs), the recent
 //! entries (a bounded cache for replication), and how far the journal is durable. The journal
 //! itself is written by the driver; this view only follows it.
+//!
+//! **Truncation epochs.** The driver carries out every cut Raft hands it with one journal call
+//! (`truncate_after` for `Ready::truncate_after`, `reset` for an installed snapshot), and the
+//! journal counts those calls. The view counts the cuts it hands out the same way, so both
+//! agree on the epoch, and it remembers where the recent cuts were: a flush report read in an
+//! older epoch still vouches for the entries below every cut made since (a cut removes only what
+//! lies after it and the journal keeps the prefix durable), never for anything above one, where
+//! other entries may now sit.
 
 use std::collections::VecDeque;
 
 use super::message::Entry;
+use crate::journal::FlushReport;
+
+/// Cuts remembered for judging flush reports. A report older than this many cuts vouches for
+/// nothing; the flushes of the entries appended after those cuts report again.
+const CUTS_REMEMBERED_MAX: usize = 16;
 
 /// The terms of `(snapshot_index, last_index]`, as runs of equal terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,11 +34,18 @@ pub struct RaftLog {
     cache_bytes_max: u64,
     /// How far the journal is flushed (and matches this view).
     durable_index: u64,
+    /// The journal's truncation epoch once the cuts handed out so far are carried out.
+    journal_epoch: u64,
+    /// Where the most recent cuts were, the newest (that of `journal_epoch`) last; at most
+    /// `CUTS_REMEMBERED_MAX`.
+    cuts: VecDeque<u64>,
 }
 
 impl RaftLog {
     /// A log after recovery: `terms` are the `(first index, term)` runs of the journal's entries
-    /// after the snapshot, all of them durable.
+    /// after the snapshot, all of them durable. `journal_epoch` is the journal's
+    /// [`truncation_epoch`](crate::Journal::truncation_epoch) now (not 0 if the driver cut or
+    /// reset it since opening it).
     ///
     /// # Panics
     /// If the runs are not ascending, start at or before the snapshot, or end past `last_index`.
@@ -35,6 +55,7 @@ impl RaftLog {
         snapshot_term: u64,
         runs: Vec<(u64, u64)>,
         last_index: u64,
+        journal_epoch: u64,
         cache_bytes_max: u64,
     ) -> Self {
         assert!(last_index >= snapshot_index, "log ends before its snapshot");
@@ -59,6 +80,8 @@ impl RaftLog {
             cache_bytes: 0,
             cache_bytes_max,
             durable_index: last_index,
+            journal_epoch,
+            cuts: VecDeque::with_capacity(CUTS_REMEMBERED_MAX),
         }
     }
 
@@ -80,6 +103,12 @@ impl RaftLog {
     #[must_use]
     pub fn durable_index(&self) -> u64 {
         self.durable_index
+    }
+
+    /// The journal's truncation epoch once every cut handed out so far is carried out.
+    #[must_use]
+    pub fn journal_epoch(&self) -> u64 {
+        self.journal_epoch
     }
 
     /// The term of the entry at `index`: the snapshot's term at its index, `None` outside
@@ -199,13 +228,57 @@ impl RaftLog {
         }
     }
 
-    /// Starts over after a snapshot up to `index` was installed: nothing after it is held.
+    /// Starts over after a snapshot up to `index` was installed: nothing after it is held. The
+    /// journal was reset with it, a cut at `index`.
     pub fn reset(&mut self, index: u64, term: u64) {
-        *self = RaftLog::recovered(index, term, Vec::new(), index, self.cache_bytes_max);
+        let cuts = std::mem::take(&mut self.cuts);
+        let journal_epoch = self.journal_epoch;
+        *self = RaftLog::recovered(
+            index,
+            term,
+            Vec::new(),
+            index,
+            journal_epoch,
+            self.cache_bytes_max,
+        );
+        self.cuts = cuts;
+        self.note_handed_cut(index);
+    }
+
+    /// Records a cut at `index` handed to the driver: the journal's next epoch.
+    pub(super) fn note_handed_cut(&mut self, index: u64) {
+        if self.cuts.len() == CUTS_REMEMBERED_MAX {
+            self.cuts.pop_front();
+        }
+        self.cuts.push_back(index);
+        self.journal_epoch += 1;
+    }
+
+    /// How far `report` still vouches for this log: its durable index, clamped below every cut
+    /// handed out after its epoch; 0 (nothing) when it predates the cuts remembered.
+    ///
+    /// # Panics
+    /// If the report is from an epoch this view never handed out: the driver cut the journal
+    /// without being told to, or built this view with the wrong `journal_epoch`.
+    pub(super) fn vouched_durable(&self, report: FlushReport) -> u64 {
+        assert!(
+            report.epoch <= self.journal_epoch,
+            "a flush report from truncation epoch {} but Raft handed out cuts only up to epoch {}: \
+             the driver must carry out each cut with one journal call and build the RaftLog \
+             with the journal's epoch",
+            report.epoch,
+            self.journal_epoch
+        );
+        let since = usize::try_from(self.journal_epoch - report.epoch).unwrap_or(usize::MAX);
+        if since > self.cuts.len() {
+            return 0;
+        }
+        let lowest_cut = self.cuts.iter().rev().take(since).min();
+        lowest_cut.map_or(report.durable_index, |cut| report.durable_index.min(*cut))
     }
 
     /// Records that the journal is durable up to `index` (clamped to what this view holds).
-    pub fn set_durable(&mut self, index: u64) {
+    pub(super) fn set_durable(&mut self, index: u64) {
         self.durable_index = self.durable_index.max(index.min(self.last_index));
     }
 
@@ -250,7 +323,7 @@ mod tests {
 
     #[test]
     fn terms_follow_appends_and_truncations() {
-        let mut log = RaftLog::recovered(0, 0, vec![], 0, 1 << 20);
+        let mut log = RaftLog::recovered(0, 0, vec![], 0, 0, 1 << 20);
         for (i, t) in [(1, 1), (2, 1), (3, 2), (4, 2), (5, 4)] {
             log.append(entry(i, t));
         }
@@ -277,7 +350,7 @@ mod tests {
 
     #[test]
     fn the_cache_is_bounded_and_reports_misses() {
-        let mut log = RaftLog::recovered(10, 3, vec![], 10, 1000);
+        let mut log = RaftLog::recovered(10, 3, vec![], 10, 0, 1000);
         for i in 11..=30 {
             log.append(entry(i, 3));
         }
@@ -296,7 +369,7 @@ mod tests {
 
     #[test]
     fn compaction_keeps_the_terms_after_the_snapshot() {
-        let mut log = RaftLog::recovered(0, 0, vec![], 0, 1 << 20);
+        let mut log = RaftLog::recovered(0, 0, vec![], 0, 0, 1 << 20);
         for (i, t) in [(1, 1), (2, 1), (3, 1), (4, 2), (5, 2)] {
             log.append(entry(i, t));
         }

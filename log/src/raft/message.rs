@@ -138,16 +138,20 @@ pub struct SnapshotChunk {
 }
 
 /// Everything Raft asks of its driver at one point, numbered. The driver, in this order:
-/// 1. truncates the journal after `truncate_after` (if set), then appends `entries`;
+/// 1. truncates the journal after `truncate_after` (if set) with exactly one
+///    [`crate::Journal::truncate_after`] call (Raft counts it as the journal's next truncation
+///    epoch), then appends `entries`;
 /// 2. persists `hard_state` (if set) durably;
 /// 3. sends `messages` at once (they need nothing on disk: the leader's appends go out while its
 ///    own flush runs) and `messages_after_persist` only once step 2 is durable;
 /// 4. serves `reads` and `snapshot_reads`, stores `snapshot_chunks` (in order), and when
 ///    `install_snapshot` is set, makes the stored snapshot its state, resets the journal to start
-///    after it, and calls [`super::Raft::handle_snapshot_installed`]; applies entries up to
+///    after it (one [`crate::Journal::reset`], another epoch), and calls
+///    [`super::Raft::handle_snapshot_installed`]; applies entries up to
 ///    `commit_index`;
 /// 5. calls [`super::Raft::advance`] with `number`, and reports flushes with
-///    [`super::Raft::handle_flushed`] as the journal makes entries durable.
+///    [`super::Raft::handle_flushed`] as the journal makes entries durable, each with the
+///    [`crate::Journal::flush_report`] read when its flush completed.
 ///
 /// Messages that must wait for a journal flush (a follower's acknowledgement of new entries) are
 /// not held here: Raft produces them only when [`super::Raft::handle_flushed`] reports the flush,

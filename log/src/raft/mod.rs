@@ -12,10 +12,19 @@
 //!     // 3. send ready.messages now; ready.messages_after_persist once step 2 is durable
 //!     // 4. serve ready.reads (handle_log_read), apply up to ready.commit_index
 //!     raft.advance(ready.number);
-//!     // whenever a journal flush completes: raft.handle_flushed(journal.durable_index())
+//!     // whenever a journal flush completes: raft.handle_flushed(journal.flush_report())
 //!     // sleep until raft.poll_timeout_ms() or the next input
 //! }
 //! ```
+//!
+//! Flushes may run in a task of their own and their reports reach Raft late: after the driver
+//! has cut the journal and appended other entries at the same indexes. So a report carries the
+//! journal's truncation epoch ([`FlushReport`], read by [`Journal::flush_report`]) and Raft keeps
+//! only what no cut since then took away. For the epochs to agree, carry out each
+//! `ready.truncate_after` with exactly one `journal.truncate_after` and each installed snapshot
+//! with one `journal.reset`, and build the [`RaftLog`] with the journal's epoch.
+//!
+//! [`Journal::flush_report`]: crate::Journal::flush_report
 //!
 //! What it implements:
 //! - **Elections** with randomized timeouts, **pre-vote** (a replica returning from a partition
@@ -53,6 +62,7 @@ pub use self::message::{
     ENTRY_OVERHEAD_BYTES, Entry, HardState, LogRead, Message, MessageBody, Ready, RejectHint,
     ReplicaId, SnapshotChunk, SnapshotRead,
 };
+pub use crate::journal::FlushReport;
 
 /// Named limits and timeouts of a Raft group. Defaults as Zeebe's (heartbeat 250 ms, election
 /// timeout 2500 ms); tests use much shorter ones.
@@ -166,6 +176,10 @@ pub enum InjectedBug {
     AckUnflushed,
     /// Votes are granted without checking that the candidate's log is up to date.
     VoteIgnoresLog,
+    /// Flush reports are taken at face value, whatever their truncation epoch: a report read
+    /// before a cut then vouches for the entries appended after it (the behaviour before
+    /// flush reports carried epochs).
+    StaleFlushReport,
 }
 
 /// The leader's view of one follower.
@@ -458,6 +472,7 @@ impl Raft {
             receiving.installing && receiving.index == index && receiving.term == term,
             "installed snapshot {index}/{term} is not the one received"
         );
+        // Also the journal's next truncation epoch: the driver has just reset it.
         self.log.reset(index, term);
         self.out.entries.clear();
         self.out.truncate_after = None;
@@ -585,10 +600,21 @@ impl Raft {
         index
     }
 
-    /// Records that the journal is durable up to `index`. Report the journal's own durable
-    /// index, read after the last `Ready`'s truncation was applied.
-    pub fn handle_flushed(&mut self, index: u64) {
-        self.log.set_durable(index.min(self.handed_last_index));
+    /// Records how far the journal is durable, as [`Journal::flush_report`] read it after a
+    /// flush. The report may be late: whatever a cut handed out after its epoch took away is
+    /// ignored, and so is anything past a cut not yet handed out.
+    ///
+    /// # Panics
+    /// If the report's epoch is one Raft never handed out (see the module docs).
+    ///
+    /// [`Journal::flush_report`]: crate::Journal::flush_report
+    pub fn handle_flushed(&mut self, report: FlushReport) {
+        let vouched = if self.bug == Some(InjectedBug::StaleFlushReport) {
+            report.durable_index
+        } else {
+            self.log.vouched_durable(report)
+        };
+        self.log.set_durable(vouched.min(self.handed_last_index));
         match self.role {
             Role::Leader => self.maybe_commit(),
             _ => {
@@ -1356,6 +1382,11 @@ impl Raft {
         let mut ready = std::mem::take(&mut self.out);
         self.ready_number += 1;
         ready.number = self.ready_number;
+        if let Some(cut) = ready.truncate_after {
+            // Counted when handed out, not when made: cuts made and then cleared by an
+            // installed snapshot never reach the journal.
+            self.log.note_handed_cut(cut);
+        }
         if self.hard_dirty {
             self.hard_dirty = false;
             ready.hard_state = Some(self.hard);

@@ -11,6 +11,8 @@ struct Node {
     /// The journal: entries as the driver wrote them.
     journal: Vec<Entry>,
     durable: u64,
+    /// The journal's truncation epoch: its truncations and resets.
+    epoch: u64,
     persisted: HardState,
     committed: u64,
     /// Flush automatically after every Ready.
@@ -19,6 +21,22 @@ struct Node {
     snapshot: Option<(u64, u64, Vec<u8>)>,
     /// Chunks of an incoming snapshot.
     incoming: Vec<u8>,
+}
+
+impl Node {
+    /// Flushes the whole journal and reports it at once.
+    fn flush(&mut self) {
+        self.durable = self.journal.len() as u64;
+        self.raft.handle_flushed(self.report());
+    }
+
+    /// What a flush completing now reports.
+    fn report(&self) -> FlushReport {
+        FlushReport {
+            epoch: self.epoch,
+            durable_index: self.durable,
+        }
+    }
 }
 
 /// The harness's snapshot format: each entry as term, payload length, payload.
@@ -83,7 +101,7 @@ impl Cluster {
             .into_iter()
             .map(|c| {
                 let id = c.id;
-                let log = RaftLog::recovered(0, 0, vec![], 0, c.entry_cache_bytes_max);
+                let log = RaftLog::recovered(0, 0, vec![], 0, 0, c.entry_cache_bytes_max);
                 let raft = Raft::new(c, HardState::default(), log, 0, 42);
                 (
                     id,
@@ -91,6 +109,7 @@ impl Cluster {
                         raft,
                         journal: Vec::new(),
                         durable: 0,
+                        epoch: 0,
                         persisted: HardState::default(),
                         committed: 0,
                         auto_flush: true,
@@ -130,6 +149,7 @@ impl Cluster {
                     assert!(t >= node.committed, "node {id} truncates committed {t}");
                     node.journal.truncate(usize::try_from(t).expect("small"));
                     node.durable = node.durable.min(t);
+                    node.epoch += 1;
                 }
                 for e in &ready.entries {
                     assert_eq!(
@@ -191,6 +211,7 @@ impl Cluster {
                     assert_eq!(entries.len() as u64, index, "node {id}: the whole snapshot");
                     node.journal = entries;
                     node.durable = index;
+                    node.epoch += 1;
                     node.committed = node.committed.max(index);
                     node.snapshot = Some((index, term, std::mem::take(&mut node.incoming)));
                     node.raft.handle_snapshot_installed(index, term);
@@ -198,8 +219,7 @@ impl Cluster {
                 }
                 node.raft.advance(ready.number);
                 if node.auto_flush && node.durable < node.journal.len() as u64 {
-                    node.durable = node.journal.len() as u64;
-                    node.raft.handle_flushed(node.durable);
+                    node.flush();
                     moved = true;
                 }
             }
@@ -291,8 +311,7 @@ fn a_single_replica_elects_itself_and_commits_after_its_flush() {
         c.node(1).committed < index,
         "not committed before it is durable"
     );
-    let len = c.node(1).journal.len() as u64;
-    c.node(1).raft.handle_flushed(len);
+    c.node(1).flush();
     c.settle();
     assert_eq!(c.node(1).committed, index);
 }
@@ -343,8 +362,7 @@ fn commit_counts_only_flushed_replicas() {
         "followers hold the entry unflushed: not committed"
     );
     let f = followers[0];
-    let len = c.node(f).journal.len() as u64;
-    c.node(f).raft.handle_flushed(len);
+    c.node(f).flush();
     c.run_for(30, 10);
     assert_eq!(
         c.node(leader).committed,
@@ -367,8 +385,7 @@ fn the_leader_flushes_in_parallel_and_its_own_flush_counts() {
         c.node(leader).committed < index,
         "one flushed replica of three is no quorum"
     );
-    let len = c.node(leader).journal.len() as u64;
-    c.node(leader).raft.handle_flushed(len);
+    c.node(leader).flush();
     c.settle();
     assert_eq!(
         c.node(leader).committed,
@@ -610,7 +627,7 @@ fn a_snapshot_chunk_from_an_older_term_is_answered_in_the_newer_one() {
     // A replica that moved to a higher term while cut off answers a stale leader's snapshot
     // chunk, so that leader learns the term and steps down instead of sending chunks forever.
     let ids = [1, 2, 3];
-    let log = RaftLog::recovered(0, 0, vec![], 0, 1 << 20);
+    let log = RaftLog::recovered(0, 0, vec![], 0, 0, 1 << 20);
     let hard = HardState {
         term: 12,
         vote: None,
@@ -646,4 +663,139 @@ fn a_snapshot_chunk_from_an_older_term_is_answered_in_the_newer_one() {
         "the stale chunk is not stored"
     );
     raft.advance(ready.number);
+}
+
+fn entry(index: u64, term: u64) -> Entry {
+    Entry {
+        index,
+        term,
+        payload: Rc::from(vec![u8::try_from(index % 256).expect("a byte")]),
+    }
+}
+
+/// The durable index follower 2 acknowledges to `leader` in `ready`, if it does.
+fn acknowledged_durable(ready: &Ready, leader: ReplicaId) -> Option<u64> {
+    ready
+        .messages
+        .iter()
+        .chain(&ready.messages_after_persist)
+        .filter(|m| m.to == leader)
+        .find_map(|m| match m.body {
+            MessageBody::AppendResponse {
+                durable_index,
+                reject: None,
+                ..
+            } => Some(durable_index),
+            _ => None,
+        })
+}
+
+/// Follower 2 flushes entries 1..=3 of term 1, but the flush's report is still on its way
+/// (the broker's flush task runs beside its driver) when the leader of term 2 cuts after 1 and
+/// appends its own entry 2. Returns the follower, with that Ready carried out, and the report.
+fn follower_with_a_report_overtaken_by_a_cut(bug: Option<InjectedBug>) -> (Raft, FlushReport) {
+    let ids = [1, 2, 3];
+    let log = RaftLog::recovered(0, 0, vec![], 0, 0, 1 << 20);
+    let mut raft = Raft::new(config(2, &ids), HardState::default(), log, 0, 7);
+    if let Some(bug) = bug {
+        raft.inject_bug(bug);
+    }
+    let mut epoch = 0;
+    raft.handle_message(Message {
+        from: 1,
+        to: 2,
+        term: 1,
+        body: MessageBody::Append {
+            prev_index: 0,
+            prev_term: 0,
+            entries: (1..=3).map(|i| entry(i, 1)).collect(),
+            commit_index: 0,
+        },
+    });
+    let ready = raft.ready();
+    assert_eq!(ready.entries.len(), 3);
+    raft.advance(ready.number);
+    // The flush of 1..=3 completes; its report is read now and delivered later.
+    let stale = FlushReport {
+        epoch,
+        durable_index: 3,
+    };
+    raft.handle_message(Message {
+        from: 3,
+        to: 2,
+        term: 2,
+        body: MessageBody::Append {
+            prev_index: 1,
+            prev_term: 1,
+            entries: vec![entry(2, 2)],
+            commit_index: 1,
+        },
+    });
+    let ready = raft.ready();
+    assert_eq!(ready.truncate_after, Some(1), "the conflicting suffix goes");
+    assert_eq!(ready.entries, vec![entry(2, 2)]);
+    epoch += 1; // the driver's journal.truncate_after
+    assert_eq!(raft.log().journal_epoch(), epoch);
+    assert_eq!(
+        acknowledged_durable(&ready, 3),
+        None,
+        "nothing new is acknowledged before its flush"
+    );
+    raft.advance(ready.number);
+    (raft, stale)
+}
+
+#[test]
+fn a_flush_report_overtaken_by_a_cut_vouches_only_below_the_cut() {
+    let (mut raft, stale) = follower_with_a_report_overtaken_by_a_cut(None);
+    raft.handle_flushed(stale);
+    assert_eq!(
+        raft.log().durable_index(),
+        1,
+        "entry 1 was flushed and never cut; entry 2 of term 2 is not on disk"
+    );
+    let ready = raft.ready();
+    assert_eq!(acknowledged_durable(&ready, 3), Some(1));
+    raft.advance(ready.number);
+    // The next flush, of the new entry 2, reports in the new epoch.
+    raft.handle_flushed(FlushReport {
+        epoch: 1,
+        durable_index: 2,
+    });
+    assert_eq!(raft.log().durable_index(), 2);
+    let ready = raft.ready();
+    assert_eq!(acknowledged_durable(&ready, 3), Some(2));
+    raft.advance(ready.number);
+}
+
+#[test]
+fn the_planted_bug_acknowledges_what_the_stale_report_never_flushed() {
+    let (mut raft, stale) =
+        follower_with_a_report_overtaken_by_a_cut(Some(InjectedBug::StaleFlushReport));
+    raft.handle_flushed(stale);
+    assert_eq!(raft.log().durable_index(), 2, "the old behaviour");
+    let ready = raft.ready();
+    assert_eq!(acknowledged_durable(&ready, 3), Some(2));
+    raft.advance(ready.number);
+}
+
+#[test]
+fn a_report_older_than_the_cuts_remembered_vouches_for_nothing() {
+    let (mut raft, stale) = follower_with_a_report_overtaken_by_a_cut(None);
+    // Many more cuts of nothing new (a driver's no-op truncations count as epochs too).
+    for _ in 0..64 {
+        raft.log.note_handed_cut(2);
+    }
+    raft.handle_flushed(stale);
+    assert_eq!(raft.log().durable_index(), 0);
+}
+
+#[test]
+#[should_panic(expected = "flush report from truncation epoch 5")]
+fn a_report_from_an_epoch_never_handed_out_is_a_driver_bug() {
+    let (mut raft, _) = follower_with_a_report_overtaken_by_a_cut(None);
+    raft.handle_flushed(FlushReport {
+        epoch: 5,
+        durable_index: 2,
+    });
 }

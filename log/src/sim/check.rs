@@ -12,6 +12,8 @@
 //!
 //! - **view shape**: entry indexes are contiguous from `first_index`, the commit index is held or
 //!   compacted, entry terms never decrease along a log and never exceed the replica's term;
+//! - **durability**: a replica counts as durable (acknowledges to its leader, or counts for
+//!   itself as leader) only entries its disk has synced;
 //! - **election safety**: at most one leader per term, ever;
 //! - **commit monotonicity**: a replica's commit index never decreases, except after
 //!   [`Checker::note_restart`];
@@ -80,6 +82,12 @@ pub struct ReplicaView<'a> {
     pub first_index: u64,
     /// The entries held: `entries[i]` has index `first_index + i`.
     pub entries: &'a [EntryView],
+    /// The highest index it counts as durable: what it acknowledges to a leader, or counts
+    /// for itself when it leads.
+    pub durable_index: u64,
+    /// The highest index its disk has synced, by the storage's own account (the journal's
+    /// durable index).
+    pub synced_index: u64,
 }
 
 impl ReplicaView<'_> {
@@ -126,6 +134,16 @@ pub enum Violation {
         bound_term: u64,
         /// Which comparison failed.
         reason: &'static str,
+    },
+    /// A replica counts entries as durable that its disk has not synced: it may acknowledge
+    /// them, and a leader may commit them without a quorum holding them.
+    DurabilityOverstated {
+        /// The replica.
+        replica: u64,
+        /// What it counts as durable.
+        durable_index: u64,
+        /// What its disk has synced.
+        synced_index: u64,
     },
     /// Two replicas led the same term.
     ElectionSafety {
@@ -240,6 +258,15 @@ impl fmt::Display for Violation {
             } => write!(
                 f,
                 "log term order: replica {replica} holds {entry}, whose term {reason} {bound_term}"
+            ),
+            Self::DurabilityOverstated {
+                replica,
+                durable_index,
+                synced_index,
+            } => write!(
+                f,
+                "durability: replica {replica} counts entries up to index {durable_index} as \
+                 durable, but its disk has synced only up to {synced_index}"
             ),
             Self::ElectionSafety {
                 term,
@@ -424,6 +451,7 @@ impl Checker {
                 });
             }
         }
+        check_durability(replicas)?;
         self.check_election_safety(replicas)?;
         self.check_commit_monotonic(replicas)?;
         self.check_log_matching(replicas)?;
@@ -705,6 +733,19 @@ impl Checker {
     }
 }
 
+/// Every replica's durability claim against its disk. A claim above the disk is what lets a
+/// follower acknowledge, or a leader count, an entry a crash would take away.
+fn check_durability(replicas: &[ReplicaView<'_>]) -> Result<(), Violation> {
+    match replicas.iter().find(|r| r.durable_index > r.synced_index) {
+        Some(r) => Err(Violation::DurabilityOverstated {
+            replica: r.id,
+            durable_index: r.durable_index,
+            synced_index: r.synced_index,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// The rules that concern one view alone.
 fn check_shape(replica: &ReplicaView<'_>) -> Result<(), Violation> {
     let malformed = |reason: String| Violation::MalformedView {
@@ -782,6 +823,8 @@ mod tests {
             commit_index,
             first_index,
             entries,
+            durable_index: 0,
+            synced_index: 0,
         }
     }
 
@@ -814,6 +857,8 @@ mod tests {
             commit_index: 0,
             first_index: 0,
             entries: &[],
+            durable_index: 0,
+            synced_index: 0,
         };
         assert!(matches!(
             checker.check_step(&[zero]),
@@ -864,6 +909,8 @@ mod tests {
             commit_index: 10,
             first_index: 11,
             entries: &[],
+            durable_index: 10,
+            synced_index: 10,
         };
         checker
             .check_step(&[
@@ -878,6 +925,37 @@ mod tests {
             Some(&compacted[0])
         );
         assert_eq!(view(2, 2, false, 10, &compacted).entry(10), None);
+    }
+
+    // --- durability ---
+
+    #[test]
+    fn durability_holds_up_to_the_synced_index_and_is_caught_past_it() {
+        let mut checker = Checker::new();
+        let entries = log(1, &[(1, None), (1, Some(1)), (2, Some(2))]);
+        let mut replica = view(1, 2, false, 1, &entries);
+        replica.durable_index = 2;
+        replica.synced_index = 2;
+        checker.check_step(&[replica]).expect("the rules hold");
+        // Index 3 was truncated and replaced after the flush that synced it: the disk no longer
+        // holds a synced entry there, whatever a late flush report says.
+        replica.synced_index = 1;
+        replica.durable_index = 3;
+        let err = checker
+            .check_step(&[replica])
+            .expect_err("the violation is caught");
+        assert_eq!(
+            err,
+            Violation::DurabilityOverstated {
+                replica: 1,
+                durable_index: 3,
+                synced_index: 1,
+            }
+        );
+        assert!(
+            err.to_string().starts_with("durability: replica 1"),
+            "{err}"
+        );
     }
 
     // --- election safety ---

@@ -11,6 +11,16 @@
 //! slow disks) and then a calm phase: everything heals, every replica restarts, and the cluster
 //! must elect a leader and commit new proposals within a bounded number of steps. The
 //! [`Checker`] runs after every step, and once at the end over the healed cluster.
+//!
+//! **Flushes are asynchronous**, as the broker's flush task is to its driver. A flush takes a
+//! few milliseconds of disk time (in the fault phase it sometimes stalls for up to a second,
+//! drawn from the flush stream); when it completes, its [`FlushReport`] is read at once but
+//! reaches Raft only up to `FLUSH_REPORT_DELAY_MS_MAX` later (drawn from its own stream), in a
+//! single slot that a newer report overwrites, as the broker's inputs do. Meanwhile the replica
+//! keeps taking messages and carrying out its `Ready`s: a cut waits for the flush in progress
+//! (the journal's lock) and then truncates and appends before that flush's report arrives. The
+//! checker's durability rule compares what Raft counts as durable with what the journal has
+//! synced after every step.
 
 use std::fmt;
 use std::pin::pin;
@@ -26,7 +36,7 @@ use crate::raft::{
     Entry, HardState, InjectedBug, Message, Raft, RaftConfig, RaftLog, ReplicaId, Role,
     SnapshotChunk, SnapshotRead,
 };
-use crate::{BatchMeta, IoDelay, Journal, JournalConfig, MemStorage};
+use crate::{BatchMeta, FlushReport, IoDelay, Journal, JournalConfig, MemStorage};
 
 /// How a simulation runs.
 #[derive(Debug, Clone)]
@@ -82,6 +92,8 @@ pub struct SimReport {
     pub torn_flushes: u64,
     pub snapshots_taken: u64,
     pub snapshots_installed: u64,
+    /// Flush reports that reached Raft after a truncation they predate.
+    pub stale_flush_reports: u64,
     /// Leadership transfers asked for.
     pub transfers: u64,
     pub elections: u64,
@@ -123,6 +135,16 @@ const ELECTION_TIMEOUT_MS: u64 = 100;
 /// A flush takes this long normally, and up to `SLOW_FLUSH_MS_MAX` on a slow disk.
 const FLUSH_MS_MAX: u64 = 4;
 const SLOW_FLUSH_MS_MAX: u64 = 60;
+/// A completed flush's report reaches Raft up to this much later (the broker's driver picks it
+/// up at its next round, which may first carry out a truncation and appends).
+const FLUSH_REPORT_DELAY_MS_MAX: u64 = 3;
+/// In the fault phase, a flush stalls with this chance per mille, for up to
+/// `FLUSH_STALL_MS_MAX` more (an `fdatasync` stuck behind a busy device): long enough, over
+/// several election timeouts, for a new leader to cut the entries it is flushing. Without
+/// stalls a cut almost never meets a flush in progress: the entries it cuts were appended
+/// at least an election timeout earlier.
+const FLUSH_STALL_PER_MILLE: u32 = 30;
+const FLUSH_STALL_MS_MAX: u64 = 1000;
 /// Fault chances per step, per mille.
 const CRASH_PER_MILLE: u32 = 2;
 /// Of crashes, how many per mille take down two replicas at once, and all of them (a power cut).
@@ -190,6 +212,32 @@ struct Live {
     journal: Journal<MemStorage>,
     /// When the flush in progress completes, if one is.
     flush_done_ms: Option<u64>,
+    /// A completed flush's report on its way to Raft (lost at a crash).
+    report: Option<LateReport>,
+}
+
+/// A flush report and when it reaches Raft.
+struct LateReport {
+    due_ms: u64,
+    report: FlushReport,
+}
+
+impl Live {
+    /// Runs the flush in progress to its end and posts its report, read now, to reach Raft
+    /// between now and `FLUSH_REPORT_DELAY_MS_MAX` later. A report still on its way is
+    /// overwritten and arrives when it would have: the newer one covers at least as much.
+    fn finish_flush(&mut self, now_ms: u64, rng: &mut Rng) -> crate::Result<()> {
+        self.flush_done_ms = None;
+        block_on(self.journal.flush())?;
+        let report = self.journal.flush_report();
+        if let Some(late) = &mut self.report {
+            late.report = report;
+        } else {
+            let due_ms = now_ms + rng.below(FLUSH_REPORT_DELAY_MS_MAX + 1);
+            self.report = Some(LateReport { due_ms, report });
+        }
+        Ok(())
+    }
 }
 
 struct Replica {
@@ -399,6 +447,9 @@ pub struct Simulation {
     disk_rng: Rng,
     faults_rng: Rng,
     workload_rng: Rng,
+    flush_rng: Rng,
+    /// Flushes may stall (the fault phase).
+    stalls: bool,
     now_ms: u64,
     next_proposal: u64,
     pending: Vec<Pending>,
@@ -422,6 +473,8 @@ impl Simulation {
             disk_rng: streams.disk(),
             faults_rng: streams.faults(),
             workload_rng: streams.workload(),
+            flush_rng: streams.flushes(),
+            stalls: true,
             now_ms: 0,
             next_proposal: 1,
             pending: Vec::new(),
@@ -579,6 +632,7 @@ impl Simulation {
             base_term,
             runs,
             last,
+            journal.truncation_epoch(),
             raft_config(id, replicas, prioritized).entry_cache_bytes_max,
         );
         let config = raft_config(id, replicas, prioritized);
@@ -591,6 +645,7 @@ impl Simulation {
             raft,
             journal,
             flush_done_ms: None,
+            report: None,
         });
     }
 
@@ -711,9 +766,15 @@ impl Simulation {
     fn calm_down(&mut self) {
         self.network.heal();
         self.network.set_faults(NetworkFaults::calm());
+        let recovered_ms = self.now_ms + 1 + FLUSH_MS_MAX;
         for replica in &mut self.replicas {
             replica.slow_disk = false;
+            // A stalled flush ends too: a stall as long as the calm phase would fail liveness.
+            if let Some(live) = replica.live.as_mut() {
+                live.flush_done_ms = live.flush_done_ms.map(|at| at.min(recovered_ms));
+            }
         }
+        self.stalls = false;
         for id in 1..=self.config.replicas {
             if self.replicas[Self::position(id)].live.is_none() {
                 self.start(id);
@@ -766,6 +827,14 @@ impl Simulation {
         let replica = &mut self.replicas[position];
         let live = replica.live.as_mut().expect("live");
         let ready = live.raft.ready();
+        if (ready.truncate_after.is_some() || ready.install_snapshot.is_some())
+            && live.flush_done_ms.is_some()
+        {
+            // The flush in progress holds the journal's lock: the cut or reset waits for it,
+            // and its report, read before the cut, reaches Raft only after it.
+            live.finish_flush(now, &mut self.flush_rng)
+                .map_err(|e| format!("replica {id}: flush: {e}"))?;
+        }
         if let Some(index) = ready.truncate_after {
             block_on(live.journal.truncate_after(index))
                 .map_err(|e| format!("replica {id}: truncate_after({index}): {e}"))?;
@@ -858,12 +927,16 @@ impl Simulation {
                 } else {
                     FLUSH_MS_MAX
                 };
-                live.flush_done_ms = Some(now + 1 + self.disk_rng.below(max));
+                let mut done_ms = now + 1 + self.disk_rng.below(max);
+                if self.stalls && self.flush_rng.chance(FLUSH_STALL_PER_MILLE) {
+                    done_ms += self.flush_rng.range(1, FLUSH_STALL_MS_MAX);
+                }
+                live.flush_done_ms = Some(done_ms);
             }
         }
     }
 
-    /// Completes the flushes that are due and reports them to Raft.
+    /// Completes the flushes that are due, and hands Raft the flush reports that are due.
     fn complete_flushes(&mut self) -> Result<(), String> {
         let now = self.now_ms;
         for replica in &mut self.replicas {
@@ -872,10 +945,14 @@ impl Simulation {
                 continue;
             };
             if live.flush_done_ms.is_some_and(|at| at <= now) {
-                live.flush_done_ms = None;
-                let durable = block_on(live.journal.flush())
+                live.finish_flush(now, &mut self.flush_rng)
                     .map_err(|e| format!("replica {id}: flush: {e}"))?;
-                live.raft.handle_flushed(durable);
+            }
+            if let Some(late) = live.report.take_if(|late| late.due_ms <= now) {
+                if late.report.epoch < live.raft.log().journal_epoch() {
+                    self.report.stale_flush_reports += 1;
+                }
+                live.raft.handle_flushed(late.report);
             }
         }
         Ok(())
@@ -992,6 +1069,8 @@ fn views(replicas: &[Replica]) -> Vec<ReplicaView<'_>> {
                 commit_index: l.raft.commit_index(),
                 first_index: r.base() + 1,
                 entries: &r.shadow,
+                durable_index: l.raft.log().durable_index(),
+                synced_index: l.journal.durable_index(),
             })
         })
         .collect()

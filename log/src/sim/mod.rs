@@ -3,8 +3,8 @@
 //! the run's seed, so one seed replays one run exactly.
 //!
 //! - [`rng`]: [`Streams`](rng::Streams) splits the run's seed into independent generators per
-//!   purpose (network, disk, workload, faults, one per node), so adding draws to one never
-//!   changes what another produces.
+//!   purpose (network, disk, workload, faults, flush reports, one per node), so adding draws to
+//!   one never changes what another produces.
 //! - [`network`]: [`SimNetwork`](network::SimNetwork) carries messages between node ids with
 //!   seeded loss, duplication and delay (hence reordering), partitions and one-way blocks, on
 //!   the driver's virtual clock.

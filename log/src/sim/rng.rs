@@ -172,6 +172,12 @@ impl Streams {
         self.named("faults")
     }
 
+    /// How late a completed flush's report reaches Raft, racing the driver's truncations.
+    #[must_use]
+    pub fn flushes(self) -> Rng {
+        self.named("flushes")
+    }
+
     /// The private stream of one node, for example its election timeouts.
     #[must_use]
     pub fn node(self, id: u64) -> Rng {
@@ -224,13 +230,14 @@ mod tests {
             draws(&mut streams.disk(), 16),
             draws(&mut streams.workload(), 16),
             draws(&mut streams.faults(), 16),
+            draws(&mut streams.flushes(), 16),
             draws(&mut streams.node(0), 16),
             draws(&mut streams.node(1), 16),
             draws(&mut streams.node(2), 16),
             draws(&mut streams.named("clock-skew"), 16),
         ];
         assert_eq!(all[0], draws(&mut Streams::new(7).network(), 16));
-        assert_eq!(all[5], draws(&mut Streams::new(7).node(1), 16));
+        assert_eq!(all[6], draws(&mut Streams::new(7).node(1), 16));
         assert_ne!(all[0], draws(&mut Streams::new(8).network(), 16));
         let count = all.len();
         all.sort();

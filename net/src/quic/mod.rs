@@ -13,8 +13,9 @@
 //! let transport = Transport::bind(TransportConfig::new(listen_addr, identity))?;
 //! transport.send(peer, FrameKind::RaftBatch, &encode_raft_batch(..)?)?;  // never blocks
 //! loop {
-//!     let Incoming { from, frame } = transport.recv().await;         // one task receives
+//!     let Incoming { from, peer_node_id, frame } = transport.recv().await;  // one task receives
 //!     match frame.kind {
+//!         // Drop every message whose claimed sender is not `peer_node_id`.
 //!         FrameKind::RaftBatch => hand decode_raft_batch(&frame)? to the partitions,
 //!         FrameKind::Swim => swim.handle_message(.., decode_swim_message(&frame)?, now_ms),
 //!     }
@@ -35,6 +36,19 @@
 //! ([`RECEIVED_FRAMES_MAX`], [`RECEIVED_FRAME_BYTES_MAX`]); when it is full the transport stops
 //! reading, so QUIC flow control slows the senders: backpressure, nothing is dropped.
 //!
+//! Who may connect. Both ends verify the other's certificate against the cluster CA and require
+//! it to name exactly one node (`urn:sluice:node:<id>`, see [`crate::tls::node_id`]) other than
+//! their own; refusals are counted in [`TransportStats::peers_refused_without_node_id`] and
+//! [`TransportStats::peers_refused_own_node_id`]. Each received frame carries the sender's
+//! certified node id ([`Incoming::peer_node_id`]), so the broker can drop a Raft or gossip
+//! message that claims to come from another node. Before any of that, an incoming attempt from
+//! an address not yet validated gets a QUIC Retry and no state ([`TransportStats::retries_sent`]);
+//! only the validated attempt that follows allocates a connection, and only within
+//! [`CONNECTIONS_PER_SOURCE_MAX`] and [`HANDSHAKES_PER_SOURCE_MAX`] per source and
+//! [`INCOMING_CONNECTIONS_MAX`] and [`INCOMING_HANDSHAKES_MAX`] in all. Dialled connections
+//! have their own budget, [`OUTGOING_CONNECTIONS_MAX`], so a flood of attempts never keeps this
+//! broker from reaching its peers.
+//!
 //! The socket is not marked don't-fragment: keep `mtu_upper_bound_bytes` within the path MTU
 //! (the default 1452 fits Ethernet; raise it on loopback only).
 
@@ -54,7 +68,11 @@ use bytes::Bytes;
 use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn_proto::{IdleTimeout, MtuDiscoveryConfig, VarInt};
 
-pub use state::{RECEIVED_FRAME_BYTES_MAX, RECEIVED_FRAMES_MAX};
+pub use state::{
+    CONNECTIONS_PER_SOURCE_MAX, HANDSHAKES_PER_SOURCE_MAX, INCOMING_CONNECTIONS_MAX,
+    INCOMING_HANDSHAKES_MAX, OUTGOING_CONNECTIONS_MAX, RECEIVED_FRAME_BYTES_MAX,
+    RECEIVED_FRAMES_MAX,
+};
 
 use crate::frame::{FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES, Frame, FrameKind, encode_frame};
 use crate::tls::{self, TlsIdentity};
@@ -90,8 +108,6 @@ const SEND_WINDOW_BYTES: u64 = 2 * STREAM_RECEIVE_WINDOW_BYTES as u64;
 /// replaced after a malformed frame while the old ones wind down. Each may hold a partial frame
 /// of up to `FRAME_BODY_BYTES_MAX` in its decoder, so this also bounds receive memory.
 const UNI_STREAMS_MAX: u32 = 8;
-/// Handshakes in progress accepted at once.
-const INCOMING_HANDSHAKES_MAX: usize = 256;
 /// Kernel socket buffer asked for (the kernel caps it at `net.core.rmem_max`/`wmem_max`); large
 /// so bursts of a big transfer are not dropped at the socket.
 const SOCKET_BUFFER_BYTES: usize = 4 << 20;
@@ -219,11 +235,16 @@ impl TransportConfig {
     }
 }
 
-/// One received frame and the listen address of the broker that sent it.
+/// One received frame, the listen address of the broker that sent it and the node id its
+/// certificate is issued for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Incoming {
     /// The sender's listen address (the same address `send` takes to reach it).
     pub from: SocketAddr,
+    /// The node id in the sender's certificate, verified by the cluster CA in the handshake
+    /// (see [`crate::tls::node_id`]). Never this broker's own: such a peer is refused. A
+    /// message inside the frame that claims another sender is forged or misrouted: drop it.
+    pub peer_node_id: u32,
     /// The checked frame.
     pub frame: Frame,
 }
@@ -235,10 +256,30 @@ pub struct TransportStats {
     pub connections_open: u64,
     /// Handshakes completed.
     pub connections_established: u64,
+    /// Incoming connections in their handshake now: validated attempts holding state, within
+    /// [`HANDSHAKES_PER_SOURCE_MAX`] per source and [`INCOMING_HANDSHAKES_MAX`] in all.
+    pub incoming_handshakes_open: u64,
     /// Handshakes that failed for TLS or protocol reasons on either side (a peer with a
-    /// certificate from another CA or none, another ALPN), and incoming attempts refused at
-    /// the connection limit or while closing.
+    /// certificate from another CA or none, a certificate naming no node or this broker's own,
+    /// another ALPN), and incoming attempts refused at a limit or while closing: the total of
+    /// which the `connections_refused_*` and `peers_refused_*` counters are parts.
     pub connections_refused: u64,
+    /// Incoming attempts from an address not yet validated, answered with a QUIC Retry and no
+    /// connection state; the peer's next attempt proves it receives at its address.
+    pub retries_sent: u64,
+    /// Validated incoming attempts refused because their source already had
+    /// [`CONNECTIONS_PER_SOURCE_MAX`] connections or [`HANDSHAKES_PER_SOURCE_MAX`] handshakes
+    /// in progress.
+    pub connections_refused_per_source: u64,
+    /// Validated incoming attempts refused at [`INCOMING_CONNECTIONS_MAX`] or
+    /// [`INCOMING_HANDSHAKES_MAX`], or while closing.
+    pub connections_refused_at_capacity: u64,
+    /// Handshakes this broker failed because the peer's CA-signed certificate names no node,
+    /// several, or a malformed id.
+    pub peers_refused_without_node_id: u64,
+    /// Handshakes this broker failed because the peer's certificate names this broker's own
+    /// node id: two brokers run with one id, a misconfiguration to fix.
+    pub peers_refused_own_node_id: u64,
     /// Connection attempts with no answer within the idle timeout (peer down or cut off).
     pub connect_timeouts: u64,
     /// Established connections that failed, idled out or were closed by the peer.
@@ -277,6 +318,7 @@ struct Shared {
 struct Handle {
     shared: Rc<Shared>,
     local_addr: SocketAddr,
+    local_node_id: u32,
 }
 
 impl Drop for Handle {
@@ -296,6 +338,7 @@ impl fmt::Debug for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Transport")
             .field("local_addr", &self.handle.local_addr)
+            .field("local_node_id", &self.handle.local_node_id)
             .finish_non_exhaustive()
     }
 }
@@ -303,11 +346,18 @@ impl fmt::Debug for Transport {
 impl Transport {
     /// Binds the socket and spawns the driver task on the current glommio executor.
     ///
+    /// # Errors
+    /// [`Error::InvalidTransportConfig`] for a field out of range; [`Error::TlsConfig`] for an
+    /// unusable identity; [`Error::NodeIdMissing`] (and the like) when its certificate names no
+    /// node, since every peer would refuse it; [`Error::Bind`] when the socket cannot be bound.
+    ///
     /// # Panics
     /// Outside a glommio executor.
     pub fn bind(config: TransportConfig) -> Result<Transport> {
         config.validate()?;
         let transport = Arc::new(config.quic_transport()?);
+        let local_node_id = config.identity.node_id()?;
+        let peer_refusals = Arc::new(tls::PeerRefusals::default());
         let TransportConfig {
             bind,
             identity,
@@ -316,12 +366,13 @@ impl Transport {
             ..
         } = config;
 
-        let server_tls =
-            QuicServerConfig::try_from(tls::server_config(&identity)?).map_err(|error| {
-                Error::TlsConfig {
-                    reason: format!("not usable for QUIC: {error}"),
-                }
-            })?;
+        let server_tls = QuicServerConfig::try_from(tls::server_config_counting(
+            &identity,
+            Arc::clone(&peer_refusals),
+        )?)
+        .map_err(|error| Error::TlsConfig {
+            reason: format!("not usable for QUIC: {error}"),
+        })?;
         let mut server = quinn_proto::ServerConfig::with_crypto(Arc::new(server_tls));
         server
             .transport_config(Arc::clone(&transport))
@@ -329,12 +380,13 @@ impl Transport {
             .migration(false)
             .max_incoming(INCOMING_HANDSHAKES_MAX);
 
-        let client_tls =
-            QuicClientConfig::try_from(tls::client_config(&identity)?).map_err(|error| {
-                Error::TlsConfig {
-                    reason: format!("not usable for QUIC: {error}"),
-                }
-            })?;
+        let client_tls = QuicClientConfig::try_from(tls::client_config_counting(
+            &identity,
+            Arc::clone(&peer_refusals),
+        )?)
+        .map_err(|error| Error::TlsConfig {
+            reason: format!("not usable for QUIC: {error}"),
+        })?;
         let mut client = quinn_proto::ClientConfig::new(Arc::new(client_tls));
         client.transport_config(transport);
 
@@ -358,11 +410,20 @@ impl Transport {
             reason: error.to_string(),
         })?;
         let shared = Rc::new(Shared {
-            state: RefCell::new(state::State::new(endpoint, client, send_queue_bytes_max)),
+            state: RefCell::new(state::State::new(
+                endpoint,
+                client,
+                send_queue_bytes_max,
+                peer_refusals,
+            )),
         });
         glommio::spawn_local(driver::Driver::new(Rc::clone(&shared), socket).run()).detach();
         Ok(Transport {
-            handle: Rc::new(Handle { shared, local_addr }),
+            handle: Rc::new(Handle {
+                shared,
+                local_addr,
+                local_node_id,
+            }),
         })
     }
 
@@ -374,6 +435,12 @@ impl Transport {
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
         self.handle.local_addr
+    }
+
+    /// The node id in this broker's certificate; peers see it as [`Incoming::peer_node_id`].
+    #[must_use]
+    pub fn local_node_id(&self) -> u32 {
+        self.handle.local_node_id
     }
 
     /// Queues one frame for `to`; connects lazily, reusing an existing incoming or outgoing

@@ -6,8 +6,9 @@
 //! synchronously under one `RefCell` borrow, which is never held across an `.await`.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::ops::Bound;
+use std::sync::Arc;
 use std::task::Waker;
 use std::time::Instant;
 
@@ -17,13 +18,38 @@ use quinn_proto::{
     VarInt, WriteError,
 };
 
+use rustls_pki_types::CertificateDer;
+
 use super::{Incoming, TransportStats};
 use crate::frame::{FRAME_HEADER_BYTES, FrameDecoder, FrameKind};
-use crate::tls::SERVER_NAME;
+use crate::tls::{PeerRefusals, SERVER_NAME, certificate_node_id};
 
-/// Most connections, incoming and outgoing together; beyond it incoming handshakes are refused
-/// and sends to new addresses are dropped. A cluster needs one or two per peer.
-pub(super) const CONNECTIONS_MAX: usize = 1024;
+/// Most connections other brokers opened to this one (handshaking, up, or draining); beyond it
+/// incoming attempts are refused. A cluster needs one or two per peer.
+pub const INCOMING_CONNECTIONS_MAX: usize = 512;
+
+/// Most connections this broker dials (handshaking, up, or draining); beyond it sends to new
+/// addresses are dropped. A budget of its own, so no flood of incoming attempts keeps this
+/// broker from reaching its peers.
+pub const OUTGOING_CONNECTIONS_MAX: usize = 512;
+
+/// Most incoming connections still in their handshake. An attempt holds state from its
+/// validated Initial until the handshake completes or times out (the idle timeout).
+pub const INCOMING_HANDSHAKES_MAX: usize = 256;
+
+/// Most incoming connections from one source (an IPv4 address, or an IPv6 /64 network, where
+/// one host holds the whole prefix). Several brokers may share an address (a loopback cluster,
+/// NAT) and a restarted peer's old connection lingers until it idles out, hence the room.
+pub const CONNECTIONS_PER_SOURCE_MAX: usize = 32;
+
+/// Most incoming handshakes in progress from one source (as in [`CONNECTIONS_PER_SOURCE_MAX`]):
+/// a peer completes its handshake within a round trip or two, so only a source that starts
+/// handshakes it does not finish reaches this.
+pub const HANDSHAKES_PER_SOURCE_MAX: usize = 8;
+
+const _: () = assert!(HANDSHAKES_PER_SOURCE_MAX <= CONNECTIONS_PER_SOURCE_MAX);
+const _: () = assert!(CONNECTIONS_PER_SOURCE_MAX <= INCOMING_CONNECTIONS_MAX);
+const _: () = assert!(INCOMING_HANDSHAKES_MAX <= INCOMING_CONNECTIONS_MAX);
 
 /// Most frames waiting in the inbox for [`super::Transport::recv`]. When it (or
 /// [`RECEIVED_FRAME_BYTES_MAX`]) is reached the driver stops reading streams, so QUIC flow
@@ -43,6 +69,10 @@ const STREAM_ERROR_MALFORMED: u32 = 1;
 
 /// Application error code of connections closed by [`super::Transport::close`].
 const CLOSE_ERROR_SHUTDOWN: u32 = 0;
+
+/// Application error code of a connection closed because the peer's node id could not be read
+/// after the handshake (the verifiers make that unreachable; this is the belt to their braces).
+const CLOSE_ERROR_PEER_IDENTITY: u32 = 2;
 
 /// Send lanes per connection: one stream per [`FrameKind`], and one for the raw-bytes test hook.
 const LANES: usize = 3;
@@ -119,6 +149,8 @@ struct Conn {
     remote: SocketAddr,
     /// The handshake completed (and, server side, the client's certificate was verified).
     established: bool,
+    /// The node id in the peer's certificate, known once established; frames are read only then.
+    peer_node_id: Option<u32>,
     /// Lost: kept only until quinn-proto has drained it.
     lost: bool,
     lanes: [SendLane; LANES],
@@ -133,6 +165,7 @@ impl Conn {
             remote: quic.remote_address(),
             quic,
             established: false,
+            peer_node_id: None,
             lost: false,
             lanes: Default::default(),
             queued_bytes: 0,
@@ -205,8 +238,16 @@ impl Conn {
         }
     }
 
-    /// Reads readable streams into the inbox until they block or the inbox is full.
+    /// Reads readable streams into the inbox until they block or the inbox is full; nothing
+    /// before the peer's node id is known.
     fn read(&mut self, inbox: &mut Inbox, stats: &mut TransportStats) {
+        let Some(peer_node_id) = self.peer_node_id else {
+            return;
+        };
+        let sender = Sender {
+            from: self.remote,
+            peer_node_id,
+        };
         let mut finished = Vec::new();
         for (&id, lane) in &mut self.recv_lanes {
             if !lane.readable {
@@ -216,7 +257,7 @@ impl Conn {
                 inbox.read_paused = true;
                 return;
             }
-            match read_stream(&mut self.quic, id, lane, self.remote, inbox, stats) {
+            match read_stream(&mut self.quic, id, lane, sender, inbox, stats) {
                 StreamRead::Open => {}
                 StreamRead::Gone => finished.push(id),
                 StreamRead::Malformed => {
@@ -236,6 +277,13 @@ impl Conn {
     }
 }
 
+/// Who sent what a connection reads.
+#[derive(Clone, Copy)]
+struct Sender {
+    from: SocketAddr,
+    peer_node_id: u32,
+}
+
 enum StreamRead {
     /// The stream stays open (it blocked, or the inbox filled).
     Open,
@@ -249,7 +297,7 @@ fn read_stream(
     quic: &mut quinn_proto::Connection,
     id: StreamId,
     lane: &mut RecvLane,
-    from: SocketAddr,
+    sender: Sender,
     inbox: &mut Inbox,
     stats: &mut TransportStats,
 ) -> StreamRead {
@@ -265,7 +313,7 @@ fn read_stream(
         match chunks.next(usize::MAX) {
             Ok(Some(chunk)) => {
                 lane.decoder.push(&chunk.bytes);
-                if drain_frames(&mut lane.decoder, from, inbox, stats).is_err() {
+                if drain_frames(&mut lane.decoder, sender, inbox, stats).is_err() {
                     break StreamRead::Malformed;
                 }
             }
@@ -291,7 +339,7 @@ fn read_stream(
 
 fn drain_frames(
     decoder: &mut FrameDecoder,
-    from: SocketAddr,
+    sender: Sender,
     inbox: &mut Inbox,
     stats: &mut TransportStats,
 ) -> crate::Result<()> {
@@ -300,7 +348,11 @@ fn drain_frames(
         stats.frames_received += 1;
         stats.frame_bytes_received += frame_bytes as u64;
         inbox.frame_bytes += frame_bytes;
-        inbox.frames.push_back(Incoming { from, frame });
+        inbox.frames.push_back(Incoming {
+            from: sender.from,
+            peer_node_id: sender.peer_node_id,
+            frame,
+        });
     }
     Ok(())
 }
@@ -357,6 +409,8 @@ pub(super) struct State {
     /// Scratch buffer for datagrams the endpoint writes.
     scratch: Vec<u8>,
     stats: TransportStats,
+    /// Peers the certificate verifiers refused; read into the stats.
+    peer_refusals: Arc<PeerRefusals>,
     lifecycle: Lifecycle,
     /// Set to make the driver run a pass; its waker is woken at the same time.
     driver_wake: bool,
@@ -370,6 +424,7 @@ impl State {
         endpoint: quinn_proto::Endpoint,
         client_config: quinn_proto::ClientConfig,
         send_queue_bytes_max: usize,
+        peer_refusals: Arc<PeerRefusals>,
     ) -> State {
         State {
             endpoint,
@@ -383,6 +438,7 @@ impl State {
             transmit_cursor: ConnectionHandle(0),
             scratch: Vec::new(),
             stats: TransportStats::default(),
+            peer_refusals,
             lifecycle: Lifecycle::Running,
             driver_wake: false,
             driver_waker: None,
@@ -392,7 +448,19 @@ impl State {
     }
 
     pub(super) fn stats(&self) -> TransportStats {
-        self.stats
+        let (without_node_id, own_node_id) = self.peer_refusals.counts();
+        let incoming_handshakes_open = self
+            .conns
+            .values()
+            .filter(|conn| conn.quic.side().is_server() && !conn.established && !conn.lost)
+            .count();
+        TransportStats {
+            incoming_handshakes_open: incoming_handshakes_open as u64,
+            peers_refused_without_node_id: self.stats.peers_refused_without_node_id
+                + without_node_id,
+            peers_refused_own_node_id: own_node_id,
+            ..self.stats
+        }
     }
 
     fn wake_driver(&mut self) {
@@ -452,7 +520,12 @@ impl State {
         if let Some(&handle) = self.by_addr.get(&to) {
             return Some(handle);
         }
-        if self.conns.len() >= CONNECTIONS_MAX {
+        let outgoing = self
+            .conns
+            .values()
+            .filter(|conn| conn.quic.side().is_client())
+            .count();
+        if outgoing >= OUTGOING_CONNECTIONS_MAX {
             return None;
         }
         // Fails only for an address that cannot be dialled (port 0, unspecified IP).
@@ -534,12 +607,36 @@ impl State {
         }
     }
 
+    /// Decides on a connection attempt: a Retry for an address not yet validated (no state
+    /// kept), a refusal beyond a limit, else a new connection.
     fn accept(&mut self, now: Instant, incoming: quinn_proto::Incoming) {
         self.scratch.clear();
-        if self.lifecycle != Lifecycle::Running || self.conns.len() >= CONNECTIONS_MAX {
-            self.stats.connections_refused += 1;
-            let transmit = self.endpoint.refuse(incoming, &mut self.scratch);
-            self.push_outbox(&transmit);
+        if self.lifecycle != Lifecycle::Running {
+            self.refuse(incoming, Refusal::AtCapacity);
+            return;
+        }
+        if !incoming.remote_address_validated() {
+            // A Retry is smaller than the Initial that asked for it, and only a peer that
+            // receives at its address can answer it, so a spoofed flood costs no state.
+            match self.endpoint.retry(incoming, &mut self.scratch) {
+                Ok(transmit) => {
+                    self.stats.retries_sent += 1;
+                    self.push_outbox(&transmit);
+                }
+                // Unreachable (an unvalidated attempt may always be retried): drop it quietly.
+                Err(error) => self.endpoint.ignore(error.into_incoming()),
+            }
+            return;
+        }
+        let load = self.incoming_load(source_of(incoming.remote_address().ip()));
+        if load.from_source >= CONNECTIONS_PER_SOURCE_MAX
+            || load.handshakes_from_source >= HANDSHAKES_PER_SOURCE_MAX
+        {
+            self.refuse(incoming, Refusal::PerSource);
+            return;
+        }
+        if load.all >= INCOMING_CONNECTIONS_MAX || load.handshakes >= INCOMING_HANDSHAKES_MAX {
+            self.refuse(incoming, Refusal::AtCapacity);
             return;
         }
         match self.endpoint.accept(incoming, now, &mut self.scratch, None) {
@@ -553,6 +650,34 @@ impl State {
                 }
             }
         }
+    }
+
+    fn refuse(&mut self, incoming: quinn_proto::Incoming, why: Refusal) {
+        self.stats.connections_refused += 1;
+        match why {
+            Refusal::PerSource => self.stats.connections_refused_per_source += 1,
+            Refusal::AtCapacity => self.stats.connections_refused_at_capacity += 1,
+        }
+        self.scratch.clear();
+        let transmit = self.endpoint.refuse(incoming, &mut self.scratch);
+        self.push_outbox(&transmit);
+    }
+
+    /// The incoming connections now, in all and from `source`.
+    fn incoming_load(&self, source: IpAddr) -> IncomingLoad {
+        let mut load = IncomingLoad::default();
+        for conn in self.conns.values() {
+            if !conn.quic.side().is_server() {
+                continue;
+            }
+            let handshaking = !conn.established && !conn.lost;
+            let same_source = source_of(conn.remote.ip()) == source;
+            load.all += 1;
+            load.handshakes += usize::from(handshaking);
+            load.from_source += usize::from(same_source);
+            load.handshakes_from_source += usize::from(same_source && handshaking);
+        }
+        load
     }
 
     /// Queues the datagram the endpoint wrote into `scratch`.
@@ -596,6 +721,7 @@ impl State {
             }
             while let Some(event) = conn.quic.poll() {
                 handle_event(
+                    now,
                     handle,
                     conn,
                     event,
@@ -695,6 +821,7 @@ impl State {
 
 /// Applies one connection event.
 fn handle_event(
+    now: Instant,
     handle: ConnectionHandle,
     conn: &mut Conn,
     event: Event,
@@ -704,6 +831,21 @@ fn handle_event(
 ) {
     match event {
         Event::Connected => {
+            let Some(node_id) = peer_node_id(&conn.quic) else {
+                // The verifiers refuse such a peer in the handshake; should one slip through,
+                // its frames are never read.
+                conn.lost = true;
+                stats.connections_refused += 1;
+                stats.peers_refused_without_node_id += 1;
+                conn.drop_queued(stats);
+                conn.quic.close(
+                    now,
+                    VarInt::from_u32(CLOSE_ERROR_PEER_IDENTITY),
+                    Bytes::from_static(b"certificate names no node"),
+                );
+                return;
+            };
+            conn.peer_node_id = Some(node_id);
             conn.established = true;
             stats.connections_established += 1;
             stats.connections_open += 1;
@@ -755,6 +897,43 @@ fn handle_event(
         | Event::DatagramReceived
         | Event::DatagramsUnblocked => {}
     }
+}
+
+/// The node id in the certificate the peer presented in the handshake.
+fn peer_node_id(quic: &quinn_proto::Connection) -> Option<u32> {
+    let identity = quic.crypto_session().peer_identity()?;
+    let chain = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    certificate_node_id(chain.first()?).ok()
+}
+
+/// Where incoming attempts are counted against [`CONNECTIONS_PER_SOURCE_MAX`]: an IPv4 address
+/// (IPv4-mapped IPv6 included), or the /64 network of an IPv6 address.
+fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+        },
+    }
+}
+
+/// Why an incoming attempt was refused.
+#[derive(Clone, Copy)]
+enum Refusal {
+    /// [`CONNECTIONS_PER_SOURCE_MAX`] or [`HANDSHAKES_PER_SOURCE_MAX`].
+    PerSource,
+    /// [`INCOMING_CONNECTIONS_MAX`] or [`INCOMING_HANDSHAKES_MAX`], or the transport is closing.
+    AtCapacity,
+}
+
+/// Incoming connections (handshaking, up or draining), in all and from one source.
+#[derive(Default)]
+struct IncomingLoad {
+    all: usize,
+    handshakes: usize,
+    from_source: usize,
+    handshakes_from_source: usize,
 }
 
 fn count_loss(established: bool, reason: &ConnectionError, stats: &mut TransportStats) {

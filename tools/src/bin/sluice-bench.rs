@@ -1191,8 +1191,8 @@ mod tests {
             (&["append", "--payload-bytes", "x"], "not a whole number"),
             (&["append", "--payload-bytes", "0"], "between 1 and"),
             (
-                &["append", "--payload-bytes", "4194305"],
-                "between 1 and 4194304",
+                &["append", "--payload-bytes", "7405569"],
+                "between 1 and 7405568",
             ),
             (
                 &["append", "--outstanding", "0"],

@@ -10,7 +10,7 @@
 //! the exit status is 1 if any seed failed. `--json` prints one object with `seeds`, `failures`,
 //! `failed_seeds`, `commits_total`, `acknowledged_total`, `crashes_total`, `torn_flushes_total`,
 //! `snapshots_taken_total`, `snapshots_installed_total`, `transfers_total`, `elapsed_s`.
-//! `--bug AckUnflushed|VoteIgnoresLog` plants a known bug in every replica, to see the checkers
+//! `--bug AckUnflushed|VoteIgnoresLog|StaleFlushReport` plants a known bug in every replica, to see the checkers
 //! catch it.
 //!
 //! ```text
@@ -32,7 +32,7 @@ use sluice_log::raft::InjectedBug;
 use sluice_log::sim::cluster::{SimConfig, Simulation};
 
 const USAGE: &str = "usage: sluice-sim [--seeds N] [--first-seed S] [--seed S] [--steps N] \
-                     [--replicas N] [--bug AckUnflushed|VoteIgnoresLog] [--json]";
+                     [--replicas N] [--bug AckUnflushed|VoteIgnoresLog|StaleFlushReport] [--json]";
 
 /// Replicas a simulated partition may have.
 const REPLICAS_MAX: u64 = 9;
@@ -82,7 +82,10 @@ fn parse_args() -> Result<Args> {
                 parsed.bug = Some(match name.as_str() {
                     "AckUnflushed" => InjectedBug::AckUnflushed,
                     "VoteIgnoresLog" => InjectedBug::VoteIgnoresLog,
-                    other => bail!("unknown bug {other:?}; known: AckUnflushed, VoteIgnoresLog"),
+                    "StaleFlushReport" => InjectedBug::StaleFlushReport,
+                    other => bail!(
+                        "unknown bug {other:?}; known: AckUnflushed, VoteIgnoresLog, StaleFlushReport"
+                    ),
                 });
             }
             "--json" => parsed.json = true,

@@ -199,6 +199,8 @@ impl Replica {
             commit_index: l.raft.commit_index(),
             first_index: self.base() + 1,
             entries: &self.shadow,
+            durable_index: l.raft.log().durable_index(),
+            synced_index: l.journal.durable_index(),
         })
     }
 
@@ -246,7 +248,14 @@ impl Replica {
         }
         let last = journal.next_index() - 1;
         assert!(last >= base, "{name}: the journal ends before its snapshot");
-        let log = RaftLog::recovered(base, base_term, runs, last, config.entry_cache_bytes_max);
+        let log = RaftLog::recovered(
+            base,
+            base_term,
+            runs,
+            last,
+            journal.truncation_epoch(),
+            config.entry_cache_bytes_max,
+        );
         let raft = Raft::new(config, self.hard, log, now_ms, seed);
         let engine = self
             .fresh_engine()
@@ -595,9 +604,8 @@ impl Replica {
         };
         if live.flush_done_ms.is_some_and(|at| at <= now_ms) {
             live.flush_done_ms = None;
-            let durable =
-                block_on(live.journal.flush()).map_err(|e| format!("{name}: flush: {e}"))?;
-            live.raft.handle_flushed(durable);
+            block_on(live.journal.flush()).map_err(|e| format!("{name}: flush: {e}"))?;
+            live.raft.handle_flushed(live.journal.flush_report());
         }
         Ok(())
     }
