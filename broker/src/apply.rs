@@ -47,11 +47,41 @@ use crate::snapshots::StoredSnapshot;
 pub const ENTRY_RAW: u8 = 0x00;
 /// Tag of a journal entry holding the records of one processed command.
 pub const ENTRY_RECORDS: u8 = 0x01;
-/// Tag of an append payload that is an engine command (one encoded command record).
+/// Tag of an append payload that is a client's engine command (one encoded command record),
+/// from a gateway: only the commands a client may send are taken ([`client_may_send`]).
 pub const PAYLOAD_COMMAND: u8 = 0x01;
 /// Tag of an append payload that is a job activation poll: the tag, the wait in ms (u32,
 /// little-endian), then one encoded job-batch activation command.
 pub const PAYLOAD_POLL: u8 = 0x02;
+/// Tag of an append payload that is a command from a partition's engine (distribution,
+/// subscriptions, correlations): it reaches a partition only from this broker's engines or
+/// over the cluster's mutual-TLS transport, never from a client.
+pub const PAYLOAD_INTERNAL: u8 = 0x03;
+
+/// Whether a client (through a gateway) may send `command`: the gateway's commands, and a
+/// deployment only as a new one (with a key, it is a partition's distribution).
+#[must_use]
+pub fn client_may_send(command: &Record) -> bool {
+    use sluice_engine::{Intent, ValueType};
+    match (command.value_type, command.intent) {
+        (ValueType::Deployment, Intent::Create) => command.key <= 0,
+        (ValueType::ProcessInstanceCreation, Intent::Create | Intent::CreateWithAwaitingResult)
+        | (ValueType::ProcessInstance, Intent::Cancel)
+        | (ValueType::JobBatch, Intent::Activate)
+        | (
+            ValueType::Job,
+            Intent::Complete
+            | Intent::Fail
+            | Intent::ThrowError
+            | Intent::UpdateRetries
+            | Intent::UpdateTimeout,
+        )
+        | (ValueType::Message, Intent::Publish)
+        | (ValueType::VariableDocument, Intent::Update)
+        | (ValueType::Incident, Intent::Resolve) => true,
+        _ => false,
+    }
+}
 /// Bytes of committed entries read from the journal at a time when replaying.
 const REPLAY_READ_BYTES_MAX: u64 = 4 << 20;
 /// How long the engine's clock work waits after its output was too large for an entry.
@@ -66,12 +96,13 @@ fn entry_payload(records: &[Record]) -> Vec<u8> {
     payload
 }
 
-/// An engine command as an append payload: the tag, then the encoded record.
+/// A command of this partition's engine for another partition, as an append payload: the
+/// internal tag, then the encoded record.
 #[must_use]
 pub fn command_payload(command: &Record) -> Vec<u8> {
     let encoded = encode_records(std::slice::from_ref(command));
     let mut payload = Vec::with_capacity(encoded.len() + 1);
-    payload.push(PAYLOAD_COMMAND);
+    payload.push(PAYLOAD_INTERNAL);
     payload.extend_from_slice(&encoded);
     payload
 }

@@ -1,9 +1,14 @@
-//! The command API server: the internal append API of [`crate::client_api`] over TCP.
+//! The raw-append API: the log benchmark's appends ([`crate::client_api`] `Append` requests)
+//! over TCP, on `network.commandApi` when `network.commandApi.enabled` is set (off by default,
+//! loopback-only unless a host is configured). It carries no engine commands: clients reach the
+//! engine through the gRPC gateway, gateways reach leaders over the cluster's QUIC transport
+//! ([`crate::link`]); a `Command` or `Poll` here is answered `Invalid`.
 //!
 //! One reader and one writer task per connection. The reader decodes requests and hands each
-//! append to the local replica of its partition; the replica answers through a responder that
-//! encodes the response into the connection's output buffer and wakes the writer. Responses go
-//! out in commit order, not request order: clients match them by `request_id`.
+//! append to the local replica of its partition ([`crate::requests::serve`]); the replica
+//! answers through a responder that encodes the response into the connection's output buffer
+//! and wakes the writer. Responses go out in commit order, not request order: clients match
+//! them by `request_id`.
 //!
 //! A connection keeps at most [`REQUESTS_IN_FLIGHT_MAX`] requests unanswered; beyond that the
 //! reader stops reading until answers drain, so a fast client is slowed down, not dropped. A
@@ -16,12 +21,10 @@ use std::rc::Rc;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use glommio::net::{TcpListener, TcpStream};
 
-use crate::client_api::{
-    PAYLOAD_BYTES_MAX, POLL_WAIT_MS_MAX, Request, RequestDecoder, Response, encode_response,
-};
+use crate::client_api::{Request, RequestDecoder, Response, encode_response};
 use crate::node::Node;
 use crate::notify::Notify;
-use crate::partition::AppendOutcome;
+use crate::requests::Origin;
 
 /// Unanswered requests per connection before the server stops reading from it.
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 4096;
@@ -110,152 +113,18 @@ async fn read_loop(node: &Rc<Node>, connection: &Rc<Connection>, mut stream: Tcp
     }
 }
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "one request's checks in order, each answering on its own"
-)]
 fn handle(node: &Rc<Node>, connection: &Rc<Connection>, request: Request) {
-    // Tag the payload with its kind (see `crate::apply`): the partition tells raw appends from
-    // engine commands by it.
-    let (request_id, partition_id, kind, wait_ms, body) = match request {
-        Request::Append {
-            request_id,
-            partition_id,
-            payload,
-        } => (
-            request_id,
-            partition_id,
-            crate::apply::ENTRY_RAW,
-            None,
-            payload,
-        ),
-        Request::Command {
-            request_id,
-            partition_id,
-            command,
-        } => (
-            request_id,
-            partition_id,
-            crate::apply::PAYLOAD_COMMAND,
-            None,
-            command,
-        ),
-        Request::Poll {
-            request_id,
-            partition_id,
-            wait_ms,
-            command,
-        } => (
-            request_id,
-            partition_id,
-            crate::apply::PAYLOAD_POLL,
-            Some(wait_ms),
-            command,
-        ),
-    };
-    let respond = {
-        let connection = Rc::clone(connection);
-        move |response: Response| {
-            encode_response(&response, &mut connection.out.borrow_mut());
-            connection.out_ready.notify();
-        }
-    };
-    let partitions_count = node.settings().layout.shape().partitions_count();
-    if partition_id == 0 || partition_id > partitions_count {
-        respond(Response::Invalid {
-            request_id,
-            message: format!(
-                "partition {partition_id} does not exist; the cluster has partitions 1 to \
-                 {partitions_count}"
-            ),
-        });
-        return;
-    }
-    if body.len() > PAYLOAD_BYTES_MAX {
-        respond(Response::Invalid {
-            request_id,
-            message: format!(
-                "the payload of {} bytes exceeds the largest append, {PAYLOAD_BYTES_MAX} bytes",
-                body.len()
-            ),
-        });
-        return;
-    }
-    if let Some(wait_ms) = wait_ms
-        && wait_ms > POLL_WAIT_MS_MAX
-    {
-        respond(Response::Invalid {
-            request_id,
-            message: format!(
-                "a poll may wait at most {POLL_WAIT_MS_MAX} ms, not {wait_ms} ms; poll again instead"
-            ),
-        });
-        return;
-    }
-    let mut payload = Vec::with_capacity(body.len() + 5);
-    payload.push(kind);
-    if let Some(wait_ms) = wait_ms {
-        payload.extend_from_slice(&wait_ms.to_le_bytes());
-    }
-    payload.extend_from_slice(&body);
-    drop(body);
-    if !node.hosts(partition_id) {
-        respond(Response::NotLeader {
-            request_id,
-            leader: node.leader_hint(partition_id),
-        });
-        return;
-    }
     connection.in_flight.set(connection.in_flight.get() + 1);
-    let responder = {
-        let node = Rc::clone(node);
-        let connection = Rc::clone(connection);
-        Box::new(move |outcome| {
-            let in_flight = connection.in_flight.get() - 1;
-            connection.in_flight.set(in_flight);
-            if in_flight + 1 == REQUESTS_IN_FLIGHT_MAX {
-                connection.drained.notify();
-            }
-            respond(answer(&node, partition_id, request_id, outcome));
-        })
-    };
-    if node.append(partition_id, payload, responder).is_err() {
-        unreachable!("hosts() said this broker holds partition {partition_id}");
-    }
-}
-
-/// The command API's answer to an append's or command's outcome.
-fn answer(node: &Node, partition_id: u32, request_id: u64, outcome: AppendOutcome) -> Response {
-    match outcome {
-        AppendOutcome::Committed {
-            index,
-            response: None,
-        } => Response::Appended { request_id, index },
-        AppendOutcome::Committed {
-            index,
-            response: Some(response),
-        } => Response::Processed {
-            request_id,
-            index,
-            response,
-        },
-        AppendOutcome::Invalid { message } => Response::Invalid {
-            request_id,
-            message,
-        },
-        AppendOutcome::NotLeader { leader } => Response::NotLeader {
-            request_id,
-            leader: leader.and_then(|_| node.leader_hint(partition_id)),
-        },
-        AppendOutcome::Unavailable { message } => Response::Unavailable {
-            request_id,
-            message,
-        },
-        AppendOutcome::Overloaded { message } => Response::Overloaded {
-            request_id,
-            message,
-        },
-    }
+    let connection = Rc::clone(connection);
+    crate::requests::serve(node, request, Origin::RawAppends, move |response| {
+        let in_flight = connection.in_flight.get() - 1;
+        connection.in_flight.set(in_flight);
+        if in_flight + 1 == REQUESTS_IN_FLIGHT_MAX {
+            connection.drained.notify();
+        }
+        encode_response(&response, &mut connection.out.borrow_mut());
+        connection.out_ready.notify();
+    });
 }
 
 async fn write_loop(connection: Rc<Connection>, mut stream: TcpStream) {

@@ -351,8 +351,8 @@ pub struct NetworkConfig {
     pub advertised_host: Option<String>,
     /// `network.portOffset`: every port moves by `10 * portOffset`. Default 0.
     pub port_offset: u16,
-    /// `network.commandApi`: the internal append client API (TCP). Default port 26501.
-    pub command_api: ApiConfig,
+    /// `network.commandApi`: the log benchmark's raw-append API (TCP); off by default.
+    pub command_api: CommandApiConfig,
     /// `network.internalApi`: QUIC between brokers. Default port 26502.
     pub internal_api: ApiConfig,
     /// `network.security`: mutual TLS between brokers.
@@ -370,10 +370,35 @@ impl Default for NetworkConfig {
             host: "0.0.0.0".to_owned(),
             advertised_host: None,
             port_offset: 0,
-            command_api: ApiConfig::on_port(26_501),
+            command_api: CommandApiConfig::default(),
             internal_api: ApiConfig::on_port(26_502),
             security: SecurityConfig::default(),
             max_message_bytes: crate::limits::MESSAGE_BYTES_DEFAULT,
+        }
+    }
+}
+
+/// `network.commandApi`: the log benchmark's raw-append API (`sluice-bench append`). It takes
+/// raw appends only (no engine commands: clients use the gRPC gateway), with no
+/// authentication, so it is off unless `enabled`, and listens on loopback unless `host` says
+/// otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CommandApiConfig {
+    /// `enabled`: serve raw appends. Default false.
+    pub enabled: bool,
+    /// `host`: the IP address to bind to. Default `127.0.0.1` (not `network.host`).
+    pub host: Option<String>,
+    /// `port`, before `network.portOffset`. Default 26501.
+    pub port: u16,
+}
+
+impl Default for CommandApiConfig {
+    fn default() -> Self {
+        CommandApiConfig {
+            enabled: false,
+            host: None,
+            port: 26_501,
         }
     }
 }
@@ -1180,6 +1205,12 @@ const PARTITIONING: &[Field] = &[
 
 const API: &[Field] = &[key("host", Leaf::OptStr), key("port", U16)];
 
+const COMMAND_API: &[Field] = &[
+    key("enabled", Leaf::Bool),
+    key("host", Leaf::OptStr),
+    key("port", U16),
+];
+
 const SECURITY: &[Field] = &[
     key("certificateAuthorityPath", Leaf::OptStr),
     key("certificateChainPath", Leaf::OptStr),
@@ -1190,7 +1221,7 @@ const NETWORK: &[Field] = &[
     key("host", Leaf::Str),
     key("advertisedHost", Leaf::OptStr),
     key("portOffset", U16),
-    section("commandApi", API),
+    section("commandApi", COMMAND_API),
     section("internalApi", API),
     section("security", SECURITY),
     key("maxMessageSize", Leaf::SizeBytes),
@@ -2181,10 +2212,10 @@ impl BrokerConfig {
 
     /// The ports in use, by key: the gateway's only when it is enabled.
     fn configured_ports(&self) -> Vec<(&'static str, u16)> {
-        let mut ports = vec![
-            (KEY_COMMAND_API_PORT, self.network.command_api.port),
-            (KEY_INTERNAL_API_PORT, self.network.internal_api.port),
-        ];
+        let mut ports = vec![(KEY_INTERNAL_API_PORT, self.network.internal_api.port)];
+        if self.network.command_api.enabled {
+            ports.push((KEY_COMMAND_API_PORT, self.network.command_api.port));
+        }
         if self.gateway.enable {
             ports.push((KEY_GATEWAY_PORT, self.gateway.network.port));
         }
@@ -2289,7 +2320,8 @@ impl BrokerConfig {
         SocketAddr::new(ip, port)
     }
 
-    /// Where the command API (`network.commandApi`) listens, offset applied.
+    /// Where the raw-append API (`network.commandApi`) listens when enabled, offset applied:
+    /// loopback unless its `host` is set.
     ///
     /// # Panics
     ///
@@ -2297,7 +2329,8 @@ impl BrokerConfig {
     #[must_use]
     pub fn command_api_addr(&self) -> SocketAddr {
         let api = &self.network.command_api;
-        self.bind_addr(api.host.as_ref(), api.port)
+        let loopback = "127.0.0.1".to_owned();
+        self.bind_addr(Some(api.host.as_ref().unwrap_or(&loopback)), api.port)
     }
 
     /// Where the internal API (`network.internalApi`, QUIC) listens, offset applied.

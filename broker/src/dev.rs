@@ -90,6 +90,8 @@ pub fn broker_yaml(options: &DevOptions, dir: &Path, index: u32) -> String {
     let _ = writeln!(yaml, "network:");
     let _ = writeln!(yaml, "  host: 127.0.0.1");
     let _ = writeln!(yaml, "  portOffset: {}", options.port_offset + index);
+    // The raw-append API of `sluice-bench append`, on loopback.
+    let _ = writeln!(yaml, "  commandApi: {{ enabled: true }}");
     let _ = writeln!(yaml, "  security:");
     let _ = writeln!(
         yaml,

@@ -126,6 +126,8 @@ pub struct Peer {
     pub state: MemberState,
     /// Its gossiped metadata, when it parsed.
     pub metadata: Option<MemberMetadata>,
+    /// Its SWIM incarnation: a restarted broker comes back with a higher one.
+    pub incarnation: u64,
 }
 
 /// Counters of the node's own tasks, for `/metrics`.
@@ -148,6 +150,9 @@ pub struct NodeCounters {
     /// Raft and gossip messages dropped because their claimed sender is not the node named in
     /// the sending broker's certificate.
     pub messages_sender_mismatch: Cell<u64>,
+    /// Replies from other brokers that answered no waiting request (it aged out, or the peer
+    /// named another's).
+    pub replies_unmatched: Cell<u64>,
 }
 
 /// The running node. See the module docs.
@@ -175,6 +180,8 @@ pub struct Node {
     stopping: Cell<bool>,
     /// Set when another shard stopped before `shut_down`: the broker is unhealthy.
     shard_failed: Cell<bool>,
+    /// Client requests sent to other brokers, waiting for their replies.
+    forwards: crate::requests::Forwards,
 }
 
 impl std::fmt::Debug for Node {
@@ -282,7 +289,12 @@ impl Node {
     /// Starts the node on the current executor. See the module docs.
     /// `shards` are the other shards of this broker and the partitions they host; shard 0 (the
     /// current executor) hosts the rest.
-    pub async fn start(settings: NodeSettings, shards: Vec<ShardEnds>) -> anyhow::Result<Rc<Node>> {
+    /// `link` is this broker's gateway's end of the [`crate::link`], when it runs one.
+    pub async fn start(
+        settings: NodeSettings,
+        shards: Vec<ShardEnds>,
+        link: Option<crate::link::LinkReceiver>,
+    ) -> anyhow::Result<Rc<Node>> {
         let clock = Instant::now();
         std::fs::create_dir_all(&settings.data_dir).map_err(|error| {
             anyhow::anyhow!(
@@ -356,6 +368,7 @@ impl Node {
             counters: NodeCounters::default(),
             stopping: Cell::new(false),
             shard_failed: Cell::new(false),
+            forwards: crate::requests::Forwards::default(),
             settings,
         });
         node.record_self_member();
@@ -368,6 +381,9 @@ impl Node {
             glommio::spawn_local(Rc::clone(&node).shard_output_task(receiver)).detach();
         }
         node.open_local_partitions().await?;
+        if let Some(link) = link {
+            glommio::spawn_local(crate::requests::link_task(Rc::clone(&node), link)).detach();
+        }
         Ok(node)
     }
 
@@ -412,6 +428,23 @@ impl Node {
     #[must_use]
     pub fn counters(&self) -> &NodeCounters {
         &self.counters
+    }
+
+    /// Client requests sent to other brokers and not answered yet.
+    #[must_use]
+    pub fn forwards(&self) -> &crate::requests::Forwards {
+        &self.forwards
+    }
+
+    /// The transport address of `node_id`, as gossip told it.
+    #[must_use]
+    pub fn peer_socket(&self, node_id: NodeId) -> Option<SocketAddr> {
+        let directory = self.directory.borrow();
+        let peer = directory.get(&node_id)?;
+        if matches!(peer.state, MemberState::Dead | MemberState::Left) {
+            return None;
+        }
+        peer.socket
     }
 
     /// Milliseconds since the node started.
@@ -765,11 +798,36 @@ impl Node {
                         .get(..4)
                         .map(|bytes| u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
                     match partition_id {
-                        Some(partition_id) if self.hosts(partition_id) => {
+                        // Only a partition's command travels in these frames.
+                        Some(partition_id)
+                            if self.hosts(partition_id)
+                                && body.get(4) == Some(&crate::apply::PAYLOAD_INTERNAL) =>
+                        {
                             let payload = body[4..].to_vec();
                             let _ = self.append(partition_id, payload, Box::new(|_| {}));
                         }
                         _ => self.count_misrouted(),
+                    }
+                }
+                FrameKind::Request => {
+                    if !crate::requests::serve_peer_request(
+                        &self,
+                        incoming.from,
+                        incoming.peer_node_id,
+                        &incoming.frame.body,
+                    ) {
+                        self.count_malformed();
+                    }
+                }
+                FrameKind::Reply => {
+                    if !crate::requests::take_peer_reply(
+                        &self,
+                        incoming.peer_node_id,
+                        &incoming.frame.body,
+                    ) {
+                        // A reply to a request that aged out is expected now and then.
+                        let c = &self.counters.replies_unmatched;
+                        c.set(c.get() + 1);
                     }
                 }
                 FrameKind::Swim => match decode_swim_message(&incoming.frame) {
@@ -794,6 +852,11 @@ impl Node {
                 },
             }
         }
+    }
+
+    fn count_malformed(&self) {
+        let c = &self.counters.frames_malformed;
+        c.set(c.get() + 1);
     }
 
     fn count_misrouted(&self) {
@@ -910,14 +973,32 @@ impl Node {
         };
         let metadata: Option<MemberMetadata> = serde_json::from_slice(&member.metadata).ok();
         let state = member_state(member.state);
+        if matches!(state, MemberState::Dead | MemberState::Left) {
+            self.forwards.peer_gone(
+                node_id,
+                if state == MemberState::Left {
+                    "left the cluster"
+                } else {
+                    "was declared dead"
+                },
+            );
+        }
         let peer = Peer {
             node_id,
             socket: self.resolve(&member.address),
             address: member.address.clone(),
             state,
             metadata: metadata.clone(),
+            incarnation: member.incarnation,
         };
-        self.directory.borrow_mut().insert(node_id, peer);
+        let previous = self.directory.borrow_mut().insert(node_id, peer);
+        if previous.is_some_and(|previous| previous.incarnation < member.incarnation)
+            && !matches!(state, MemberState::Dead | MemberState::Left)
+        {
+            // A new life (or a refuted suspicion): requests sent to the old one may be lost.
+            self.forwards
+                .peer_gone(node_id, "restarted or was suspected");
+        }
         let record = Member {
             node_id,
             address: member.address,

@@ -418,18 +418,23 @@ impl Partition {
         match payload.first() {
             Some(&crate::apply::ENTRY_RAW) => {}
             Some(&crate::apply::PAYLOAD_COMMAND) => {
-                self.submit_command(&payload[1..], responder, None);
+                self.submit_command(&payload[1..], responder, None, true);
+                return;
+            }
+            Some(&crate::apply::PAYLOAD_INTERNAL) => {
+                self.submit_command(&payload[1..], responder, None, false);
                 return;
             }
             Some(&crate::apply::PAYLOAD_POLL) if payload.len() >= 5 => {
                 let wait_ms = u32::from_le_bytes([payload[1], payload[2], payload[3], payload[4]]);
-                self.submit_command(&payload[5..], responder, Some(wait_ms));
+                self.submit_command(&payload[5..], responder, Some(wait_ms), true);
                 return;
             }
             _ => {
                 responder(AppendOutcome::Invalid {
                     message: "an append payload starts with its kind: 0x00 for a raw entry, \
-                              0x01 for an engine command, 0x02 and a wait for a job poll"
+                              0x01 for a client's engine command, 0x02 and a wait for a job \
+                              poll, 0x03 for a partition's command"
                         .to_owned(),
                 });
                 return;
@@ -472,7 +477,13 @@ impl Partition {
         self.notify.notify();
     }
 
-    fn submit_command(&self, bytes: &[u8], responder: Responder, poll_wait_ms: Option<u32>) {
+    fn submit_command(
+        &self,
+        bytes: &[u8],
+        responder: Responder,
+        poll_wait_ms: Option<u32>,
+        from_client: bool,
+    ) {
         let command = match crate::apply::decode_command(bytes) {
             Ok(command) => command,
             Err(error) => {
@@ -482,6 +493,28 @@ impl Partition {
                 return;
             }
         };
+        if from_client && !crate::apply::client_may_send(&command) {
+            responder(AppendOutcome::Invalid {
+                message: format!(
+                    "a client may not send {:?} {:?}{}: it is a command between partitions",
+                    command.value_type,
+                    command.intent,
+                    if command.key > 0 {
+                        format!(" with key {}", command.key)
+                    } else {
+                        String::new()
+                    }
+                ),
+            });
+            return;
+        }
+        if !from_client && command.request_id != 0 {
+            // Only a gateway names client requests; a partition's command never does.
+            responder(AppendOutcome::Invalid {
+                message: "a command between partitions carries no client request id".to_owned(),
+            });
+            return;
+        }
         if poll_wait_ms.is_some()
             && !(command.value_type == sluice_engine::ValueType::JobBatch
                 && command.intent == sluice_engine::Intent::Activate)

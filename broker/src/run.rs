@@ -96,6 +96,7 @@ pub fn node_settings(config: &BrokerConfig) -> anyhow::Result<NodeSettings> {
 fn start_gateway(
     config: &BrokerConfig,
     settings: &NodeSettings,
+    link: crate::link::Link,
 ) -> anyhow::Result<Option<crate::gateway::GatewayHandle>> {
     let Some(view) = &settings.gateway_view else {
         return Ok(None);
@@ -112,6 +113,7 @@ fn start_gateway(
             },
             tls: config.gateway_tls_paths()?,
             limits: config.size_limits(),
+            link,
         },
         Arc::clone(view),
     )?;
@@ -131,8 +133,15 @@ fn start_gateway(
 /// Runs the broker until `stop` is set. See the module docs.
 pub fn run(config: &BrokerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let settings = node_settings(config)?;
-    let gateway = start_gateway(config, &settings)?;
-    let command_api = config.command_api_addr();
+    let (link, link_receiver) = crate::link::link();
+    let gateway = start_gateway(config, &settings, link)?;
+    // Without a gateway nothing sends on the link: the node need not drain it.
+    let link_receiver = gateway.is_some().then_some(link_receiver);
+    let command_api = config
+        .network
+        .command_api
+        .enabled
+        .then(|| config.command_api_addr());
     let management = config.management_addr();
     let node_id = settings.node_id;
     let shards_count = usize::try_from(config.threads.cpu_thread_count.max(1))
@@ -179,28 +188,31 @@ pub fn run(config: &BrokerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         .make()
         .map_err(|error| anyhow::anyhow!("starting the shard's executor: {error}"))?;
     let result = executor.run(async move {
-        let node = Node::start(settings, shard_ends).await?;
-        let command_listener =
-            node::retry_bind(&format!("the command API on {command_api}"), || {
-                glommio::net::TcpListener::bind(command_api).map_err(|e| anyhow::anyhow!("{e}"))
-            })
-            .await?;
+        let node = Node::start(settings, shard_ends, link_receiver).await?;
+        if let Some(command_api) = command_api {
+            let command_listener =
+                node::retry_bind(&format!("the raw-append API on {command_api}"), || {
+                    glommio::net::TcpListener::bind(command_api).map_err(|e| anyhow::anyhow!("{e}"))
+                })
+                .await?;
+            glommio::spawn_local(crate::command_server::serve(
+                Rc::clone(&node),
+                command_listener,
+            ))
+            .detach();
+        }
         let management_listener =
             node::retry_bind(&format!("the management API on {management}"), || {
                 glommio::net::TcpListener::bind(management).map_err(|e| anyhow::anyhow!("{e}"))
             })
             .await?;
-        glommio::spawn_local(crate::command_server::serve(
-            Rc::clone(&node),
-            command_listener,
-        ))
-        .detach();
         let handler = Rc::new(Management::new(Rc::clone(&node)));
         glommio::spawn_local(crate::http::serve(management_listener, handler)).detach();
         eprintln!(
-            "node {node_id}: serving with {shards_count} shard(s); internal {} (QUIC), command API \
-             {command_api}, management http://{management}/",
-            node.settings().internal_bind
+            "node {node_id}: serving with {shards_count} shard(s); internal {} (QUIC), raw-append \
+             API {}, management http://{management}/",
+            node.settings().internal_bind,
+            command_api.map_or_else(|| "off".to_owned(), |addr| addr.to_string())
         );
         while !stop.load(Ordering::Relaxed) {
             glommio::timer::sleep(STOP_POLL).await;

@@ -321,6 +321,20 @@ pub struct Record {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejection: Option<Rejection>,
     pub value: RecordValue,
+    /// On a client's command, the gateway's id of its request; on the record that answers the
+    /// command, the same id (Zeebe's `requestId`). 0 for none. A command carrying the id of a
+    /// request already answered is answered again from the first reply instead of running
+    /// twice, so a gateway can re-send a command whose answer it lost.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub request_id: u64,
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -342,6 +356,7 @@ impl Record {
             timestamp_ms: 0,
             rejection: None,
             value,
+            request_id: 0,
         }
     }
 
@@ -352,6 +367,46 @@ impl Record {
             key,
             ..Self::command(intent, value)
         }
+    }
+
+    /// This record as kept to answer a re-sent request: without the large texts (resources and
+    /// variables), which no reply of a command needs.
+    #[must_use]
+    pub fn slim_reply(&self) -> Record {
+        // Cloning shares the texts (`Text` is reference-counted); they are dropped below.
+        let mut reply = self.clone();
+        match &mut reply.value {
+            RecordValue::Deployment(deployment) => {
+                for resource in &mut deployment.resources {
+                    resource.resource = Text::default();
+                }
+            }
+            RecordValue::Process(process) => process.resource = Text::default(),
+            RecordValue::ProcessInstanceCreation(creation) => creation.variables = Text::default(),
+            RecordValue::Job(job) => job.variables = Text::default(),
+            RecordValue::JobBatch(batch) => {
+                for job in &mut batch.jobs {
+                    job.variables = Text::default();
+                }
+            }
+            RecordValue::Message(message) => message.variables = Text::default(),
+            RecordValue::MessageSubscription(subscription) => {
+                subscription.variables = Text::default();
+            }
+            RecordValue::ProcessMessageSubscription(subscription) => {
+                subscription.variables = Text::default();
+            }
+            RecordValue::MessageStartEventSubscription(subscription) => {
+                subscription.variables = Text::default();
+            }
+            RecordValue::VariableDocument(document) => document.variables = Text::default(),
+            RecordValue::Variable(variable) => variable.value = Text::default(),
+            RecordValue::ProcessInstance(_)
+            | RecordValue::Timer(_)
+            | RecordValue::Incident(_)
+            | RecordValue::CommandDistribution(_) => {}
+        }
+        reply
     }
 
     /// This record as one line of JSON (for golden tests and tools).

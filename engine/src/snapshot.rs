@@ -52,7 +52,7 @@ use crate::state::{
 /// The first four bytes of every snapshot: `SLSN`.
 pub const SNAPSHOT_MAGIC: u32 = u32::from_le_bytes(*b"SLSN");
 /// The format version this build writes and reads.
-pub const SNAPSHOT_VERSION: u16 = 1;
+pub const SNAPSHOT_VERSION: u16 = 2;
 /// Bytes of the fixed header before the payload.
 pub const SNAPSHOT_HEADER_BYTES: usize = 24;
 /// Bytes of the header the header checksum covers (everything before it).
@@ -222,6 +222,16 @@ struct SnapshotData {
     process_subscriptions: Vec<ProcessSubscriptionData>,
     message_start_subscriptions: Vec<MessageStartSubscriptionData>,
     timers: Vec<TimerData>,
+    /// In the order they were answered (oldest first), as `State::client_reply_order`.
+    client_replies: Vec<ClientReplyData>,
+}
+
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct ClientReplyData {
+    /// When it was answered (the reply's time).
+    at_ms: i64,
+    /// The reply, its `request_id` the request's.
+    reply: Record,
 }
 
 #[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -441,6 +451,8 @@ impl SnapshotData {
             message_start_subscriptions,
             timers,
             timer_due: _,
+            client_replies,
+            client_reply_order,
         } = state;
         let mut deployments: Vec<Key> = deployments.iter().copied().collect();
         deployments.sort_unstable();
@@ -510,6 +522,15 @@ impl SnapshotData {
                     value: timer.value.clone(),
                 })
                 .collect(),
+            client_replies: client_reply_order
+                .iter()
+                .filter_map(|&(at_ms, id)| {
+                    client_replies.get(&id).map(|reply| ClientReplyData {
+                        at_ms,
+                        reply: reply.clone(),
+                    })
+                })
+                .collect(),
         }
     }
 
@@ -529,6 +550,7 @@ impl SnapshotData {
             process_subscriptions,
             message_start_subscriptions,
             timers,
+            client_replies,
         } = self;
         if next_key_counter < 1 {
             return Err(invalid(format!(
@@ -553,6 +575,7 @@ impl SnapshotData {
         restore_process_subscriptions(&mut state, process_subscriptions)?;
         restore_message_start_subscriptions(&mut state, message_start_subscriptions)?;
         restore_timers(&mut state, timers)?;
+        restore_client_replies(&mut state, client_replies)?;
         // Last: applying `PROCESS CREATED` above advanced the counter past the process keys.
         state.next_key_counter = next_key_counter;
         Ok(state)
@@ -591,6 +614,35 @@ impl MessageStartSubscriptionData {
             message_name: subscription.message_name.clone(),
         }
     }
+}
+
+/// Restores the kept client replies in their order, checking each is one `remember_reply`
+/// would keep.
+fn restore_client_replies(
+    state: &mut State,
+    replies: Vec<ClientReplyData>,
+) -> Result<(), SnapshotError> {
+    if replies.len() > crate::state::CLIENT_REPLIES_MAX {
+        return Err(invalid(format!(
+            "{} client replies, more than the {} kept",
+            replies.len(),
+            crate::state::CLIENT_REPLIES_MAX
+        )));
+    }
+    for ClientReplyData { at_ms, reply } in replies {
+        let id = reply.request_id;
+        if id == 0 || reply.record_type == RecordType::Command {
+            return Err(invalid(format!(
+                "a kept client reply is not a reply (request id {id}, {:?})",
+                reply.record_type
+            )));
+        }
+        if state.client_replies.insert(id, reply).is_some() {
+            return Err(invalid(format!("client request {id} is kept twice")));
+        }
+        state.client_reply_order.push_back((at_ms, id));
+    }
+    Ok(())
 }
 
 /// Checks that keys are strictly ascending: canonical order, no duplicates.
@@ -651,6 +703,7 @@ fn restore_processes(state: &mut State, processes: Vec<ProcessValue>) -> Result<
             timestamp_ms: 0,
             rejection: None,
             value: RecordValue::Process(process),
+            request_id: 0,
         };
         state.apply(&record);
     }
@@ -1195,12 +1248,12 @@ mod tests {
         assert_eq!(encode_snapshot(&state), bytes);
 
         let mut version = bytes.clone();
-        version[4] = 2;
+        version[4] = 3;
         let crc = crc32c::crc32c(&version[..HEADER_CHECKED_BYTES]);
         version[HEADER_CHECKED_BYTES..SNAPSHOT_HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
         assert!(matches!(
             decode_snapshot(&version),
-            Err(SnapshotError::UnsupportedVersion { found: 2 })
+            Err(SnapshotError::UnsupportedVersion { found: 3 })
         ));
 
         let mut longer = bytes.clone();

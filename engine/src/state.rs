@@ -5,7 +5,7 @@
 //! drift apart. Appliers trust their events (they were validated when written) but check the
 //! invariants they rely on; a broken one is a bug and panics.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
 use serde_json::Value;
@@ -210,7 +210,19 @@ pub struct State {
     pub message_start_subscriptions: HashMap<Key, MessageStartSubscription>,
     pub timers: HashMap<Key, Timer>,
     pub timer_due: BTreeSet<(i64, Key)>,
+    /// Replies to client requests by request id ([`Record::request_id`]), without their large
+    /// texts: a request re-sent by a gateway that lost the answer is answered from here.
+    pub client_replies: HashMap<u64, Record>,
+    /// The ids of `client_replies` in the order they were answered, with the reply's time;
+    /// the oldest go first ([`CLIENT_REPLIES_MAX`], [`CLIENT_REPLY_RETENTION_MS`]).
+    pub client_reply_order: VecDeque<(i64, u64)>,
 }
+
+/// Most client replies kept to answer re-sent requests.
+pub const CLIENT_REPLIES_MAX: usize = 200_000;
+/// How long a client reply is kept, by the replies' own times: a gateway re-sends a request
+/// only within this window after it first sent it.
+pub const CLIENT_REPLY_RETENTION_MS: i64 = 5 * 60 * 1000;
 
 fn parse_json(text: &str) -> Value {
     if text.is_empty() {
@@ -312,9 +324,41 @@ impl State {
         all
     }
 
+    /// Keeps `reply` (an event or rejection answering the client request `reply.request_id`)
+    /// to answer the request again if it is re-sent, forgetting the oldest replies beyond the
+    /// bounds. Deterministic: it depends only on the replies applied, in log order.
+    pub fn remember_reply(&mut self, reply: &Record) {
+        let id = reply.request_id;
+        if id == 0
+            || reply.record_type == RecordType::Command
+            || self.client_replies.contains_key(&id)
+        {
+            return;
+        }
+        let now = reply.timestamp_ms;
+        while let Some(&(at, oldest)) = self.client_reply_order.front() {
+            if self.client_reply_order.len() < CLIENT_REPLIES_MAX
+                && at >= now.saturating_sub(CLIENT_REPLY_RETENTION_MS)
+            {
+                break;
+            }
+            self.client_reply_order.pop_front();
+            self.client_replies.remove(&oldest);
+        }
+        self.client_replies.insert(id, reply.slim_reply());
+        self.client_reply_order.push_back((now, id));
+    }
+
+    /// The reply already given to the client request `request_id`, if it is still kept.
+    #[must_use]
+    pub fn client_reply(&self, request_id: u64) -> Option<&Record> {
+        self.client_replies.get(&request_id)
+    }
+
     /// Applies one record: events change the state, commands and rejections only advance the
     /// key counter.
     pub fn apply(&mut self, record: &Record) {
+        self.remember_reply(record);
         self.observe_key(record.key);
         if record.record_type != RecordType::Event {
             return;

@@ -85,11 +85,22 @@ pub enum FrameKind {
     /// An engine command forwarded to a partition's leader: `partition_id u32` little-endian,
     /// then the command payload (opaque to this crate).
     Command = 0x09,
+    /// A client's request (from a gateway) for a partition's leader; the body is opaque to this
+    /// crate (the broker's request format), answered by a [`FrameKind::Reply`].
+    Request = 0x0A,
+    /// The answer to a [`FrameKind::Request`]; the body is opaque to this crate.
+    Reply = 0x0C,
 }
 
 impl FrameKind {
     /// Every kind, for lookups and the compile-time distance check.
-    pub const ALL: [FrameKind; 3] = [FrameKind::RaftBatch, FrameKind::Swim, FrameKind::Command];
+    pub const ALL: [FrameKind; 5] = [
+        FrameKind::RaftBatch,
+        FrameKind::Swim,
+        FrameKind::Command,
+        FrameKind::Request,
+        FrameKind::Reply,
+    ];
 
     /// The kind with this wire value, if any.
     #[must_use]

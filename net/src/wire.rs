@@ -1109,7 +1109,9 @@ mod tests {
                 let ok = match kind {
                     FrameKind::RaftBatch => decode_raft_batch(&frame).is_ok(),
                     FrameKind::Swim => decode_swim_message(&frame).is_ok(),
-                    FrameKind::Command => unreachable!("not among the kinds tried"),
+                    FrameKind::Command | FrameKind::Request | FrameKind::Reply => {
+                        unreachable!("not among the kinds tried")
+                    }
                 };
                 decoded_ok += u32::from(ok);
             }

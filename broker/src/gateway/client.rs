@@ -1,68 +1,105 @@
-//! An async client of the cluster's command API ([`crate::client_api`]) for the gateway.
+//! The gateway's client of the partitions' leaders, over the [`crate::link`]: to a leader on
+//! this broker through the shard channel, to another broker over the cluster's mutual-TLS QUIC
+//! transport.
 //!
-//! One pipelined TCP connection per broker address, each driven by one task that writes the
-//! queued request frames and matches the answers to their callers by request id. [`CommandClient::command`]
-//! sends one engine command to a partition: first to the leader the [`GatewayView`] names, then
-//! wherever `NotLeader` points; it retries `Unavailable` answers and broken connections with a
-//! short growing pause until the deadline. Like [`crate::client_api::AppendClient`], a retried
-//! command may take effect twice (at-least-once).
+//! [`CommandClient::command`] sends one engine command to a partition: first to the leader the
+//! [`GatewayView`](super::GatewayView) names, then wherever `NotLeader` points; it retries a
+//! command that certainly did not run (not sent, refused before processing, no leader yet) with
+//! a short growing pause until the deadline. Every command carries a request id
+//! ([`sluice_engine::Record::request_id`]), unique to this gateway: a command whose answer was
+//! lost (its leader died or froze, the answer timed out) is sent again with the same id to the
+//! partition's leader of the moment, and the engine answers a request it already ran from its
+//! first reply, so the command takes effect once. Only a creation that awaits its result is
+//! never sent twice (its answer is the instance's end, which the engine does not keep).
+//!
+//! [`CommandClient::create`] is a creation without result: when its partition has no leader it
+//! goes to the next partition that has one, as long as it was sent nowhere yet.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_engine::Record;
 use sluice_engine::record::{decode_records, encode_records};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::Status;
 
 use super::{SharedGatewayView, read_view};
-use crate::client_api::{
-    MAYBE_COMMITTED, POLL_WAIT_MS_MAX, Response, ResponseDecoder, encode_command, encode_poll,
-};
-use crate::partitioning::PartitionId;
+use crate::client_api::{MAYBE_COMMITTED, POLL_WAIT_MS_MAX, Response};
+use crate::link::{Link, LinkAnswer, LinkBody};
+use crate::partitioning::{NodeId, PartitionId};
 
-/// Longest one connection attempt may take.
-const CONNECT_TIMEOUT_MAX: Duration = Duration::from_secs(2);
 /// First pause after a failed attempt; it doubles after each.
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// Longest pause between attempts.
 const BACKOFF_MAX: Duration = Duration::from_millis(200);
 /// `NotLeader` hints followed in a row without pausing.
 const REDIRECTS_WITHOUT_BACKOFF: u32 = 3;
-/// Requests queued for one connection's writer before callers wait.
-const CONNECTION_QUEUE_MAX: usize = 1024;
-/// Bytes read from a socket at once.
-const READ_CHUNK_BYTES: usize = 64 << 10;
-/// Queued request frames are gathered into one write up to about this many bytes.
-const WRITE_COALESCE_BYTES: usize = 256 << 10;
-/// Connections kept open; all are dropped when one more would exceed this.
-const CONNECTIONS_MAX: usize = 64;
-/// Longest [`CommandClient::command`] waits for one broker's answer before it asks again
-/// (wherever the view then names the leader), unless the caller waits for a result.
-pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest [`CommandClient::command`] waits for one answer before it sends the command again
+/// (with the same request id, wherever the view then names the leader).
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bits of a request id below the gateway's node id.
+const REQUEST_ID_COUNTER_BITS: u32 = 48;
 
-/// A request for a connection's task: the frame to write and where its answer goes.
-struct Outgoing {
-    request_id: u64,
-    frame: Vec<u8>,
-    answer: oneshot::Sender<Response>,
+/// Request ids unique to one gateway: its node id in the top bits, then a counter that starts
+/// at a random point, so a restarted gateway does not reuse its previous life's ids.
+#[derive(Debug)]
+struct RequestIds {
+    prefix: u64,
+    counter: AtomicU64,
 }
 
-/// The gateway's command-API client. Cheap to clone; clones share connections.
+impl RequestIds {
+    fn new(node_id: NodeId) -> Self {
+        RequestIds {
+            prefix: u64::from(node_id) << REQUEST_ID_COUNTER_BITS,
+            counter: AtomicU64::new(random_u64()),
+        }
+    }
+
+    fn next(&self) -> u64 {
+        loop {
+            let counter =
+                self.counter.fetch_add(1, Ordering::Relaxed) & ((1 << REQUEST_ID_COUNTER_BITS) - 1);
+            let id = self.prefix | counter;
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+}
+
+/// 64 bits from the operating system's random source, or from the clock if that fails.
+fn random_u64() -> u64 {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut file| file.read_exact(&mut bytes))
+        .is_ok()
+    {
+        return u64::from_le_bytes(bytes);
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "any 64 bits of the clock do"
+    )]
+    let nanos = nanos as u64;
+    nanos ^ u64::from(std::process::id()).rotate_left(32)
+}
+
+/// The gateway's client of the partitions. Cheap to clone; clones share the link.
 #[derive(Clone)]
 pub struct CommandClient {
     view: SharedGatewayView,
-    connections: Arc<Mutex<HashMap<String, mpsc::Sender<Outgoing>>>>,
-    next_request_id: Arc<AtomicU64>,
+    link: Link,
     /// Rotates the fallback broker when no leader is known.
     next_broker: Arc<AtomicUsize>,
     /// The largest encoded command sent (from `network.maxMessageSize`).
     command_bytes_max: usize,
+    request_ids: Arc<RequestIds>,
 }
 
 impl std::fmt::Debug for CommandClient {
@@ -71,127 +108,181 @@ impl std::fmt::Debug for CommandClient {
     }
 }
 
+/// How a command may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resend {
+    /// It carries a request id: sent again after a lost answer, answered once.
+    WithRequestId,
+    /// A poll: asked again after a lost answer (at worst its jobs wait for their timeout).
+    Poll,
+    /// A creation awaiting its result: never sent again once it may have run.
+    Never,
+}
+
+/// Why one partition did not answer.
+enum Failure {
+    /// The caller hears this.
+    Status(Status),
+    /// The partition has no leader and the command was sent nowhere: another partition may
+    /// take it (creations only).
+    Leaderless(String),
+}
+
 impl CommandClient {
-    /// A client routing by `view`.
+    /// A client routing by `view` over `link`; `node_id` is this broker's (its request ids
+    /// carry it).
     #[must_use]
-    pub fn new(view: SharedGatewayView, command_bytes_max: usize) -> Self {
+    pub fn new(
+        view: SharedGatewayView,
+        link: Link,
+        command_bytes_max: usize,
+        node_id: NodeId,
+    ) -> Self {
         CommandClient {
             view,
-            connections: Arc::default(),
-            next_request_id: Arc::new(AtomicU64::new(1)),
+            link,
             next_broker: Arc::default(),
             command_bytes_max,
+            request_ids: Arc::new(RequestIds::new(node_id)),
         }
     }
 
-    /// Where to send a command for `partition_id` first: its leader, else any broker.
-    fn first_target(&self, partition_id: PartitionId) -> Option<String> {
+    /// The node the view names as leader of `partition_id`.
+    fn leader_of(&self, partition_id: PartitionId) -> Option<NodeId> {
         read_view(&self.view, |view| {
-            let leader = view
-                .partitions
+            view.partitions
                 .iter()
                 .find(|p| p.partition_id == partition_id)
                 .and_then(|p| p.leader.as_ref())
-                .map(|(_, address)| address.clone());
-            leader.or_else(|| {
-                if view.brokers.is_empty() {
-                    return None;
-                }
-                let index = self.next_broker.fetch_add(1, Ordering::Relaxed) % view.brokers.len();
-                Some(view.brokers[index].command_api.clone())
-            })
+                .map(|(node_id, _)| *node_id)
         })
     }
 
-    /// The queue of the connection to `address`, connecting if there is none (or it broke).
-    async fn connection(
-        &self,
-        address: &str,
-        deadline: Instant,
-    ) -> Result<mpsc::Sender<Outgoing>, String> {
-        {
-            let connections = self
-                .connections
-                .lock()
-                .map_err(|_| "the connection table is poisoned".to_owned())?;
-            if let Some(sender) = connections.get(address)
-                && !sender.is_closed()
-            {
-                return Ok(sender.clone());
+    /// Any live broker, rotating: it redirects to the leader it knows of.
+    fn any_broker(&self) -> Option<NodeId> {
+        read_view(&self.view, |view| {
+            if view.brokers.is_empty() {
+                return None;
             }
-        }
-        let timeout = deadline
-            .saturating_duration_since(Instant::now())
-            .min(CONNECT_TIMEOUT_MAX);
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(error)) => return Err(format!("connecting to {address}: {error}")),
-            Err(_) => return Err(format!("connecting to {address} timed out")),
-        };
-        let _ = stream.set_nodelay(true);
-        let (sender, receiver) = mpsc::channel(CONNECTION_QUEUE_MAX);
-        tokio::spawn(drive_connection(stream, receiver));
-        let mut connections = self
-            .connections
-            .lock()
-            .map_err(|_| "the connection table is poisoned".to_owned())?;
-        if connections.len() >= CONNECTIONS_MAX {
-            connections.clear();
-        }
-        connections.insert(address.to_owned(), sender.clone());
-        Ok(sender)
+            let index = self.next_broker.fetch_add(1, Ordering::Relaxed) % view.brokers.len();
+            Some(view.brokers[index].node_id)
+        })
     }
 
-    /// One attempt: sends the command (as a poll waiting up to `poll_wait_ms`, if given) to
-    /// `address` and waits for its answer.
-    async fn attempt(
-        &self,
-        address: &str,
-        partition_id: PartitionId,
-        command: &[u8],
-        poll_wait_ms: Option<u32>,
-        deadline: Instant,
-    ) -> Result<Response, AttemptError> {
-        let sender = self
-            .connection(address, deadline)
-            .await
-            .map_err(AttemptError::NotSent)?;
-        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let mut frame = Vec::new();
-        match poll_wait_ms {
-            Some(wait_ms) => encode_poll(request_id, partition_id, wait_ms, command, &mut frame),
-            None => encode_command(request_id, partition_id, command, &mut frame),
+    /// Encodes `record` with a fresh request id when it may be re-sent, and checks its size.
+    fn encode(&self, record: &Record, resend: Resend) -> Result<Vec<u8>, Status> {
+        let mut record = record.clone();
+        if resend == Resend::WithRequestId {
+            record.request_id = self.request_ids.next();
         }
-        let (answer, answered) = oneshot::channel();
-        sender
-            .send(Outgoing {
-                request_id,
-                frame,
-                answer,
-            })
-            .await
-            .map_err(|_| AttemptError::NotSent(format!("the connection to {address} closed")))?;
-        answered.await.map_err(|_| {
-            AttemptError::Lost(format!(
-                "the connection to {address} broke before the answer"
-            ))
-        })
+        let command = encode_records(std::slice::from_ref(&record)).to_vec();
+        if command.len() > self.command_bytes_max {
+            return Err(Status::resource_exhausted(format!(
+                "the command is {} bytes encoded, above the limit of {} bytes \
+                 (network.maxMessageSize); send smaller variables or resources",
+                command.len(),
+                self.command_bytes_max
+            )));
+        }
+        Ok(command)
     }
 
     /// Sends `record` to the leader of `partition_id` and returns the engine's reply record (an
-    /// event or a rejection). A broker silent for `answer_timeout` is asked again (pass the
-    /// whole deadline for commands answered late on purpose, like a creation awaiting its
-    /// result, which must not be sent twice). Gives up at `deadline` with `DEADLINE_EXCEEDED`,
-    /// or `UNAVAILABLE` when no broker is known at all.
+    /// event or a rejection). Gives up at `deadline` with `DEADLINE_EXCEEDED`, or
+    /// `UNAVAILABLE` when no broker is known at all.
     pub async fn command(
         &self,
         partition_id: PartitionId,
         record: &Record,
         deadline: Instant,
-        answer_timeout: Duration,
     ) -> Result<Record, Status> {
-        self.request(partition_id, record, None, deadline, answer_timeout)
-            .await
+        let command = self.encode(record, Resend::WithRequestId)?;
+        self.request(
+            partition_id,
+            &LinkBody::Command(command),
+            Resend::WithRequestId,
+            deadline,
+            ANSWER_TIMEOUT,
+            false,
+        )
+        .await
+        .map_err(into_status)
+    }
+
+    /// A creation on `first` or, when that partition has no leader, on the next ones in turn
+    /// (a command sent nowhere yet may go anywhere). Returns the partition that answered and
+    /// its reply. A creation awaiting its result is answered when the instance completes, so
+    /// it is never sent again once it may have run (nor re-sent for being slow).
+    pub async fn create(
+        &self,
+        first: PartitionId,
+        partitions_count: u32,
+        record: &Record,
+        deadline: Instant,
+    ) -> Result<(PartitionId, Record), Status> {
+        let awaiting_result = record.intent == sluice_engine::Intent::CreateWithAwaitingResult;
+        let (resend, answer_timeout) = if awaiting_result {
+            // Answered when the instance completes: never re-sent for being slow.
+            (
+                Resend::Never,
+                deadline.saturating_duration_since(Instant::now()),
+            )
+        } else {
+            (Resend::WithRequestId, ANSWER_TIMEOUT)
+        };
+        let command = LinkBody::Command(self.encode(record, resend)?);
+        let count = partitions_count.max(1);
+        let mut partition_id = first;
+        let mut backoff = BACKOFF_MIN;
+        let mut hops = 0u32;
+        loop {
+            match self
+                .request(
+                    partition_id,
+                    &command,
+                    resend,
+                    deadline,
+                    answer_timeout,
+                    true,
+                )
+                .await
+            {
+                Ok(reply) => return Ok((partition_id, reply)),
+                Err(Failure::Status(status)) => return Err(status),
+                Err(Failure::Leaderless(problem)) => {
+                    hops += 1;
+                    partition_id = partition_id % count + 1;
+                    if hops.is_multiple_of(count) && !pause(&mut backoff, deadline).await {
+                        return Err(Status::deadline_exceeded(format!(
+                            "no partition had a leader in time (last problem: {problem}); \
+                             retry, or allow a longer deadline"
+                        )));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the job activation `record` to the leader of `partition_id`: answered at once,
+    /// possibly with no job. Asked again after a lost answer without a request id: the jobs a
+    /// lost answer held time out, and a new activation hands out others.
+    pub async fn activate(
+        &self,
+        partition_id: PartitionId,
+        record: &Record,
+        deadline: Instant,
+    ) -> Result<Record, Status> {
+        let command = self.encode(record, Resend::Poll)?;
+        self.request(
+            partition_id,
+            &LinkBody::Command(command),
+            Resend::Poll,
+            deadline,
+            ANSWER_TIMEOUT,
+            false,
+        )
+        .await
+        .map_err(into_status)
     }
 
     /// Sends the job activation `record` to the leader of `partition_id` as a poll: when it
@@ -208,15 +299,18 @@ impl CommandClient {
         let wait_ms = u32::try_from(wait.as_millis())
             .unwrap_or(u32::MAX)
             .min(POLL_WAIT_MS_MAX);
+        let command = self.encode(record, Resend::Poll)?;
         let answer_timeout = Duration::from_millis(u64::from(wait_ms)) + ANSWER_TIMEOUT;
         self.request(
             partition_id,
-            record,
-            Some(wait_ms),
+            &LinkBody::Poll { wait_ms, command },
+            Resend::Poll,
             deadline,
             answer_timeout,
+            false,
         )
         .await
+        .map_err(into_status)
     }
 
     #[expect(
@@ -226,113 +320,124 @@ impl CommandClient {
     async fn request(
         &self,
         partition_id: PartitionId,
-        record: &Record,
-        poll_wait_ms: Option<u32>,
+        body: &LinkBody,
+        resend: Resend,
         deadline: Instant,
         answer_timeout: Duration,
-    ) -> Result<Record, Status> {
-        let command = encode_records(std::slice::from_ref(record));
-        if command.len() > self.command_bytes_max {
-            return Err(Status::resource_exhausted(format!(
-                "the command is {} bytes encoded, above the limit of {} bytes \
-                 (network.maxMessageSize); send smaller variables or resources",
-                command.len(),
-                self.command_bytes_max
-            )));
-        }
-        let mut target: Option<String> = None;
+        may_hop: bool,
+    ) -> Result<Record, Failure> {
+        let mut target: Option<NodeId> = None;
         let mut backoff = BACKOFF_MIN;
         let mut redirects = 0u32;
         let mut last_problem = String::from("no attempt finished");
+        // Whether the command may have run somewhere: then it stays on this partition.
+        let mut maybe_sent = false;
         loop {
             if Instant::now() >= deadline {
-                return Err(Status::deadline_exceeded(format!(
+                return Err(Failure::Status(Status::deadline_exceeded(format!(
                     "partition {partition_id} did not answer in time (last problem: \
                      {last_problem}); retry, or allow a longer deadline"
+                ))));
+            }
+            let leader = self.leader_of(partition_id);
+            if may_hop && !maybe_sent && target.is_none() && leader.is_none() {
+                return Err(Failure::Leaderless(format!(
+                    "partition {partition_id} has no leader"
                 )));
             }
-            let Some(address) = target.take().or_else(|| self.first_target(partition_id)) else {
+            let Some(node) = target.take().or(leader).or_else(|| self.any_broker()) else {
                 "no broker of the cluster is known yet".clone_into(&mut last_problem);
                 if pause(&mut backoff, deadline).await {
                     continue;
                 }
-                return Err(Status::unavailable(format!(
+                return Err(Failure::Status(Status::unavailable(format!(
                     "no broker of the cluster is known to this gateway yet; the cluster may \
                      still be starting: retry shortly (partition {partition_id})"
-                )));
+                ))));
             };
-            let attempt = self.attempt(&address, partition_id, &command, poll_wait_ms, deadline);
             let answer_deadline = deadline.min(Instant::now() + answer_timeout);
-            // A poll is asked again after a silence or a lost answer (at worst its jobs wait
-            // for their timeout); any other command may have taken effect, so the caller hears
-            // so instead of the command running twice.
-            let retry_lost = poll_wait_ms.is_some();
-            let Ok(outcome) = tokio::time::timeout_at(answer_deadline, attempt).await else {
-                last_problem = format!("no answer from {address} within {answer_timeout:?}");
-                if retry_lost || Instant::now() >= deadline {
-                    continue;
-                }
-                return Err(maybe_done(partition_id, &last_problem));
+            let attempt = self.link.request(node, partition_id, body.clone());
+            let answer = match tokio::time::timeout_at(answer_deadline, attempt).await {
+                Ok(answer) => answer,
+                Err(_) => LinkAnswer::Lost(format!(
+                    "node {node} did not answer within {answer_timeout:?}"
+                )),
             };
-            let outcome = match outcome {
-                Err(AttemptError::Lost(problem)) if !retry_lost => {
-                    return Err(maybe_done(partition_id, &problem));
-                }
-                Ok(Response::Unavailable { message, .. })
-                    if !retry_lost && message.contains(MAYBE_COMMITTED) =>
-                {
-                    return Err(maybe_done(partition_id, &format!("{address}: {message}")));
-                }
-                Err(AttemptError::Lost(problem) | AttemptError::NotSent(problem)) => Err(problem),
-                Ok(response) => Ok(response),
-            };
-            match outcome {
-                Ok(Response::Processed { response, .. }) => {
+            match answer {
+                LinkAnswer::Answered(Response::Processed { response, .. }) => {
                     let mut records = decode_records(&response).map_err(|error| {
-                        Status::internal(format!("the broker's reply did not decode: {error}"))
+                        Failure::Status(Status::internal(format!(
+                            "the broker's reply did not decode: {error}"
+                        )))
                     })?;
                     if records.len() != 1 {
-                        return Err(Status::internal(format!(
+                        return Err(Failure::Status(Status::internal(format!(
                             "the broker replied with {} records instead of one",
                             records.len()
-                        )));
+                        ))));
                     }
                     return Ok(records.remove(0));
                 }
-                Ok(Response::NotLeader { leader, .. }) => {
-                    last_problem = format!("{address} does not lead partition {partition_id}");
+                LinkAnswer::Answered(Response::NotLeader { leader, .. }) => {
+                    last_problem = format!("node {node} does not lead partition {partition_id}");
                     redirects += 1;
-                    if let Some((_, leader_address)) = leader
-                        && leader_address != address
-                    {
-                        target = Some(leader_address);
+                    match leader {
+                        Some((leader, _)) if leader != node => target = Some(leader),
+                        _ if may_hop && !maybe_sent => {
+                            return Err(Failure::Leaderless(last_problem));
+                        }
+                        _ => {}
                     }
                     if target.is_none() || redirects > REDIRECTS_WITHOUT_BACKOFF {
                         pause(&mut backoff, deadline).await;
                     }
                 }
-                Ok(Response::Unavailable { message, .. }) => {
-                    last_problem = format!("{address}: {message}");
+                LinkAnswer::Answered(Response::Unavailable { message, .. })
+                    if message.contains(MAYBE_COMMITTED) =>
+                {
+                    maybe_sent = true;
+                    last_problem = format!("node {node}: {message}");
+                    if resend == Resend::Never {
+                        return Err(Failure::Status(maybe_done(partition_id, &last_problem)));
+                    }
                     pause(&mut backoff, deadline).await;
                 }
-                Ok(Response::Overloaded { message, .. }) => {
-                    return Err(Status::resource_exhausted(format!(
+                LinkAnswer::Answered(Response::Unavailable { message, .. }) => {
+                    last_problem = format!("node {node}: {message}");
+                    if may_hop && !maybe_sent {
+                        return Err(Failure::Leaderless(last_problem));
+                    }
+                    pause(&mut backoff, deadline).await;
+                }
+                LinkAnswer::Answered(Response::Overloaded { message, .. }) => {
+                    return Err(Failure::Status(Status::resource_exhausted(format!(
                         "backpressure: {message} (nothing was processed)"
-                    )));
+                    ))));
                 }
-                Ok(Response::Invalid { message, .. }) => {
-                    return Err(Status::invalid_argument(format!(
+                LinkAnswer::Answered(Response::Invalid { message, .. }) => {
+                    return Err(Failure::Status(Status::invalid_argument(format!(
                         "the broker refused the command: {message}"
-                    )));
+                    ))));
                 }
-                Ok(Response::Appended { .. }) => {
-                    return Err(Status::internal(
+                LinkAnswer::Answered(Response::Appended { .. }) => {
+                    return Err(Failure::Status(Status::internal(
                         "the broker answered a command like an append; check that every broker \
                          runs the same Sluice version",
-                    ));
+                    )));
                 }
-                Err(problem) => {
+                LinkAnswer::NotSent(problem) => {
                     last_problem = problem;
+                    if may_hop && !maybe_sent {
+                        return Err(Failure::Leaderless(last_problem));
+                    }
+                    pause(&mut backoff, deadline).await;
+                }
+                LinkAnswer::Lost(problem) => {
+                    maybe_sent = true;
+                    last_problem = problem;
+                    if resend == Resend::Never {
+                        return Err(Failure::Status(maybe_done(partition_id, &last_problem)));
+                    }
                     pause(&mut backoff, deadline).await;
                 }
             }
@@ -340,12 +445,11 @@ impl CommandClient {
     }
 }
 
-/// Why an attempt got no answer.
-enum AttemptError {
-    /// The command never left: it certainly did not take effect.
-    NotSent(String),
-    /// The command was sent and its answer lost: it may have taken effect.
-    Lost(String),
+fn into_status(failure: Failure) -> Status {
+    match failure {
+        Failure::Status(status) => status,
+        Failure::Leaderless(problem) => Status::unavailable(problem),
+    }
 }
 
 /// The answer to a command that may or may not have taken effect.
@@ -365,54 +469,4 @@ async fn pause(backoff: &mut Duration, deadline: Instant) -> bool {
     tokio::time::sleep_until((now + *backoff).min(deadline)).await;
     *backoff = (*backoff * 2).min(BACKOFF_MAX);
     true
-}
-
-/// Writes queued requests and hands answers to their callers until the socket breaks or every
-/// sender is gone. Callers still waiting then see their answer channel closed.
-async fn drive_connection(stream: TcpStream, mut queue: mpsc::Receiver<Outgoing>) {
-    let (mut reader, mut writer) = stream.into_split();
-    let mut waiting: HashMap<u64, oneshot::Sender<Response>> = HashMap::new();
-    let mut decoder = ResponseDecoder::new();
-    let mut buffer = vec![0u8; READ_CHUNK_BYTES];
-    loop {
-        // Reads first: a peer that died has left an end of stream (or a reset) to read, and
-        // noticing it before writing keeps a command from being written into a dead connection,
-        // where it would count as sent and lost rather than as never sent.
-        tokio::select! {
-            biased;
-            read = reader.read(&mut buffer) => {
-                let bytes = match read {
-                    Ok(0) | Err(_) => return,
-                    Ok(bytes) => bytes,
-                };
-                decoder.push(&buffer[..bytes]);
-                loop {
-                    match decoder.next_response() {
-                        Ok(Some(response)) => {
-                            if let Some(answer) = waiting.remove(&response.request_id()) {
-                                let _ = answer.send(response);
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(_) => return,
-                    }
-                }
-            }
-            outgoing = queue.recv() => {
-                let Some(outgoing) = outgoing else { return };
-                // Everything queued by now goes out in one write.
-                let mut frames = outgoing.frame;
-                waiting.insert(outgoing.request_id, outgoing.answer);
-                while frames.len() < WRITE_COALESCE_BYTES
-                    && let Ok(more) = queue.try_recv()
-                {
-                    frames.extend_from_slice(&more.frame);
-                    waiting.insert(more.request_id, more.answer);
-                }
-                if writer.write_all(&frames).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
 }

@@ -504,6 +504,7 @@ mod tests {
                     .to_owned(),
             }),
             value: RecordValue::Job(JobValue::default()),
+            request_id: 0,
         }
     }
 

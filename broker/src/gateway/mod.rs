@@ -134,6 +134,8 @@ pub struct GatewaySettings {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// The size limits from `network.maxMessageSize`.
     pub limits: crate::limits::SizeLimits,
+    /// How commands reach the partitions' leaders (through this broker's node).
+    pub link: crate::link::Link,
 }
 
 /// How long [`GatewayHandle::stop`] lets open calls finish before it leaves them.
@@ -277,7 +279,13 @@ async fn serve(
     let listener = tokio::net::TcpListener::from_std(listener)?;
     // No Nagle: a small reply held for the peer's delayed ACK costs some 40 ms.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let gateway = service::GatewayService::new(settings.shape, Arc::clone(&view), settings.limits);
+    let gateway = service::GatewayService::new(
+        settings.shape,
+        Arc::clone(&view),
+        settings.limits,
+        settings.link.clone(),
+        settings.node_id,
+    );
     let mut builder =
         tonic::transport::Server::builder().layer(tower::layer::layer_fn(OversizeAsExhausted));
     if let Some(tls) = tls {

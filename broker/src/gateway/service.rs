@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use sluice_engine::record::JobValue;
-use sluice_engine::{Intent, Record, subscription_partition};
+use sluice_engine::{Intent, Record, RejectionType, subscription_partition};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::Stream;
@@ -93,9 +93,11 @@ impl GatewayService {
         shape: ClusterShapeView,
         view: SharedGatewayView,
         limits: crate::limits::SizeLimits,
+        link: crate::link::Link,
+        node_id: crate::partitioning::NodeId,
     ) -> Self {
         GatewayService {
-            client: CommandClient::new(Arc::clone(&view), limits.command_bytes),
+            client: CommandClient::new(Arc::clone(&view), link, limits.command_bytes, node_id),
             view,
             shape,
             next_partition: Arc::new(AtomicU32::new(0)),
@@ -113,9 +115,36 @@ impl GatewayService {
         record: &Record,
         deadline: Instant,
     ) -> Result<Record, Status> {
-        self.client
-            .command(partition_id, record, deadline, ANSWER_TIMEOUT)
-            .await
+        self.client.command(partition_id, record, deadline).await
+    }
+
+    /// Creates an instance on the next partition of the round-robin (or the next one with a
+    /// leader). A process a deployment has been acknowledged for is on the deployment partition
+    /// at once and on the others once distributed: a creation the partition answers NOT_FOUND
+    /// is asked of the deployment partition, so a process can be instantiated as soon as its
+    /// deployment is answered.
+    async fn create(&self, command: &Record, deadline: Instant) -> Result<Record, Status> {
+        let (partition_id, reply) = self
+            .client
+            .create(
+                self.round_robin(),
+                self.shape.partitions_count,
+                command,
+                deadline,
+            )
+            .await?;
+        let not_found = reply
+            .rejection
+            .as_ref()
+            .is_some_and(|rejection| rejection.rejection_type == RejectionType::NotFound);
+        if not_found && partition_id != DEPLOYMENT_PARTITION {
+            return self
+                .client
+                .create(DEPLOYMENT_PARTITION, 1, command, deadline)
+                .await
+                .map(|(_, reply)| reply);
+        }
+        Ok(reply)
     }
 
     async fn deploy(
@@ -175,7 +204,11 @@ impl GatewayService {
             }
             let attempt_deadline = deadline.min(Instant::now() + ACTIVATION_ATTEMPT_MAX);
             let command = mapping::activate_command(activation, wanted);
-            let jobs = match self.send(partition_id, &command, attempt_deadline).await {
+            let jobs = match self
+                .client
+                .activate(partition_id, &command, attempt_deadline)
+                .await
+            {
                 Ok(reply) => mapping::activated_jobs(&reply),
                 Err(status) => Err(status),
             };
@@ -438,7 +471,7 @@ impl pb::gateway_server::Gateway for GatewayService {
     ) -> Result<Response<pb::CreateProcessInstanceResponse>, Status> {
         let deadline = deadline_of(&request, DEFAULT_REQUEST_TIMEOUT);
         let command = mapping::create_command(request.get_ref(), false, Vec::new())?;
-        let reply = self.send(self.round_robin(), &command, deadline).await?;
+        let reply = self.create(&command, deadline).await?;
         Ok(Response::new(mapping::create_response(&reply)?))
     }
 
@@ -461,12 +494,7 @@ impl pb::gateway_server::Gateway for GatewayService {
             ));
         };
         let command = mapping::create_command(&create, true, request.fetch_variables)?;
-        // Answered when the instance completes: never re-sent for being slow.
-        let answer_timeout = deadline.saturating_duration_since(Instant::now());
-        let reply = self
-            .client
-            .command(self.round_robin(), &command, deadline, answer_timeout)
-            .await?;
+        let reply = self.create(&command, deadline).await?;
         Ok(Response::new(mapping::create_with_result_response(&reply)?))
     }
 

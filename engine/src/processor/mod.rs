@@ -172,15 +172,59 @@ impl Engine {
         );
         self.now_ms = now_ms;
         command.timestamp_ms = now_ms;
+        if command.request_id != 0
+            && let Some(reply) = self.state.client_reply(command.request_id)
+        {
+            // A re-sent request: answered as the first time, nothing runs or is written. The
+            // driver releases the answer once everything before it committed, the first
+            // processing included.
+            if let Some(request) = request {
+                out.side_effects.push(SideEffect::Respond {
+                    request,
+                    record: reply.clone(),
+                });
+            }
+            return;
+        }
         let first = out.records.len();
         out.records.push(command.clone());
         self.state.apply(&command);
         self.dispatch(&command, request, out);
         self.run_steps(first, out);
+        if command.request_id != 0
+            && let Some(request) = request
+        {
+            self.tag_reply(request, command.request_id, first, out);
+        }
         if out.records.len() == first + 1 && !self.is_logged_without_events(&command) {
             // Nothing happened (an empty job activation): keep the log free of it.
             out.records.truncate(first);
         }
+    }
+
+    /// Marks the written record that answers `request` with the client's `request_id`, so
+    /// that every replica keeps the reply ([`State::remember_reply`]) and a re-sent request is
+    /// answered from it. A reply that is not written (an empty activation) is not kept.
+    fn tag_reply(&mut self, request: RequestId, request_id: u64, first: usize, out: &mut Output) {
+        let Some(reply) = out.side_effects.iter_mut().find_map(|effect| match effect {
+            SideEffect::Respond {
+                request: answered,
+                record,
+            } if *answered == request => Some(record),
+            _ => None,
+        }) else {
+            return;
+        };
+        // The reply is a clone of a written record: texts compare by pointer first.
+        let Some(written) = out.records[first + 1..]
+            .iter_mut()
+            .find(|record| *record == reply)
+        else {
+            return;
+        };
+        written.request_id = request_id;
+        reply.request_id = request_id;
+        self.state.remember_reply(written);
     }
 
     /// Commands that are worth logging even when they caused no event.
@@ -248,6 +292,7 @@ impl Engine {
             timestamp_ms: self.now_ms,
             rejection: None,
             value,
+            request_id: 0,
         };
         self.state.apply(&record);
         out.records.push(record);

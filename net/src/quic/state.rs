@@ -74,10 +74,11 @@ const CLOSE_ERROR_SHUTDOWN: u32 = 0;
 /// after the handshake (the verifiers make that unreachable; this is the belt to their braces).
 const CLOSE_ERROR_PEER_IDENTITY: u32 = 2;
 
-/// Send lanes per connection: one stream per [`FrameKind`], and one for the raw-bytes test hook.
-const LANES: usize = 3;
+/// Send lanes per connection: one stream per group of [`FrameKind`]s, and one for the raw-bytes
+/// test hook.
+const LANES: usize = 4;
 /// The lane of raw bytes written by `send_raw_stream_bytes_for_test`.
-pub(super) const LANE_RAW_FOR_TEST: usize = 2;
+pub(super) const LANE_RAW_FOR_TEST: usize = 3;
 
 /// The lane, and so the stream, that carries frames of a kind.
 pub(super) fn lane_of(kind: FrameKind) -> usize {
@@ -85,6 +86,8 @@ pub(super) fn lane_of(kind: FrameKind) -> usize {
         // Commands travel with Raft traffic: both are partition work, ordered per peer.
         FrameKind::RaftBatch | FrameKind::Command => 0,
         FrameKind::Swim => 1,
+        // Clients' requests and their replies do not wait behind a multi-megabyte Raft batch.
+        FrameKind::Request | FrameKind::Reply => 2,
     }
 }
 
