@@ -131,6 +131,14 @@ fn start_gateway(
 /// Runs the broker until `stop` is set. See the module docs.
 pub fn run(config: &BrokerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let settings = node_settings(config)?;
+    let access = crate::management::Access::from_config(&config.management)?;
+    if access.faults_enabled() {
+        eprintln!(
+            "node {}: management.faults.enabled is set: POST /actuator/faults can cut this broker \
+             off from its peers; for tests only",
+            settings.node_id
+        );
+    }
     let gateway = start_gateway(config, &settings)?;
     let command_api = config.command_api_addr();
     let management = config.management_addr();
@@ -195,7 +203,7 @@ pub fn run(config: &BrokerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             command_listener,
         ))
         .detach();
-        let handler = Rc::new(Management::new(Rc::clone(&node)));
+        let handler = Rc::new(Management::new(Rc::clone(&node), access));
         glommio::spawn_local(crate::http::serve(management_listener, handler)).detach();
         eprintln!(
             "node {node_id}: serving with {shards_count} shard(s); internal {} (QUIC), command API \
