@@ -538,9 +538,9 @@ fn reads_stay_open(cluster: &Cluster) {
 }
 
 /// A page opened in a real browser (headless Chromium from `$SLUICE_CHROMIUM` or `PATH`) that
-/// posts a form to broker 0's `path` and fires a bodied `no-cors` fetch at its rebalance: both
-/// refused (the form's answer, which the page becomes, says so). Returns how many requests it
-/// sent (0 without Chromium: skipped with a note).
+/// fires a bodied `no-cors` fetch at broker 0's rebalance and posts a form to its `path`: both
+/// arrive and are refused (the page becomes the form's answer, which says so). Returns how many
+/// requests it sent (0 without Chromium: skipped with a note).
 fn from_a_browser(cluster: &Cluster, path: &str) -> usize {
     let chromium = std::env::var_os("SLUICE_CHROMIUM")
         .map(std::path::PathBuf::from)
@@ -563,20 +563,23 @@ fn from_a_browser(cluster: &Cluster, path: &str) -> usize {
              <form id=\"f\" method=\"POST\" action=\"{base}{path}\">\
              <input name=\"x\" value=\"1\"></form>\n\
              <script>\n\
-             fetch('{base}/actuator/rebalance', {{ method: 'POST', mode: 'no-cors', body: 'x' }})\n\
-               .finally(() => document.getElementById('f').submit());\n\
+             fetch('{base}/actuator/rebalance',\n\
+               {{ method: 'POST', mode: 'no-cors', body: 'x', keepalive: true }});\n\
+             document.getElementById('f').submit();\n\
              </script></body></html>\n"
         ),
     )
     .expect("writing the page");
     let log = cluster.dir.join("chromium.log");
+    let dom_path = cluster.dir.join("attack-dom.html");
+    let refused_before = cluster.metric(0, REFUSED).unwrap_or_else(|e| panic!("{e}"));
     let mut child = Command::new(&chromium)
         .args([
             "--headless",
             "--disable-gpu",
             "--no-sandbox",
             "--no-first-run",
-            "--virtual-time-budget=3000",
+            "--virtual-time-budget=10000",
         ])
         .arg(format!(
             "--user-data-dir={}",
@@ -585,28 +588,44 @@ fn from_a_browser(cluster: &Cluster, path: &str) -> usize {
         .arg("--dump-dom")
         .arg(format!("file://{}", page.display()))
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(std::fs::File::create(&dom_path).expect("creating the DOM file"))
         .stderr(std::fs::File::create(&log).expect("creating the browser log"))
         .spawn()
         .unwrap_or_else(|error| panic!("starting {}: {error}", chromium.display()));
     let deadline = Instant::now() + CHROMIUM_TIMEOUT;
-    while child.try_wait().expect("waiting for chromium").is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for chromium") {
+            break status;
+        }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "chromium did not finish within 60 s; its log: {}",
+                "chromium did not finish within {CHROMIUM_TIMEOUT:?}; its log: {}",
                 log.display()
             );
         }
         std::thread::sleep(Duration::from_millis(100));
-    }
-    let output = child.wait_with_output().expect("chromium's output");
-    let dom = String::from_utf8_lossy(&output.stdout);
+    };
+    let dom = std::fs::read_to_string(&dom_path).unwrap_or_default();
+    // The page became the answer to its form.
     assert!(
-        dom.contains("refused: the Origin header names another site"),
-        "the form's answer in the browser is not the refusal: {dom}; its log: {}",
+        status.success() && dom.contains("refused: the Origin header names another site"),
+        "chromium ({status}) does not show the refusal of the form: {dom}; its log: {}",
         log.display()
+    );
+    // Both arrived and were refused for their Origin (`null`, a file's).
+    cluster.wait_until(
+        "broker 0 to count the page's requests refused",
+        WAIT,
+        || {
+            let refused = cluster.metric(0, REFUSED)?;
+            if refused - refused_before >= 2.0 {
+                Ok(())
+            } else {
+                Err(format!("{REFUSED} went from {refused_before} to {refused}"))
+            }
+        },
     );
     cluster.note(&format!(
         "a page in {} posted a form and a fetch: refused",
