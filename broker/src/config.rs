@@ -86,6 +86,20 @@
 //! ```
 //!
 //! Limits are at most [`BACKPRESSURE_LIMIT_MAX`].
+//!
+//! # Management
+//!
+//! Reads on port 9600 are open; changing the cluster through it (`POST /actuator/rebalance`)
+//! needs `management.security.token` (or `tokenFile`), and the test-only fault switch needs
+//! `management.faults.enabled: true` as well. Both are off by default; see [`ManagementConfig`]:
+//!
+//! ```yaml
+//! management:
+//!   security:
+//!     tokenFile: /etc/sluice/management-token   # or token: ...; 16..=1024 printable ASCII
+//!   faults:
+//!     enabled: false
+//! ```
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -95,6 +109,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize, Serializer};
 use serde_yaml_ng::{Mapping, Value};
+
+mod management;
+use management::MANAGEMENT;
+pub use management::{
+    ManagementConfig, ManagementFaultsConfig, ManagementSecurityConfig, TOKEN_BYTES_MAX,
+    TOKEN_BYTES_MIN, TOKEN_FILE_BYTES_MAX, TOKEN_HIDDEN,
+};
 
 use crate::partitioning::{
     ClusterShape, FixedNode, FixedPartition, PARTITIONS_COUNT_MAX, PartitionLayout,
@@ -193,7 +214,7 @@ pub struct BrokerConfig {
     pub backpressure: BackpressureConfig,
     /// `gateway`: the embedded client gateway.
     pub gateway: GatewayConfig,
-    /// `management`: the HTTP management API (health, metrics).
+    /// `management`: the HTTP management API (health, metrics), its token and fault switch.
     pub management: ManagementConfig,
 }
 
@@ -599,25 +620,6 @@ pub struct GatewaySecurityConfig {
     pub private_key_path: Option<PathBuf>,
 }
 
-/// `management`: the HTTP management API.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ManagementConfig {
-    /// `management.host`; `None` takes `network.host`.
-    pub host: Option<String>,
-    /// `management.port`, before `network.portOffset`. Default 9600.
-    pub port: u16,
-}
-
-impl Default for ManagementConfig {
-    fn default() -> Self {
-        ManagementConfig {
-            host: None,
-            port: 9_600,
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Errors.
 // ---------------------------------------------------------------------------------------------
@@ -885,10 +887,15 @@ impl BrokerConfig {
     }
 
     /// The effective configuration as YAML (the broker section, Zeebe's key names), for the
-    /// start-up log. Durations and sizes are written with units; it parses back to `self`.
+    /// start-up log. Durations and sizes are written with units; it parses back to `self`,
+    /// except that `management.security.token` is shown as [`TOKEN_HIDDEN`].
     #[must_use]
     pub fn to_yaml(&self) -> String {
-        serde_yaml_ng::to_string(self)
+        let shown = BrokerConfig {
+            management: self.management.hidden(),
+            ..self.clone()
+        };
+        serde_yaml_ng::to_string(&shown)
             .unwrap_or_else(|error| format!("# the configuration cannot be rendered: {error}\n"))
     }
 }
@@ -1265,8 +1272,6 @@ const GATEWAY: &[Field] = &[
     section("network", API),
     section("security", GATEWAY_SECURITY),
 ];
-
-const MANAGEMENT: &[Field] = &[key("host", Leaf::OptStr), key("port", U16)];
 
 const ROOT: &[Field] = &[
     section("cluster", CLUSTER),
@@ -1924,7 +1929,8 @@ impl BrokerConfig {
     /// - backpressure limits within `1..=`[`BACKPRESSURE_LIMIT_MAX`], `minLimit <= initialLimit
     ///   <= maxLimit`, `backoffRatio` strictly between 0 and 1 (so [`BrokerConfig::limiter`] is
     ///   always a limit [`crate::backpressure::AimdLimiter::new`] accepts);
-    /// - the partition layout builds ([`BrokerConfig::partition_layout`]).
+    /// - the partition layout builds ([`BrokerConfig::partition_layout`]);
+    /// - the `management` token and fault switch follow the rules of [`ManagementConfig`].
     pub fn validate(&self) -> Result<(), ConfigError> {
         let cluster = &self.cluster;
         self.cluster_shape()?;
@@ -2011,6 +2017,7 @@ impl BrokerConfig {
         self.validate_backpressure()?;
         self.partition_layout()?;
         self.gateway_tls_paths()?;
+        self.management.validate()?;
         Ok(())
     }
 
@@ -2718,6 +2725,10 @@ gateway:
 management:
   host: '::'
   port: 9700
+  security:
+    tokenFile: /etc/sluice/management-token
+  faults:
+    enabled: true
 ";
 
     #[test]
@@ -2755,6 +2766,11 @@ management:
         assert_eq!(config.internal_api_addr().to_string(), "10.0.0.2:27522");
         assert_eq!(config.gateway_addr().to_string(), "0.0.0.0:27520");
         assert_eq!(config.management_addr().to_string(), "[::]:9720");
+        assert_eq!(
+            config.management.security.token_file,
+            Some(PathBuf::from("/etc/sluice/management-token"))
+        );
+        assert!(config.management.faults.enabled);
         assert_eq!(config.advertised_internal_addr(), "broker-2.internal:27522");
         assert_eq!(
             config.tls_paths().expect("all three set"),
@@ -3173,6 +3189,11 @@ partitioning:
             Some(PathBuf::from("text"))
         );
         assert_eq!(config.management.host.as_deref(), Some("text"));
+        assert_eq!(
+            config.management.security.token_file,
+            Some(PathBuf::from("text"))
+        );
+        assert!(config.management.faults.enabled);
         assert_eq!(config.gateway.network.port, 7);
         assert_eq!(config.data.log_segment_bytes, 7 << 20);
         assert_eq!(config.backpressure.aimd.max_limit, 7);

@@ -8,6 +8,13 @@
 //!
 //! A broker that exits on its own is reported; the others keep running, so a developer can
 //! watch failover. Children get SIGTERM if this process dies, so none outlives it.
+//!
+//! Each run draws a random management token (from `/dev/urandom`), writes it to
+//! [`TOKEN_FILE_NAME`] in the cluster's directory (mode 0600) and points every broker's
+//! `management.security.tokenFile` at it, so `POST /actuator/rebalance` works with
+//! `Authorization: Bearer $(cat DIR/management-token)`; the banner prints the token and the
+//! command. The fault switch stays off (`ZEEBE_BROKER_MANAGEMENT_FAULTS_ENABLED=true` in a
+//! broker's environment turns it on, as the tests do).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -24,6 +31,10 @@ pub const COMMAND_API_PORT: u16 = 26501;
 pub const INTERNAL_API_PORT: u16 = 26502;
 /// Management port of broker 0 (Zeebe's default).
 pub const MANAGEMENT_PORT: u16 = 9600;
+/// The file in the cluster's directory that holds its management token.
+pub const TOKEN_FILE_NAME: &str = "management-token";
+/// Random bytes in a generated management token (written as twice as many hex digits).
+const TOKEN_RANDOM_BYTES: usize = 32;
 
 /// The options of `sluice dev`.
 #[derive(Debug, Clone)]
@@ -60,7 +71,8 @@ pub fn port(base: u16, port_offset: u32, index: u32) -> u16 {
     u16::try_from(u32::from(base) + offset).expect("ports checked by the configuration")
 }
 
-/// The configuration file of broker `index` of a loopback cluster.
+/// The configuration file of broker `index` of a loopback cluster, without a management token
+/// (changes through the management API are off): [`write_cluster`] appends [`management_yaml`].
 #[must_use]
 pub fn broker_yaml(options: &DevOptions, dir: &Path, index: u32) -> String {
     let certs = dir.join("certs");
@@ -117,16 +129,72 @@ pub fn broker_yaml(options: &DevOptions, dir: &Path, index: u32) -> String {
     yaml
 }
 
-/// Writes certificates and configuration files for a loopback cluster into `dir`; returns the
-/// configuration paths.
+/// The `management` section that points a broker at the cluster's token file.
+#[must_use]
+pub fn management_yaml(token_file: &Path) -> String {
+    format!(
+        "management:\n  security:\n    tokenFile: {}\n",
+        token_file.display()
+    )
+}
+
+/// The path of the management token of the cluster in `dir`.
+#[must_use]
+pub fn token_path(dir: &Path) -> PathBuf {
+    dir.join(TOKEN_FILE_NAME)
+}
+
+/// Draws a new management token: 32 bytes from `/dev/urandom`, in hex (64 characters).
+pub fn generate_token() -> anyhow::Result<String> {
+    let mut random = [0u8; TOKEN_RANDOM_BYTES];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?,
+        &mut random,
+    )
+    .context("reading /dev/urandom")?;
+    let mut token = String::with_capacity(2 * TOKEN_RANDOM_BYTES);
+    for byte in random {
+        let _ = write!(token, "{byte:02x}");
+    }
+    Ok(token)
+}
+
+/// Writes a new management token to [`token_path`]`(dir)`, readable by the owner only; returns
+/// it.
+pub fn write_token(dir: &Path) -> anyhow::Result<String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let token = generate_token()?;
+    let path = token_path(dir);
+    // A token left by an earlier run may have other permissions: start from a fresh file.
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error).with_context(|| format!("removing {}", path.display())),
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(file, "{token}").with_context(|| format!("writing {}", path.display()))?;
+    Ok(token)
+}
+
+/// Writes certificates, the management token ([`write_token`]) and configuration files for a
+/// loopback cluster into `dir`; returns the configuration paths. Each configuration is
+/// [`broker_yaml`] followed by [`management_yaml`].
 pub fn write_cluster(options: &DevOptions, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     sluice_net::tls::generate_dev_certs(&dir.join("certs"), options.brokers)?;
+    write_token(dir)?;
+    let management = management_yaml(&token_path(dir));
     let mut paths = Vec::new();
     for index in 0..options.brokers {
         let path = dir.join(format!("broker-{index}.yaml"));
-        std::fs::write(&path, broker_yaml(options, dir, index))
-            .with_context(|| format!("writing {}", path.display()))?;
+        let yaml = broker_yaml(options, dir, index) + &management;
+        std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
         paths.push(path);
     }
     Ok(paths)
@@ -199,6 +267,16 @@ pub fn run(options: &DevOptions, stop: &dyn Fn() -> bool) -> anyhow::Result<()> 
             p(MANAGEMENT_PORT)
         );
     }
+    let token_file = token_path(&dir);
+    let token = std::fs::read_to_string(&token_file)
+        .with_context(|| format!("reading {}", token_file.display()))?;
+    println!(
+        "management token (POST /actuator/rebalance needs it): {} (in {}); e.g.\n  curl -X POST -H \"Authorization: Bearer $(cat {})\" http://127.0.0.1:{}/actuator/rebalance",
+        token.trim(),
+        token_file.display(),
+        token_file.display(),
+        port(MANAGEMENT_PORT, options.port_offset, 0)
+    );
     println!(
         "gRPC gateway (Zeebe protocol, plaintext): 127.0.0.1:{} (broker 0; broker i serves on {} + 10 i). Ctrl-C stops.",
         port(GATEWAY_PORT, options.port_offset, 0),
@@ -237,4 +315,49 @@ pub fn run(options: &DevOptions, stop: &dyn Fn() -> bool) -> anyhow::Result<()> 
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BrokerConfig;
+
+    #[test]
+    fn tokens_are_random_hex() {
+        let first = generate_token().expect("a token");
+        let second = generate_token().expect("a token");
+        assert_eq!(first.len(), 2 * TOKEN_RANDOM_BYTES);
+        assert!(
+            first.bytes().all(|byte| byte.is_ascii_hexdigit()),
+            "{first}"
+        );
+        assert_ne!(first, second);
+    }
+
+    #[test]
+    fn brokers_read_the_token_file_the_cluster_writes() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("sluice-dev-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a directory");
+        let first = write_token(&dir).expect("a token file");
+        let token = write_token(&dir).expect("a token file, again");
+        assert_ne!(first, token, "every run draws a new token");
+        let mode = std::fs::metadata(token_path(&dir))
+            .expect("the file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let options = DevOptions::default();
+        let yaml = broker_yaml(&options, &dir, 1) + &management_yaml(&token_path(&dir));
+        let config = BrokerConfig::from_yaml_str(&yaml, &[]).expect("a valid configuration");
+        assert_eq!(
+            config.management.read_token().expect("readable"),
+            Some(token)
+        );
+        assert!(!config.management.faults.enabled);
+        let without = BrokerConfig::from_yaml_str(&broker_yaml(&options, &dir, 1), &[])
+            .expect("a valid configuration");
+        assert_eq!(without.management.read_token().expect("no file"), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -8,16 +8,38 @@
 //! | `GET /metrics` | Prometheus text: commit and flush latency histograms, roles, counters |
 //! | `GET /actuator/cluster` | the topology: brokers, their state, partition roles (JSON) |
 //! | `GET /actuator/partitions` | this broker's replicas: role, term, indexes (JSON) |
-//! | `POST /actuator/rebalance` | leadership moves to the priority-preferred replicas (JSON) |
-//! | `POST /actuator/faults?block=a:p,b:q` | test switch: drop traffic with these peers (empty clears) |
+//! | `POST /actuator/rebalance` | leadership moves to the priority-preferred replicas (JSON); token |
+//! | `POST /actuator/faults?block=a:p,b:q` | test switch: drop traffic with these peers (empty clears); token, and only with `management.faults.enabled` |
+//!
+//! # Safe by default
+//!
+//! Reads are open; everything else needs the management token, and the fault switch exists only
+//! when configured. Before routing, [`Access::check`] decides on every request (the rules are in
+//! [`access`]); a refused one gets 401 (no or wrong `Authorization: Bearer`), 403 (no token
+//! configured, or signs of a web page on another site: `Origin`, `Sec-Fetch-Site`, a form's
+//! content type) or 404 (the fault switch is off), never reaches a handler, and is counted in
+//! `sluice_management_requests_refused_total{reason}`. The keys are `management.security.token`
+//! (or `tokenFile`) and `management.faults.enabled` ([`crate::config::ManagementConfig`]):
+//!
+//! ```sh
+//! curl -X POST -H "Authorization: Bearer $(cat management-token)" \
+//!     http://127.0.0.1:9600/actuator/rebalance
+//! ```
+//!
+//! `sluice dev` writes a random token to `management-token` in its directory and prints it.
 //!
 //! The dashboard (`dashboard.html`, built into the binary) loads nothing from elsewhere: its
 //! script polls `/metrics`, `/actuator/partitions` and `/actuator/cluster` every second and draws
-//! latency histograms, throughput and partition roles from them.
+//! latency histograms, throughput and partition roles from them. It only reads: it has no
+//! control that changes the cluster (rebalance from a shell, as above), so it needs no token.
 //!
 //! A rebalance request is fanned out to every live broker (with `?local=true`), since only a
-//! partition's leader can hand its leadership over.
+//! partition's leader can hand its leadership over; the fanned-out requests carry this broker's
+//! token, so every broker of a cluster must have the same one.
 
+pub mod access;
+
+use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -27,6 +49,8 @@ use std::time::Duration;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use serde_json::{Value, json};
 use sluice_log::raft::Role as RaftRole;
+
+pub use access::{Access, CrossSite, FAULTS_PATH, Verdict};
 
 use crate::http::{Handler, HttpRequest, HttpResponse};
 use crate::metrics::PrometheusText;
@@ -47,16 +71,36 @@ const FAN_OUT_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct Management {
     node: Rc<Node>,
+    access: Access,
+    /// Requests refused, by position in [`Verdict::REFUSALS`].
+    refused: [Cell<u64>; Verdict::REFUSALS.len()],
 }
 
 impl Management {
-    /// Serves `node`.
+    /// Serves `node`; `access` decides who may change it.
     #[must_use]
-    pub fn new(node: Rc<Node>) -> Self {
-        Management { node }
+    pub fn new(node: Rc<Node>, access: Access) -> Self {
+        Management {
+            node,
+            access,
+            refused: Default::default(),
+        }
     }
 
     async fn route(&self, request: HttpRequest) -> HttpResponse {
+        let verdict = self
+            .access
+            .check(&request.method, &request.path, &request.headers);
+        if let Some(response) = verdict.refusal() {
+            if let Some(count) = Verdict::REFUSALS
+                .iter()
+                .position(|refusal| *refusal == verdict)
+                .and_then(|at| self.refused.get(at))
+            {
+                count.set(count.get().saturating_add(1));
+            }
+            return response;
+        }
         if let Some(response) = page(&request.method, &request.path) {
             return response;
         }
@@ -67,14 +111,12 @@ impl Management {
             ("GET", "/actuator/cluster") => json_response(&self.cluster()),
             ("GET", "/actuator/partitions") => json_response(&self.partitions()),
             ("POST", "/actuator/rebalance") => self.rebalance(&request.query).await,
-            ("POST", "/actuator/faults") => self.faults(&request.query),
+            ("POST", FAULTS_PATH) => self.faults(&request.query),
             (
                 _,
                 "/ready" | "/health" | "/metrics" | "/actuator/cluster" | "/actuator/partitions",
             ) => HttpResponse::text(405, "use GET\n"),
-            (_, "/actuator/rebalance" | "/actuator/faults") => {
-                HttpResponse::text(405, "use POST\n")
-            }
+            (_, "/actuator/rebalance" | FAULTS_PATH) => HttpResponse::text(405, "use POST\n"),
             _ => HttpResponse::text(
                 404,
                 "not found; see /dashboard, /ready, /health, /metrics, /actuator/cluster, \
@@ -226,8 +268,9 @@ impl Management {
             json!(self.node.rebalance_local()),
         );
         if !query.split('&').any(|pair| pair == "local=true") {
+            let token = self.access.token().unwrap_or_default();
             for address in self.node.peer_management_addresses() {
-                let answer = match post_local_rebalance(&address).await {
+                let answer = match post_local_rebalance(&address, token).await {
                     Ok(body) => serde_json::from_str::<Value>(&body)
                         .unwrap_or_else(|_| json!({ "error": body })),
                     Err(error) => json!({ "error": error.to_string() }),
@@ -454,6 +497,15 @@ impl Management {
             as_f64(alive as u64),
         );
         self.transport_metrics(text, &labels);
+        for (verdict, count) in Verdict::REFUSALS.iter().zip(&self.refused) {
+            text.counter(
+                "sluice_management_requests_refused_total",
+                "Management API requests refused before reaching a handler: no or a wrong \
+                 token, changes off, signs of a page on another site, the fault switch off",
+                &[("node", node), ("reason", verdict.label())],
+                count.get(),
+            );
+        }
     }
 
     fn transport_metrics(&self, text: &mut PrometheusText, labels: &[(&str, &str)]) {
@@ -605,14 +657,15 @@ fn raft_role(role: RaftRole) -> &'static str {
     }
 }
 
-/// `POST /actuator/rebalance?local=true` to a peer's management API; the answer's body.
-async fn post_local_rebalance(address: &str) -> anyhow::Result<String> {
+/// `POST /actuator/rebalance?local=true` to a peer's management API with `token`; the answer's
+/// body.
+async fn post_local_rebalance(address: &str, token: &str) -> anyhow::Result<String> {
     let request = async {
         let mut stream = glommio::net::TcpStream::connect(address)
             .await
             .map_err(|error| anyhow::anyhow!("connecting to {address}: {error}"))?;
         let head = format!(
-            "POST /actuator/rebalance?local=true HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "POST /actuator/rebalance?local=true HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         );
         stream.write_all(head.as_bytes()).await?;
         stream.flush().await?;

@@ -133,6 +133,14 @@ fn start_gateway(
 /// Runs the broker until `stop` is set. See the module docs.
 pub fn run(config: &BrokerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let settings = node_settings(config)?;
+    let access = crate::management::Access::from_config(&config.management)?;
+    if access.faults_enabled() {
+        eprintln!(
+            "node {}: management.faults.enabled is set: POST /actuator/faults can cut this broker \
+             off from its peers; for tests only",
+            settings.node_id
+        );
+    }
     let (link, link_receiver) = crate::link::link();
     let gateway = start_gateway(config, &settings, link)?;
     // Without a gateway nothing sends on the link: the node need not drain it.
@@ -206,7 +214,7 @@ pub fn run(config: &BrokerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
                 glommio::net::TcpListener::bind(management).map_err(|e| anyhow::anyhow!("{e}"))
             })
             .await?;
-        let handler = Rc::new(Management::new(Rc::clone(&node)));
+        let handler = Rc::new(Management::new(Rc::clone(&node), access));
         glommio::spawn_local(crate::http::serve(management_listener, handler)).detach();
         eprintln!(
             "node {node_id}: serving with {shards_count} shard(s); internal {} (QUIC), raw-append \

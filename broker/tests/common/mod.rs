@@ -184,6 +184,8 @@ pub struct Cluster {
     pub options: DevOptions,
     /// Every broker process slot; the first `options.brokers` are node ids `0..brokers`.
     pub brokers: Vec<Broker>,
+    /// The management token [`dev::write_cluster`] wrote; [`Cluster::post`] sends it.
+    pub management_token: String,
     exe: PathBuf,
     started: Instant,
 }
@@ -226,11 +228,16 @@ impl Cluster {
                 starts: Cell::new(0),
             })
             .collect();
+        let management_token = std::fs::read_to_string(dev::token_path(&dir))
+            .expect("reading the cluster's management token")
+            .trim()
+            .to_owned();
         let cluster = Cluster {
             name: name.to_owned(),
             dir,
             options,
             brokers,
+            management_token,
             exe: PathBuf::from(env!("CARGO_BIN_EXE_sluice")),
             started: Instant::now(),
         };
@@ -522,14 +529,24 @@ impl Cluster {
         http(self.brokers[index].management(), "GET", path, HTTP_TIMEOUT)
     }
 
-    /// `POST path` on broker `index`'s management API: (status, body).
+    /// `POST path` on broker `index`'s management API with the cluster's management token:
+    /// (status, body).
     pub fn post(
         &self,
         index: usize,
         path: &str,
         timeout: Duration,
     ) -> Result<(u16, String), String> {
-        http(self.brokers[index].management(), "POST", path, timeout)
+        let authorization = format!("Bearer {}", self.management_token);
+        let reply = http_request(
+            self.brokers[index].management(),
+            "POST",
+            path,
+            &[("Authorization", &authorization)],
+            "",
+            timeout,
+        )?;
+        Ok((reply.status, reply.body))
     }
 
     /// `GET path`, requiring 200; the body.
@@ -832,6 +849,42 @@ pub fn http(
     path: &str,
     timeout: Duration,
 ) -> Result<(u16, String), String> {
+    let reply = http_request(addr, method, path, &[], "", timeout)?;
+    Ok((reply.status, reply.body))
+}
+
+/// An answer of [`http_request`].
+#[derive(Debug, Clone)]
+pub struct HttpReply {
+    /// The status code.
+    pub status: u16,
+    /// The headers as sent (names as written).
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: String,
+}
+
+impl HttpReply {
+    /// The first header named `name` (case-insensitive).
+    #[must_use]
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(header, _)| header.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// One HTTP/1.1 request to `addr` with extra `headers` and `body` (sent with its
+/// `Content-Length`), the whole exchange bounded by `timeout`.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    timeout: Duration,
+) -> Result<HttpReply, String> {
     let deadline = Instant::now() + timeout;
     let fail = |what: &str, error: &dyn std::fmt::Display| {
         format!("{method} http://{addr}{path}: {what}: {error}")
@@ -841,8 +894,14 @@ pub fn http(
     stream
         .set_write_timeout(Some(timeout))
         .map_err(|error| fail("setting a timeout", &error))?;
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    for (name, value) in headers {
+        let _ = write!(head, "{name}: {value}\r\n");
+    }
+    let _ = write!(
+        head,
+        "Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     );
     stream
         .write_all(head.as_bytes())
@@ -871,12 +930,21 @@ pub fn http(
     let (head, body) = answer
         .split_once("\r\n\r\n")
         .ok_or_else(|| fail("parsing", &format!("no end of head in {answer:?}")))?;
-    let status = head
-        .split(' ')
-        .nth(1)
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
         .and_then(|code| code.parse::<u16>().ok())
         .ok_or_else(|| fail("parsing", &format!("bad status line in {head:?}")))?;
-    Ok((status, body.to_owned()))
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
+        .collect();
+    Ok(HttpReply {
+        status,
+        headers,
+        body: body.to_owned(),
+    })
 }
 
 /// The sum of the samples of metric `name` (all label sets) in Prometheus text; `None` if it
