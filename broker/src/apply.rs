@@ -58,42 +58,13 @@ pub const PAYLOAD_POLL: u8 = 0x02;
 /// over the cluster's mutual-TLS transport, never from a client.
 pub const PAYLOAD_INTERNAL: u8 = 0x03;
 
-/// Whether a client (through a gateway) may send `command`: the gateway's commands, and a
-/// deployment only as a new one (with a key, it is a partition's distribution).
+/// Whether a client (through a gateway) may send `command`: the gateway's commands
+/// ([`sluice_engine::client_may_send`]), and a deployment only as a new one (with a key, it is a
+/// partition's distribution).
 #[must_use]
 pub fn client_may_send(command: &Record) -> bool {
-    use sluice_engine::{Intent, ValueType};
-    match (command.value_type, command.intent) {
-        (ValueType::Deployment, Intent::Create) => command.key <= 0,
-        (ValueType::ProcessInstanceCreation, Intent::Create | Intent::CreateWithAwaitingResult)
-        | (ValueType::ProcessInstance, Intent::Cancel)
-        | (ValueType::JobBatch, Intent::Activate)
-        | (
-            ValueType::Job,
-            Intent::Complete
-            | Intent::Fail
-            | Intent::ThrowError
-            | Intent::UpdateRetries
-            | Intent::UpdateTimeout,
-        )
-        | (ValueType::Message, Intent::Publish)
-        | (ValueType::VariableDocument, Intent::Update)
-        | (ValueType::Incident, Intent::Resolve) => true,
-        _ => false,
-    }
-}
-/// Bytes of committed entries read from the journal at a time when replaying.
-const REPLAY_READ_BYTES_MAX: u64 = 4 << 20;
-/// How long the engine's clock work waits after its output was too large for an entry.
-const TICK_PAUSE_AFTER_TOO_LARGE_MS: i64 = 1_000;
-
-/// The journal entry holding `records`: the tag, then the encoded records.
-fn entry_payload(records: &[Record]) -> Vec<u8> {
-    let encoded = encode_records(records);
-    let mut payload = Vec::with_capacity(encoded.len() + 1);
-    payload.push(ENTRY_RECORDS);
-    payload.extend_from_slice(&encoded);
-    payload
+    sluice_engine::client_may_send(command.value_type, command.intent)
+        && !(command.value_type == sluice_engine::ValueType::Deployment && command.key > 0)
 }
 
 /// A command of this partition's engine for another partition, as an append payload: the

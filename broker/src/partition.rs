@@ -508,10 +508,23 @@ impl Partition {
             });
             return;
         }
-        if !from_client && command.request_id != 0 {
-            // Only a gateway names client requests; a partition's command never does.
+        if !from_client
+            && (command.request_id != 0
+                || !sluice_engine::partition_may_send(command.value_type, command.intent))
+        {
+            // Only a gateway names client requests, and partitions send each other only their
+            // own kinds of command.
             responder(AppendOutcome::Invalid {
-                message: "a command between partitions carries no client request id".to_owned(),
+                message: format!(
+                    "a partition may not send {:?} {:?}{}",
+                    command.value_type,
+                    command.intent,
+                    if command.request_id == 0 {
+                        ""
+                    } else {
+                        " with a client request id"
+                    }
+                ),
             });
             return;
         }

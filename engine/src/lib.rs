@@ -13,7 +13,14 @@
 //! ```
 //!
 //! The engine reads no clock and does no I/O: `now_ms` is an argument, records and side
-//! effects are plain values. Modules: [`record`] (the log's records), [`bpmn`] (XML to
+//! effects are plain values.
+//!
+//! The engine trusts nothing it did not make: a command from a client, another partition or
+//! the log is checked like client input and a bad one is rejected (or, when the problem arises
+//! while processing, raises an incident), never a panic; a replayed event that does not fit
+//! the state is skipped the same way on every replica; the key counter moves only with this
+//! partition's own events. A client may send only the commands [`client_may_send`] allows; the
+//! broker refuses the rest at its door. Modules: [`record`] (the log's records), [`bpmn`] (XML to
 //! [`model`]), [`feel`] and [`time`] (expressions, ISO-8601), [`state`] (event appliers),
 //! [`processor`] (the engine itself).
 
@@ -27,4 +34,7 @@ pub mod state;
 pub mod time;
 
 pub use processor::{Engine, EngineConfig, Output, RequestId, SideEffect, subscription_partition};
-pub use record::{Intent, Key, Record, RecordType, RecordValue, RejectionType, ValueType};
+pub use record::{
+    Intent, Key, Record, RecordType, RecordValue, RejectionType, ValueType, client_may_send,
+    partition_may_send,
+};

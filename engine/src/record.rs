@@ -131,10 +131,23 @@ impl Serialize for Text {
 /// Bits of a key below the partition id.
 pub const KEY_PARTITION_SHIFT: u32 = 51;
 
+/// The exclusive upper bound of a key's counter part: a partition hands out counters
+/// `1..KEY_COUNTER_LIMIT`. A key whose counter part is at or above it (`2^51 - 1`, the all-ones
+/// counter) cannot have been made by any partition: one more and the counter would carry into
+/// the partition bits, naming the next partition's first key.
+pub const KEY_COUNTER_LIMIT: i64 = (1_i64 << KEY_PARTITION_SHIFT) - 1;
+
 /// The key of the `counter`-th entity created on `partition_id`.
 #[must_use]
 pub fn encode_key(partition_id: u32, counter: i64) -> Key {
     (i64::from(partition_id) << KEY_PARTITION_SHIFT) + counter
+}
+
+/// Whether `key` is one a partition can have handed out: positive, with a partition id of at
+/// least 1 and a counter in `1..KEY_COUNTER_LIMIT`.
+#[must_use]
+pub fn is_possible_key(key: Key) -> bool {
+    key > 0 && key_partition(key) >= 1 && (1..KEY_COUNTER_LIMIT).contains(&key_counter(key))
 }
 
 /// The partition a key was created on (0 for keys that are not partition keys, like `-1`).
@@ -282,6 +295,72 @@ pub enum Intent {
     Acknowledge,
     Acknowledged,
     Finished,
+}
+
+/// The commands a gateway client may send: the gateway maps every client request to one of
+/// these (deploy, create an instance with or without its result, cancel, activate jobs,
+/// complete / fail / throw an error for / update the retries or timeout of a job, publish a
+/// message, set variables, resolve an incident). Every other command is internal.
+pub const CLIENT_COMMANDS: &[(ValueType, Intent)] = &[
+    (ValueType::Deployment, Intent::Create),
+    (ValueType::ProcessInstanceCreation, Intent::Create),
+    (
+        ValueType::ProcessInstanceCreation,
+        Intent::CreateWithAwaitingResult,
+    ),
+    (ValueType::ProcessInstance, Intent::Cancel),
+    (ValueType::JobBatch, Intent::Activate),
+    (ValueType::Job, Intent::Complete),
+    (ValueType::Job, Intent::Fail),
+    (ValueType::Job, Intent::ThrowError),
+    (ValueType::Job, Intent::UpdateRetries),
+    (ValueType::Job, Intent::UpdateTimeout),
+    (ValueType::Message, Intent::Publish),
+    (ValueType::VariableDocument, Intent::Update),
+    (ValueType::Incident, Intent::Resolve),
+];
+
+/// The internal commands one partition's engine sends another (as
+/// [`crate::SideEffect::Send`]): a deployment distributed from partition 1 (`DEPLOYMENT CREATE`
+/// with the deployment's key) and its acknowledgement, and the message-subscription exchange
+/// between an instance's partition and a message's partition. The broker accepts these only
+/// from another broker of the cluster, never from a client.
+pub const PARTITION_COMMANDS: &[(ValueType, Intent)] = &[
+    (ValueType::Deployment, Intent::Create),
+    (ValueType::CommandDistribution, Intent::Acknowledge),
+    (ValueType::MessageSubscription, Intent::Create),
+    (ValueType::MessageSubscription, Intent::Correlate),
+    (ValueType::MessageSubscription, Intent::Delete),
+    (ValueType::MessageSubscription, Intent::Reject),
+    (ValueType::ProcessMessageSubscription, Intent::Create),
+    (ValueType::ProcessMessageSubscription, Intent::Correlate),
+    (ValueType::ProcessMessageSubscription, Intent::Delete),
+];
+
+/// The internal commands only the engine itself makes, from the clock ([`crate::Engine::tick`]):
+/// a timer fires, an activated job times out, a backed-off job recurs, a buffered message
+/// expires. They are processed where they are made and reach the log only inside the batch
+/// they start; the broker accepts them from nobody.
+pub const ENGINE_COMMANDS: &[(ValueType, Intent)] = &[
+    (ValueType::Timer, Intent::Trigger),
+    (ValueType::Job, Intent::TimeOut),
+    (ValueType::Job, Intent::RecurAfterBackoff),
+    (ValueType::Message, Intent::Expire),
+];
+
+/// Whether a gateway client may send this command ([`CLIENT_COMMANDS`]). The broker refuses
+/// every other command that arrives from a client: internal intents (a timer trigger, a
+/// message expiry, a subscription correlation, a distribution acknowledgement, a job time-out)
+/// would otherwise let a client drive the engine's own bookkeeping.
+#[must_use]
+pub fn client_may_send(value_type: ValueType, intent: Intent) -> bool {
+    CLIENT_COMMANDS.contains(&(value_type, intent))
+}
+
+/// Whether another partition may send this command ([`PARTITION_COMMANDS`]).
+#[must_use]
+pub fn partition_may_send(value_type: ValueType, intent: Intent) -> bool {
+    PARTITION_COMMANDS.contains(&(value_type, intent))
 }
 
 /// Why a command was rejected; the gateway maps these to gRPC status codes.

@@ -552,9 +552,10 @@ impl SnapshotData {
             timers,
             client_replies,
         } = self;
-        if next_key_counter < 1 {
+        if !(1..=crate::record::KEY_COUNTER_LIMIT).contains(&next_key_counter) {
             return Err(invalid(format!(
-                "the next key counter is {next_key_counter}, below 1"
+                "the next key counter is {next_key_counter}, outside 1..={}",
+                crate::record::KEY_COUNTER_LIMIT
             )));
         }
         let mut state = State::new(partition_id);
@@ -665,7 +666,8 @@ fn check_ascending<K: Ord + Copy + std::fmt::Debug>(
 }
 
 /// Re-deploys every process through the `PROCESS CREATED` applier, after checking that its
-/// resource still parses (the applier panics on one that does not: it trusts the log).
+/// resource still parses (the applier would skip one that does not, and the snapshot would
+/// silently lose it).
 fn restore_processes(state: &mut State, processes: Vec<ProcessValue>) -> Result<(), SnapshotError> {
     check_ascending(
         "processes",
@@ -695,17 +697,28 @@ fn restore_processes(state: &mut State, processes: Vec<ProcessValue>) -> Result<
                 process.bpmn_process_id, process.process_definition_key
             ))
         })?;
+        let (key, id, version) = (
+            process.process_definition_key,
+            process.bpmn_process_id.clone(),
+            process.version,
+        );
         let record = Record {
             record_type: RecordType::Event,
             value_type: ValueType::Process,
             intent: Intent::Created,
-            key: process.process_definition_key,
+            key,
             timestamp_ms: 0,
             rejection: None,
             value: RecordValue::Process(process),
             request_id: 0,
         };
         state.apply(&record);
+        if state.process(key).is_none() {
+            return Err(invalid(format!(
+                "process {id} (key {key}) version {version} cannot be deployed: the key or \
+                 version is not valid, or another process has that version"
+            )));
+        }
     }
     Ok(())
 }

@@ -2,8 +2,20 @@
 //!
 //! Processing and replay share [`State::apply`]: the leader applies each event as it writes it,
 //! followers and recovery apply the same events from the committed log, so the two cannot
-//! drift apart. Appliers trust their events (they were validated when written) but check the
-//! invariants they rely on; a broken one is a bug and panics.
+//! drift apart.
+//!
+//! Appliers trust nothing: the log is data from outside like a client's command. An event that
+//! does not fit the state (a process whose resource does not parse, an element of a process
+//! that is not deployed, a second `CREATED` for a live key, a life-cycle step of an element
+//! instance that is not live) is skipped whole, never half-applied and never a panic. Whether an
+//! event is skipped depends only on the state and the event, so every replica (the leader as
+//! it writes, followers and recovery as they replay) skips the same events and ends in the same
+//! state.
+//!
+//! Keys: the counter of the next key moves only with this partition's own events
+//! ([`State::apply`] of a `RecordType::Event` whose key has this partition's id and a counter
+//! below [`KEY_COUNTER_RESERVED`]). Commands and rejections carry keys that someone else chose
+//! and move nothing.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::rc::Rc;
@@ -12,8 +24,16 @@ use serde_json::Value;
 
 use crate::model::{ElementIndex, ElementKind, FlowIndex, Process};
 use crate::record::{
-    DeploymentValue, Intent, Key, Record, RecordType, RecordValue, key_counter, key_partition,
+    DeploymentValue, Intent, KEY_COUNTER_LIMIT, Key, Record, RecordType, RecordValue, key_counter,
+    key_partition,
 };
+
+/// Counters at and above this are never observed from the log, and a partition whose counter
+/// reaches it refuses further commands ([`State::keys_exhausted`]): the last `2^40` counters
+/// below [`KEY_COUNTER_LIMIT`] stay in reserve so that no single command, however many keys it
+/// takes, can run the counter into the next partition's keys. (`2^51 - 2^40` keys is some
+/// seventy years at a million keys a second.)
+pub const KEY_COUNTER_RESERVED: i64 = KEY_COUNTER_LIMIT - (1_i64 << 40);
 
 /// A deployed process version.
 #[derive(Debug, Clone)]
@@ -242,10 +262,37 @@ impl State {
     }
 
     /// Hands out the next key of this partition.
+    ///
+    /// # Panics
+    ///
+    /// When the counter reaches [`KEY_COUNTER_LIMIT`]: the processors refuse every command once
+    /// [`Self::keys_exhausted`], and the reserve above [`KEY_COUNTER_RESERVED`] is far more
+    /// than one command can take, so this is a bug, never data.
     pub fn next_key(&mut self) -> Key {
+        assert!(
+            self.next_key_counter < KEY_COUNTER_LIMIT,
+            "partition {} ran its key counter into the next partition's keys",
+            self.partition_id
+        );
         let key = crate::record::encode_key(self.partition_id, self.next_key_counter);
         self.next_key_counter += 1;
         key
+    }
+
+    /// Whether the partition has used up its keys (short of the reserve): it must not process
+    /// further commands.
+    #[must_use]
+    pub fn keys_exhausted(&self) -> bool {
+        self.next_key_counter >= KEY_COUNTER_RESERVED
+    }
+
+    /// Whether `key` has this partition's id but a counter this partition has not reached yet:
+    /// nothing with that key can exist here.
+    #[must_use]
+    pub fn is_future_key(&self, key: Key) -> bool {
+        key > 0
+            && key_partition(key) == self.partition_id
+            && key_counter(key) >= self.next_key_counter
     }
 
     /// The key [`Self::next_key`] will hand out next.
@@ -254,11 +301,17 @@ impl State {
         crate::record::encode_key(self.partition_id, self.next_key_counter)
     }
 
-    /// Keeps the key counter ahead of every key of this partition seen in the log, so a
-    /// replica that replayed the log hands out the same next keys as the leader did.
-    fn observe_key(&mut self, key: Key) {
-        if key_partition(key) == self.partition_id {
-            self.next_key_counter = self.next_key_counter.max(key_counter(key) + 1);
+    /// Keeps the key counter ahead of every key this partition's events carry, so a replica
+    /// that replayed the log hands out the same next keys as the leader did. Called for events
+    /// only: a command or a rejection carries whatever key its sender wrote, and must not move
+    /// the counter (a far-ahead key would skip counters, or carry into the next partition's
+    /// keys). Counters outside `1..KEY_COUNTER_RESERVED` move nothing either.
+    fn observe_event_key(&mut self, key: Key) {
+        if key > 0 && key_partition(key) == self.partition_id {
+            let counter = key_counter(key);
+            if (1..KEY_COUNTER_RESERVED).contains(&counter) {
+                self.next_key_counter = self.next_key_counter.max(counter + 1);
+            }
         }
     }
 
@@ -355,14 +408,16 @@ impl State {
         self.client_replies.get(&request_id)
     }
 
-    /// Applies one record: events change the state, commands and rejections only advance the
-    /// key counter.
+    /// Applies one record: events change the state (and advance the key counter); commands
+    /// and rejections change nothing. An event that does not fit the state is skipped (see the
+    /// module documentation); it still advances the counter, as it did on the replica that
+    /// wrote it.
     pub fn apply(&mut self, record: &Record) {
         self.remember_reply(record);
-        self.observe_key(record.key);
         if record.record_type != RecordType::Event {
             return;
         }
+        self.observe_event_key(record.key);
         match &record.value {
             RecordValue::Process(value) => {
                 if record.intent == Intent::Created {
@@ -433,19 +488,31 @@ impl State {
         }
     }
 
+    /// Deploys a process. Skipped when the key is taken or not a possible key, the version is
+    /// not positive or already taken by another key, or the resource does not yield the process
+    /// (does not parse, lacks it, or its expressions do not compile).
     fn apply_process_created(&mut self, key: Key, value: &crate::record::ProcessValue) {
-        if self.processes.contains_key(&key) {
+        if self.processes.contains_key(&key)
+            || !crate::record::is_possible_key(key)
+            || value.version < 1
+            || self
+                .process_version(&value.bpmn_process_id, value.version)
+                .is_some()
+        {
             return;
         }
-        let processes = crate::bpmn::parse(value.resource.as_bytes())
-            .expect("a deployed resource parses: it was validated when deployed");
-        let mut model = processes
+        let Ok(processes) = crate::bpmn::parse(value.resource.as_bytes()) else {
+            return;
+        };
+        let Some(mut model) = processes
             .into_iter()
             .find(|process| process.bpmn_process_id == value.bpmn_process_id)
-            .expect("a deployed process is in its resource");
-        model
-            .compile_expressions()
-            .expect("a deployed process's expressions compile: validated when deployed");
+        else {
+            return;
+        };
+        if model.compile_expressions().is_err() {
+            return;
+        }
         let element_ids = model
             .elements
             .iter()
@@ -518,69 +585,14 @@ impl State {
     ) {
         let key = record.key;
         match record.intent {
-            Intent::ElementActivating => {
-                let process = self
-                    .processes
-                    .get(&value.process_definition_key)
-                    .expect("an element instance belongs to a deployed process");
-                let element = process
-                    .element_index(&value.element_id)
-                    .expect("an element instance's element exists");
-                let model = Rc::clone(&process.model);
-                self.element_instances.insert(
-                    key,
-                    ElementInstance {
-                        key,
-                        process_instance_key: value.process_instance_key,
-                        flow_scope_key: value.flow_scope_key,
-                        process_definition_key: value.process_definition_key,
-                        element,
-                        state: ElementState::Activating,
-                        children: Vec::new(),
-                        join_tokens: Vec::new(),
-                        active_flows: 0,
-                        job_key: None,
-                        timer_keys: Vec::new(),
-                        subscription: false,
-                    },
-                );
-                if let Some(scope) = self.element_instances.get_mut(&value.flow_scope_key) {
-                    scope.children.push(key);
-                    let element = model.element(element);
-                    // Start and boundary events start without a flow; a join consumes one token
-                    // of each incoming flow; every other element the flow that reached it.
-                    let consumed = match element.kind {
-                        ElementKind::StartEvent { .. } | ElementKind::BoundaryEvent { .. } => 0,
-                        ElementKind::ParallelGateway if element.incoming.len() > 1 => {
-                            element.incoming.len()
-                        }
-                        _ => 1,
-                    };
-                    scope.active_flows = scope
-                        .active_flows
-                        .saturating_sub(u32::try_from(consumed).unwrap_or(u32::MAX));
-                    if matches!(element.kind, ElementKind::ParallelGateway)
-                        && element.incoming.len() > 1
-                    {
-                        for flow in &element.incoming {
-                            if let Some(tokens) =
-                                scope.join_tokens.iter_mut().find(|(f, _)| f == flow)
-                            {
-                                tokens.1 -= 1;
-                            }
-                        }
-                        scope.join_tokens.retain(|(_, tokens)| *tokens > 0);
-                    }
-                }
-            }
+            Intent::ElementActivating => self.apply_element_activating(key, value),
             Intent::ElementActivated => self.set_element_state(key, ElementState::Activated),
             Intent::ElementCompleting => self.set_element_state(key, ElementState::Completing),
             Intent::ElementTerminating => self.set_element_state(key, ElementState::Terminating),
             Intent::ElementCompleted | Intent::ElementTerminated => {
-                let instance = self
-                    .element_instances
-                    .remove(&key)
-                    .expect("a completed or terminated element instance was live");
+                let Some(instance) = self.element_instances.remove(&key) else {
+                    return;
+                };
                 self.variables.remove(&key);
                 if let Some(scope) = self.element_instances.get_mut(&instance.flow_scope_key) {
                     scope.children.retain(|child| *child != key);
@@ -598,17 +610,19 @@ impl State {
                 else {
                     return;
                 };
-                let flow_index = u32::try_from(flow).expect("flow count fits u32");
+                let Ok(flow_index) = u32::try_from(flow) else {
+                    return;
+                };
                 let target = model.element(model.flow(flow_index).target);
                 let Some(scope) = self.element_instances.get_mut(&value.flow_scope_key) else {
                     return;
                 };
-                scope.active_flows += 1;
+                scope.active_flows = scope.active_flows.saturating_add(1);
                 if matches!(target.kind, ElementKind::ParallelGateway) && target.incoming.len() > 1
                 {
                     {
                         match scope.join_tokens.iter_mut().find(|(f, _)| *f == flow_index) {
-                            Some(tokens) => tokens.1 += 1,
+                            Some(tokens) => tokens.1 = tokens.1.saturating_add(1),
                             None => scope.join_tokens.push((flow_index, 1)),
                         }
                     }
@@ -618,18 +632,85 @@ impl State {
         }
     }
 
+    /// A new element instance. Skipped unless the key is free, the process deployed, the
+    /// element in it, and the instance a process instance (element 0, no scope) or inside a
+    /// live scope.
+    fn apply_element_activating(&mut self, key: Key, value: &crate::record::ProcessInstanceValue) {
+        if self.element_instances.contains_key(&key) {
+            return;
+        }
+        let Some(process) = self.processes.get(&value.process_definition_key) else {
+            return;
+        };
+        let Some(element) = process.element_index(&value.element_id) else {
+            return;
+        };
+        let is_root = value.flow_scope_key < 0;
+        if is_root != (element == 0)
+            || (!is_root && !self.element_instances.contains_key(&value.flow_scope_key))
+        {
+            return;
+        }
+        let model = Rc::clone(&process.model);
+        self.element_instances.insert(
+            key,
+            ElementInstance {
+                key,
+                process_instance_key: value.process_instance_key,
+                flow_scope_key: value.flow_scope_key,
+                process_definition_key: value.process_definition_key,
+                element,
+                state: ElementState::Activating,
+                children: Vec::new(),
+                join_tokens: Vec::new(),
+                active_flows: 0,
+                job_key: None,
+                timer_keys: Vec::new(),
+                subscription: false,
+            },
+        );
+        if let Some(scope) = self.element_instances.get_mut(&value.flow_scope_key) {
+            scope.children.push(key);
+            let element = model.element(element);
+            // Start and boundary events start without a flow; a join consumes one token
+            // of each incoming flow; every other element the flow that reached it.
+            let consumed = match element.kind {
+                ElementKind::StartEvent { .. } | ElementKind::BoundaryEvent { .. } => 0,
+                ElementKind::ParallelGateway if element.incoming.len() > 1 => {
+                    element.incoming.len()
+                }
+                _ => 1,
+            };
+            scope.active_flows = scope
+                .active_flows
+                .saturating_sub(u32::try_from(consumed).unwrap_or(u32::MAX));
+            if matches!(element.kind, ElementKind::ParallelGateway) && element.incoming.len() > 1 {
+                for flow in &element.incoming {
+                    if let Some(tokens) = scope.join_tokens.iter_mut().find(|(f, _)| f == flow) {
+                        tokens.1 = tokens.1.saturating_sub(1);
+                    }
+                }
+                scope.join_tokens.retain(|(_, tokens)| *tokens > 0);
+            }
+        }
+    }
+
+    /// Skipped when the element instance is not live.
     fn set_element_state(&mut self, key: Key, state: ElementState) {
-        let instance = self
-            .element_instances
-            .get_mut(&key)
-            .expect("an element instance changing state is live");
-        instance.state = state;
+        if let Some(instance) = self.element_instances.get_mut(&key) {
+            instance.state = state;
+        }
     }
 
     fn apply_job(&mut self, record: &Record, value: &crate::record::JobValue) {
         let key = record.key;
         match record.intent {
             Intent::Created => {
+                // A second `CREATED` for a live job would leave the first one's index entries
+                // pointing at a job of another type.
+                if self.jobs.contains_key(&key) {
+                    return;
+                }
                 let job_type: Rc<str> = Rc::from(value.job_type.as_str());
                 self.activatable
                     .entry(Rc::clone(&job_type))
@@ -781,6 +862,10 @@ impl State {
     fn apply_timer(&mut self, record: &Record, value: &crate::record::TimerValue) {
         match record.intent {
             Intent::Created => {
+                // A second `CREATED` would leave a due entry without its timer.
+                if self.timers.contains_key(&record.key) {
+                    return;
+                }
                 self.timer_due.insert((value.due_date, record.key));
                 self.timers.insert(
                     record.key,
@@ -812,7 +897,8 @@ impl State {
     fn apply_message(&mut self, record: &Record, value: &crate::record::MessageValue) {
         match record.intent {
             Intent::Published => {
-                if value.time_to_live <= 0 {
+                // A second `PUBLISHED` would leave a deadline entry without its message.
+                if value.time_to_live <= 0 || self.messages.contains_key(&record.key) {
                     return;
                 }
                 self.messages.insert(
@@ -857,6 +943,10 @@ impl State {
     ) {
         match record.intent {
             Intent::Created => {
+                // A second `CREATED` would index the key twice.
+                if self.message_subscriptions.contains_key(&record.key) {
+                    return;
+                }
                 self.message_subscriptions.insert(
                     record.key,
                     MessageSubscription {

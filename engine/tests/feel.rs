@@ -436,6 +436,69 @@ fn evaluation_borrows_and_parsing_is_reusable() {
     assert_eq!(condition, condition.clone());
 }
 
+/// Evaluates `source` with a variable `s` of `bytes` bytes under small limits.
+fn eval_limited(source: &str, bytes: usize) -> Result<Value, String> {
+    let Value::Object(map) = json!({"s": "a".repeat(bytes), "list": [1, 2, 3, 4, 5]}) else {
+        unreachable!("an object")
+    };
+    let limits = feel::Limits {
+        value_bytes_max: 100,
+        collection_items_max: 4,
+    };
+    feel::parse(source)
+        .expect("parses")
+        .evaluate_limited(&Vars(map), &limits)
+        .map_err(|error| error.message)
+}
+
+#[test]
+fn built_values_are_bounded() {
+    // Within the limits, as without them.
+    assert_eq!(eval_limited("s + s", 50), Ok(json!("a".repeat(100))));
+    assert_eq!(eval_limited("[s, s, s, s]", 0), Ok(json!(["", "", "", ""])));
+    // Passing a value through builds nothing: a large variable is returned as it is.
+    assert_eq!(eval_limited("s", 1_000), Ok(json!("a".repeat(1_000))));
+    assert_eq!(eval_limited("list", 0), Ok(json!([1, 2, 3, 4, 5])));
+
+    let error = eval_limited("s + s", 51).expect_err("102 bytes");
+    assert!(
+        error.contains("builds a string of 102 bytes, more than the 100 bytes"),
+        "{error}"
+    );
+    let error = eval_limited("string length(s + s + s) > 1", 40).expect_err("120 bytes");
+    assert!(error.contains("string of 120 bytes"), "{error}");
+    let error = eval_limited("upper case(s)", 101).expect_err("101 bytes");
+    assert!(error.contains("string of 101 bytes"), "{error}");
+    let error = eval_limited("string(s)", 101).expect_err("101 bytes");
+    assert!(error.contains("string of 101 bytes"), "{error}");
+    assert_eq!(eval_limited("string(list)", 0), Ok(json!("[1,2,3,4,5]")));
+    // (A list of literals is built once, by the parser, within the source's bound.)
+    let error = eval_limited("[s, s, s, s, s]", 0).expect_err("5 items");
+    assert!(
+        error.contains("builds a list of 5 items, more than the 4 items"),
+        "{error}"
+    );
+    let error = eval_limited("[s, s]", 60).expect_err("about 124 bytes");
+    assert!(
+        error.contains("builds a list of more than 100 bytes"),
+        "{error}"
+    );
+    let error = eval_limited("{a: s, b: s}", 60).expect_err("about 130 bytes");
+    assert!(
+        error.contains("builds a context of more than 100 bytes"),
+        "{error}"
+    );
+    let error = eval_limited("list[item > 0]", 0).expect_err("5 items kept");
+    assert!(error.contains("builds a list of 5 items"), "{error}");
+    assert_eq!(eval_limited("list[item > 1]", 0), Ok(json!([2, 3, 4, 5])));
+    // Nested lists count the bytes of their items.
+    let error = eval_limited("[[s], [s]]", 49).expect_err("about 108 bytes");
+    assert!(
+        error.contains("builds a list of more than 100 bytes"),
+        "{error}"
+    );
+}
+
 /// Fragments that make random inputs look like expressions, so they reach deep into the parser.
 const FRAGMENTS: &[&str] = &[
     "x",

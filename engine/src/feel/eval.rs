@@ -1,13 +1,123 @@
 //! Walks the tree. Values are borrowed from the scope or the tree where possible; recursion
 //! depth is the tree depth, which the parser bounds.
+//!
+//! Every value the walk builds (a concatenated or converted string, a list, a context, the
+//! result of a path or filter over a list) is measured against the [`Limits`] as it is built.
+//! The first value over a limit is recorded in the [`Budget`] and becomes `null`, so the walk
+//! finishes cheaply; [`super::Expression::evaluate_limited`] then fails with that limit.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::cmp::Ordering;
 
 use serde_json::{Number, Value};
 
 use super::lexer::number_from_text;
-use super::{ArithOp, CompareOp, Function, Node, Scope, Test};
+use super::{ArithOp, CompareOp, FeelError, Function, Limits, Node, Scope, Test};
+
+/// What a value built during an evaluation exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exceeded {
+    /// A string of `bytes` bytes.
+    StringBytes { bytes: usize },
+    /// A list or context (`what`) with `items` items.
+    CollectionItems { what: &'static str, items: usize },
+    /// A list or context (`what`) of more than the byte limit.
+    CollectionBytes { what: &'static str },
+}
+
+/// The limits of one evaluation and the first one it broke.
+pub(super) struct Budget<'l> {
+    limits: &'l Limits,
+    exceeded: Cell<Option<Exceeded>>,
+}
+
+impl<'l> Budget<'l> {
+    pub(super) fn new(limits: &'l Limits) -> Self {
+        Self {
+            limits,
+            exceeded: Cell::new(None),
+        }
+    }
+
+    /// Records a broken limit (the first one counts) and gives the `null` that replaces the
+    /// value.
+    fn exceed<'a>(&self, exceeded: Exceeded) -> Cow<'a, Value> {
+        if self.exceeded.get().is_none() {
+            self.exceeded.set(Some(exceeded));
+        }
+        null()
+    }
+
+    /// A string built by the expression, or `null` when it is too long.
+    fn string<'a>(&self, text: String) -> Cow<'a, Value> {
+        if text.len() > self.limits.value_bytes_max {
+            return self.exceed(Exceeded::StringBytes { bytes: text.len() });
+        }
+        owned(Value::String(text))
+    }
+
+    /// Whether a list or context of `items` items may be built.
+    fn items_allowed(&self, what: &'static str, items: usize) -> bool {
+        if items > self.limits.collection_items_max {
+            self.exceed(Exceeded::CollectionItems { what, items });
+            return false;
+        }
+        true
+    }
+
+    /// The error of the first broken limit, if any.
+    pub(super) fn error(&self) -> Option<FeelError> {
+        let limits = self.limits;
+        let message = match self.exceeded.get()? {
+            Exceeded::StringBytes { bytes } => format!(
+                "the expression builds a string of {bytes} bytes, more than the {} bytes an \
+                 expression may build; build smaller values or move the work into a job worker",
+                limits.value_bytes_max
+            ),
+            Exceeded::CollectionItems { what, items } => format!(
+                "the expression builds a {what} of {items} items, more than the {} items an \
+                 expression may build; filter or split the data first",
+                limits.collection_items_max
+            ),
+            Exceeded::CollectionBytes { what } => format!(
+                "the expression builds a {what} of more than {} bytes, more than an expression \
+                 may build; build smaller values or move the work into a job worker",
+                limits.value_bytes_max
+            ),
+        };
+        Some(FeelError { message })
+    }
+}
+
+/// About the JSON size of `value` in bytes, or `None` when it is above `budget`. Walks the value
+/// (without recursion) only until the budget is spent.
+fn approx_bytes(value: &Value, budget: usize) -> Option<usize> {
+    const SCALAR_BYTES: usize = 8;
+    let mut total = 0_usize;
+    let mut pending = vec![value];
+    while let Some(value) = pending.pop() {
+        total = total.saturating_add(match value {
+            Value::String(text) => text.len() + 2,
+            Value::Array(items) => {
+                pending.extend(items.iter());
+                items.len() + 2
+            }
+            Value::Object(members) => {
+                for (key, member) in members {
+                    total = total.saturating_add(key.len() + 4);
+                    pending.push(member);
+                }
+                2
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => SCALAR_BYTES,
+        });
+        if total > budget {
+            return None;
+        }
+    }
+    Some(total)
+}
 
 static NULL: Value = Value::Null;
 
@@ -19,79 +129,137 @@ fn owned<'a>(value: Value) -> Cow<'a, Value> {
     Cow::Owned(value)
 }
 
-pub(super) fn eval<'a>(node: &'a Node, scope: &'a dyn Scope) -> Cow<'a, Value> {
+pub(super) fn eval<'a>(
+    budget: &Budget<'_>,
+    node: &'a Node,
+    scope: &'a dyn Scope,
+) -> Cow<'a, Value> {
     match node {
         Node::Literal(value) => Cow::Borrowed(value),
         Node::Variable(name) => scope.variable(name).map_or_else(null, Cow::Borrowed),
-        Node::Member(base, name) => member(eval(base, scope), name),
+        Node::Member(base, name) => member(budget, eval(budget, base, scope), name),
         Node::Index(base, index) => {
-            let base = eval(base, scope);
-            match eval(index, scope).as_ref() {
+            let base = eval(budget, base, scope);
+            match eval(budget, index, scope).as_ref() {
                 Value::Number(position) => at_position(base, position),
                 Value::Bool(true) if base.is_array() => base,
                 Value::Bool(_) => owned(Value::Array(Vec::new())),
-                _ => filter(base, index, scope),
+                _ => filter(budget, base, index, scope),
             }
         }
-        Node::Filter(base, condition) => filter(eval(base, scope), condition, scope),
-        Node::List(items) => owned(Value::Array(
-            items
-                .iter()
-                .map(|item| eval(item, scope).into_owned())
-                .collect(),
-        )),
-        Node::Context(entries) => owned(Value::Object(
-            entries
-                .iter()
-                .map(|(key, value)| (key.clone(), eval(value, scope).into_owned()))
-                .collect(),
-        )),
-        Node::Negate(inner) => owned(negate(&eval(inner, scope))),
-        Node::Arith(op, left, right) => owned(arith(*op, &eval(left, scope), &eval(right, scope))),
-        Node::Compare(op, left, right) => {
-            owned(compare(*op, &eval(left, scope), &eval(right, scope)))
+        Node::Filter(base, condition) => {
+            filter(budget, eval(budget, base, scope), condition, scope)
         }
+        Node::List(items) => list(budget, items, scope),
+        Node::Context(entries) => context(budget, entries, scope),
+        Node::Negate(inner) => owned(negate(&eval(budget, inner, scope))),
+        Node::Arith(op, left, right) => {
+            let (left, right) = (eval(budget, left, scope), eval(budget, right, scope));
+            if *op == ArithOp::Add
+                && let (Value::String(left), Value::String(right)) = (left.as_ref(), right.as_ref())
+            {
+                return concatenate(budget, left, right);
+            }
+            owned(arith(*op, &left, &right))
+        }
+        Node::Compare(op, left, right) => owned(compare(
+            *op,
+            &eval(budget, left, scope),
+            &eval(budget, right, scope),
+        )),
         Node::And(left, right) => {
-            let left = truth(&eval(left, scope));
+            let left = truth(&eval(budget, left, scope));
             if left == Some(false) {
                 return owned(Value::Bool(false));
             }
-            match (left, truth(&eval(right, scope))) {
+            match (left, truth(&eval(budget, right, scope))) {
                 (_, Some(false)) => owned(Value::Bool(false)),
                 (Some(true), Some(true)) => owned(Value::Bool(true)),
                 _ => null(),
             }
         }
         Node::Or(left, right) => {
-            let left = truth(&eval(left, scope));
+            let left = truth(&eval(budget, left, scope));
             if left == Some(true) {
                 return owned(Value::Bool(true));
             }
-            match (left, truth(&eval(right, scope))) {
+            match (left, truth(&eval(budget, right, scope))) {
                 (_, Some(true)) => owned(Value::Bool(true)),
                 (Some(false), Some(false)) => owned(Value::Bool(false)),
                 _ => null(),
             }
         }
         Node::If(condition, then, otherwise) => {
-            if truth(&eval(condition, scope)) == Some(true) {
-                eval(then, scope)
+            if truth(&eval(budget, condition, scope)) == Some(true) {
+                eval(budget, then, scope)
             } else {
-                eval(otherwise, scope)
+                eval(budget, otherwise, scope)
             }
         }
         Node::Between(value, low, high) => {
-            let value = eval(value, scope);
-            let low = compare(CompareOp::Ge, &value, &eval(low, scope));
-            let high = compare(CompareOp::Le, &value, &eval(high, scope));
+            let value = eval(budget, value, scope);
+            let low = compare(CompareOp::Ge, &value, &eval(budget, low, scope));
+            let high = compare(CompareOp::Le, &value, &eval(budget, high, scope));
             match (truth(&low), truth(&high)) {
                 (Some(low), Some(high)) => owned(Value::Bool(low && high)),
                 _ => null(),
             }
         }
-        Node::In(value, tests) => owned(is_in(&eval(value, scope), tests, scope)),
-        Node::Call(function, args) => call(*function, args, scope),
+        Node::In(value, tests) => owned(is_in(budget, &eval(budget, value, scope), tests, scope)),
+        Node::Call(function, args) => call(budget, *function, args, scope),
     }
+}
+
+/// A list literal, within the budget.
+fn list<'a>(budget: &Budget<'_>, items: &'a [Node], scope: &'a dyn Scope) -> Cow<'a, Value> {
+    if !budget.items_allowed("list", items.len()) {
+        return null();
+    }
+    let mut bytes_left = budget.limits.value_bytes_max;
+    let mut built = Vec::with_capacity(items.len());
+    for item in items {
+        let value = eval(budget, item, scope);
+        let Some(bytes) = approx_bytes(&value, bytes_left) else {
+            return budget.exceed(Exceeded::CollectionBytes { what: "list" });
+        };
+        bytes_left -= bytes;
+        built.push(value.into_owned());
+    }
+    owned(Value::Array(built))
+}
+
+/// A context literal, within the budget.
+fn context<'a>(
+    budget: &Budget<'_>,
+    entries: &'a [(String, Node)],
+    scope: &'a dyn Scope,
+) -> Cow<'a, Value> {
+    if !budget.items_allowed("context", entries.len()) {
+        return null();
+    }
+    let mut bytes_left = budget.limits.value_bytes_max;
+    let mut built = serde_json::Map::new();
+    for (key, value) in entries {
+        let value = eval(budget, value, scope);
+        let Some(bytes) = approx_bytes(&value, bytes_left.saturating_sub(key.len())) else {
+            return budget.exceed(Exceeded::CollectionBytes { what: "context" });
+        };
+        bytes_left -= bytes + key.len();
+        built.insert(key.clone(), value.into_owned());
+    }
+    owned(Value::Object(built))
+}
+
+/// `left + right` of two strings, within the budget.
+fn concatenate<'a>(budget: &Budget<'_>, left: &str, right: &str) -> Cow<'a, Value> {
+    let bytes = left.len().saturating_add(right.len());
+    if bytes > budget.limits.value_bytes_max {
+        return budget.exceed(Exceeded::StringBytes { bytes });
+    }
+    let mut joined = String::with_capacity(bytes);
+    joined.push_str(left);
+    joined.push_str(right);
+    owned(Value::String(joined))
 }
 
 /// `Some` for booleans; FEEL's logic treats everything else as `null`.
@@ -100,8 +268,11 @@ fn truth(value: &Value) -> Option<bool> {
 }
 
 /// `base.name`: the member of a context, the members of the items of a list, else `null`.
-fn member<'a>(base: Cow<'a, Value>, name: &str) -> Cow<'a, Value> {
+fn member<'a>(budget: &Budget<'_>, base: Cow<'a, Value>, name: &str) -> Cow<'a, Value> {
     if let Value::Array(items) = base.as_ref() {
+        if !budget.items_allowed("list", items.len()) {
+            return null();
+        }
         return owned(Value::Array(
             items
                 .iter()
@@ -148,12 +319,17 @@ fn at_position<'a>(base: Cow<'a, Value>, position: &Number) -> Cow<'a, Value> {
 
 /// The items for which `condition` is `true`, evaluated with the item in scope. A single value
 /// counts as a list of one.
-fn filter<'a>(base: Cow<'a, Value>, condition: &Node, scope: &dyn Scope) -> Cow<'a, Value> {
+fn filter<'a>(
+    budget: &Budget<'_>,
+    base: Cow<'a, Value>,
+    condition: &Node,
+    scope: &dyn Scope,
+) -> Cow<'a, Value> {
     let keep = |item: &Value| {
         let item_scope = ItemScope { outer: scope, item };
-        truth(&eval(condition, &item_scope)) == Some(true)
+        truth(&eval(budget, condition, &item_scope)) == Some(true)
     };
-    let kept = match base {
+    let kept: Vec<Value> = match base {
         Cow::Borrowed(Value::Null) | Cow::Owned(Value::Null) => return null(),
         Cow::Borrowed(Value::Array(items)) => {
             items.iter().filter(|item| keep(item)).cloned().collect()
@@ -162,6 +338,9 @@ fn filter<'a>(base: Cow<'a, Value>, condition: &Node, scope: &dyn Scope) -> Cow<
         single if keep(&single) => vec![single.into_owned()],
         _ => Vec::new(),
     };
+    if !budget.items_allowed("list", kept.len()) {
+        return null();
+    }
     owned(Value::Array(kept))
 }
 
@@ -184,19 +363,23 @@ impl Scope for ItemScope<'_> {
 }
 
 /// `is defined(x)`: whether a variable or path exists (even if its value is `null`).
-fn defined<'a>(node: &'a Node, scope: &'a dyn Scope) -> Option<Cow<'a, Value>> {
+fn defined<'a>(
+    budget: &Budget<'_>,
+    node: &'a Node,
+    scope: &'a dyn Scope,
+) -> Option<Cow<'a, Value>> {
     match node {
         Node::Variable(name) => scope.variable(name).map(Cow::Borrowed),
         Node::Member(base, name) => {
-            let base = defined(base, scope)?;
+            let base = defined(budget, base, scope)?;
             if base.is_array() {
-                Some(member(base, name))
+                Some(member(budget, base, name))
             } else {
                 defined_member(base, name)
             }
         }
-        Node::Index(..) => Some(eval(node, scope)).filter(|value| !value.is_null()),
-        _ => Some(eval(node, scope)),
+        Node::Index(..) => Some(eval(budget, node, scope)).filter(|value| !value.is_null()),
+        _ => Some(eval(budget, node, scope)),
     }
 }
 
@@ -264,15 +447,8 @@ pub(super) fn negate(value: &Value) -> Value {
     }
 }
 
+/// Arithmetic on numbers; the concatenation of two strings is [`eval`]'s (it is bounded).
 fn arith(op: ArithOp, left: &Value, right: &Value) -> Value {
-    if op == ArithOp::Add
-        && let (Value::String(left), Value::String(right)) = (left, right)
-    {
-        let mut joined = String::with_capacity(left.len() + right.len());
-        joined.push_str(left);
-        joined.push_str(right);
-        return Value::String(joined);
-    }
     let (Some(left), Some(right)) = (num(left), num(right)) else {
         return Value::Null;
     };
@@ -357,11 +533,11 @@ fn compare(op: CompareOp, left: &Value, right: &Value) -> Value {
 
 /// `value in tests`: `true` if a test matches, else `null` if a test could not compare, else
 /// `false`.
-fn is_in(value: &Value, tests: &[Test], scope: &dyn Scope) -> Value {
+fn is_in(budget: &Budget<'_>, value: &Value, tests: &[Test], scope: &dyn Scope) -> Value {
     let mut unknown = false;
     for test in tests {
         let matched = match test {
-            Test::Value(node) => match eval(node, scope).as_ref() {
+            Test::Value(node) => match eval(budget, node, scope).as_ref() {
                 Value::Array(items) => Some(items.iter().any(|item| equal(value, item))),
                 other => Some(equal(value, other)),
             },
@@ -381,8 +557,8 @@ fn is_in(value: &Value, tests: &[Test], scope: &dyn Scope) -> Value {
                 } else {
                     CompareOp::Lt
                 };
-                let above = compare(low_op, value, &eval(low, scope));
-                let below = compare(high_op, value, &eval(high, scope));
+                let above = compare(low_op, value, &eval(budget, low, scope));
+                let below = compare(high_op, value, &eval(budget, high, scope));
                 truth(&above).zip(truth(&below)).map(|(a, b)| a && b)
             }
         };
@@ -399,18 +575,47 @@ fn is_in(value: &Value, tests: &[Test], scope: &dyn Scope) -> Value {
     }
 }
 
-fn call<'a>(function: Function, args: &'a [Node], scope: &'a dyn Scope) -> Cow<'a, Value> {
+fn call<'a>(
+    budget: &Budget<'_>,
+    function: Function,
+    args: &'a [Node],
+    scope: &'a dyn Scope,
+) -> Cow<'a, Value> {
     if function == Function::IsDefined {
         let is_defined = args
             .first()
-            .is_some_and(|arg| defined(arg, scope).is_some());
+            .is_some_and(|arg| defined(budget, arg, scope).is_some());
         return owned(Value::Bool(is_defined));
     }
-    let values: Vec<Cow<'a, Value>> = args.iter().map(|arg| eval(arg, scope)).collect();
+    let values: Vec<Cow<'a, Value>> = args.iter().map(|arg| eval(budget, arg, scope)).collect();
     let arg = |index: usize| values.get(index).map_or(&NULL, AsRef::as_ref);
+    // The functions that build a string from a possibly large value: bounded like `+`.
+    match function {
+        Function::String => {
+            return match arg(0) {
+                Value::Null => null(),
+                Value::String(text) => budget.string(text.clone()),
+                other => match approx_bytes(other, budget.limits.value_bytes_max) {
+                    Some(_) => budget.string(other.to_string()),
+                    None => budget.exceed(Exceeded::StringBytes {
+                        bytes: budget.limits.value_bytes_max.saturating_add(1),
+                    }),
+                },
+            };
+        }
+        Function::UpperCase | Function::LowerCase => {
+            return arg(0).as_str().map_or_else(null, |text| {
+                budget.string(if function == Function::UpperCase {
+                    text.to_uppercase()
+                } else {
+                    text.to_lowercase()
+                })
+            });
+        }
+        _ => {}
+    }
     owned(match function {
         Function::Not => truth(arg(0)).map_or(Value::Null, |b| Value::Bool(!b)),
-        Function::String => to_string(arg(0)),
         Function::Number => match arg(0) {
             Value::String(text) => number_from_text(text.trim()).unwrap_or(Value::Null),
             number @ Value::Number(_) => number.clone(),
@@ -419,12 +624,6 @@ fn call<'a>(function: Function, args: &'a [Node], scope: &'a dyn Scope) -> Cow<'
         Function::StringLength => arg(0).as_str().map_or(Value::Null, |text| {
             i64::try_from(text.chars().count()).map_or(Value::Null, Value::from)
         }),
-        Function::UpperCase => arg(0)
-            .as_str()
-            .map_or(Value::Null, |text| Value::String(text.to_uppercase())),
-        Function::LowerCase => arg(0)
-            .as_str()
-            .map_or(Value::Null, |text| Value::String(text.to_lowercase())),
         Function::Contains | Function::StartsWith | Function::EndsWith => {
             match (arg(0).as_str(), arg(1).as_str()) {
                 (Some(text), Some(part)) => Value::Bool(match function {
@@ -466,18 +665,12 @@ fn call<'a>(function: Function, args: &'a [Node], scope: &'a dyn Scope) -> Cow<'
         Function::ListContains => arg(0).as_array().map_or(Value::Null, |items| {
             Value::Bool(items.iter().any(|item| equal(item, arg(1))))
         }),
-        Function::IsDefined => Value::Bool(true),
+        // Answered above: `is defined` looks at its argument unevaluated, `string`, `upper
+        // case` and `lower case` build bounded strings.
+        Function::IsDefined | Function::String | Function::UpperCase | Function::LowerCase => {
+            Value::Null
+        }
     })
-}
-
-/// `string(x)`: strings as they are, numbers and booleans as written, lists and contexts as
-/// JSON, `null` stays `null`.
-fn to_string(value: &Value) -> Value {
-    match value {
-        Value::Null => Value::Null,
-        Value::String(text) => Value::String(text.clone()),
-        other => Value::String(other.to_string()),
-    }
 }
 
 /// `substring(text, start, length?)`: 1-based `start`, negative counts from the end.

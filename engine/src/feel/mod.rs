@@ -49,10 +49,16 @@
 //! # Errors and limits
 //!
 //! Syntax errors, unknown functions and wrong argument counts are found by [`parse`]; messages
-//! name the column, e.g. `expected ')' at column 7 in 'f(a, b'`. Evaluation does not fail in
-//! this subset. Sources longer than [`SOURCE_BYTES_MAX`], brackets nested deeper than
-//! [`NESTING_MAX`] and trees deeper than [`TREE_DEPTH_MAX`] are rejected, so neither parsing nor
-//! evaluation can exhaust the stack.
+//! name the column, e.g. `expected ')' at column 7 in 'f(a, b'`. Sources longer than
+//! [`SOURCE_BYTES_MAX`], brackets nested deeper than [`NESTING_MAX`] and trees deeper than
+//! [`TREE_DEPTH_MAX`] are rejected, so neither parsing nor evaluation can exhaust the stack.
+//!
+//! Evaluation fails only on a [`Limits`] bound: every value it builds (a string from `+`,
+//! `string()`, `upper case()` or `lower case()`; a list or context literal; the list of a path or
+//! filter over a list) may hold at most `value_bytes_max` bytes (about its JSON size) and
+//! `collection_items_max` items. Without them `x + x + x ...` or `[x, x, x, ...]` over a large
+//! variable would multiply it in memory. Values the expression only passes through (`=order`)
+//! are not measured: they exist already.
 
 use std::borrow::Cow;
 use std::fmt::Display;
@@ -107,6 +113,31 @@ pub struct FeelError {
     pub message: String,
 }
 
+/// Default of [`Limits::value_bytes_max`]: 4 MiB, the largest variables document a request may
+/// carry; a larger value could not be stored as a variable anyway.
+pub const VALUE_BYTES_MAX_DEFAULT: usize = 4 << 20;
+/// Default of [`Limits::collection_items_max`].
+pub const COLLECTION_ITEMS_MAX_DEFAULT: usize = 100_000;
+
+/// Bounds on the values one evaluation may build; exceeding one is an evaluation error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest string, list or context an evaluation may build, in bytes (a list or context is
+    /// measured as about its JSON size).
+    pub value_bytes_max: usize,
+    /// Most items of a list, or entries of a context, an evaluation may build.
+    pub collection_items_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            value_bytes_max: VALUE_BYTES_MAX_DEFAULT,
+            collection_items_max: COLLECTION_ITEMS_MAX_DEFAULT,
+        }
+    }
+}
+
 /// Where an expression looks up its variables.
 pub trait Scope {
     /// The value of the variable `name`, if it exists.
@@ -132,9 +163,15 @@ pub fn parse(source: &str) -> Result<Expression, FeelError> {
 }
 
 impl Expression {
-    /// Evaluates against the variables of `scope`.
+    /// Evaluates against the variables of `scope`, within the default [`Limits`].
     pub fn evaluate(&self, scope: &dyn Scope) -> Result<Value, FeelError> {
-        Ok(eval::eval(&self.root, scope).into_owned())
+        self.evaluate_limited(scope, &Limits::default())
+    }
+
+    /// Evaluates against the variables of `scope`; a value built beyond `limits` is an error.
+    pub fn evaluate_limited(&self, scope: &dyn Scope, limits: &Limits) -> Result<Value, FeelError> {
+        self.evaluate_borrowed_limited(scope, limits)
+            .map(Cow::into_owned)
     }
 
     /// Like [`Expression::evaluate`], but borrows the result from the scope or the expression
@@ -143,7 +180,21 @@ impl Expression {
         &'a self,
         scope: &'a dyn Scope,
     ) -> Result<Cow<'a, Value>, FeelError> {
-        Ok(eval::eval(&self.root, scope))
+        self.evaluate_borrowed_limited(scope, &Limits::default())
+    }
+
+    /// Like [`Expression::evaluate_limited`], but borrows the result when it can.
+    pub fn evaluate_borrowed_limited<'a>(
+        &'a self,
+        scope: &'a dyn Scope,
+        limits: &Limits,
+    ) -> Result<Cow<'a, Value>, FeelError> {
+        let budget = eval::Budget::new(limits);
+        let value = eval::eval(&budget, &self.root, scope);
+        match budget.error() {
+            Some(error) => Err(error),
+            None => Ok(value),
+        }
     }
 
     /// The source text this expression was parsed from (without the `=`).

@@ -1,12 +1,18 @@
 //! Deployments: validated and versioned on partition 1, distributed to every other partition
 //! with the same keys and versions, re-sent until each acknowledges.
+//!
+//! A distributed deployment is a command from another partition and is checked like a client's:
+//! its key must be partition 1's, its resources must parse and compile, and its metadata must
+//! describe exactly those resources, with keys of partition 1 that fit the deployment key and
+//! versions that do not contradict what this partition already has. Otherwise it is rejected
+//! and not acknowledged.
 
 use super::{Engine, Output, RequestId};
 use crate::model::{ElementKind, EventTrigger};
 use crate::record::{
     CommandDistributionValue, DeploymentValue, Intent, Key, MessageStartEventSubscriptionValue,
     ProcessMetadata, ProcessValue, Record, RecordValue, RejectionType, TimerValue, ValueType,
-    key_partition,
+    is_possible_key, key_partition,
 };
 
 /// The partition that processes client deployments and distributes them.
@@ -157,34 +163,34 @@ impl Engine {
         out: &mut Output,
     ) {
         let deployment_key = command.key;
+        if self.config.partition_id == DEPLOYMENT_PARTITION
+            || key_partition(deployment_key) != DEPLOYMENT_PARTITION
+            || !is_possible_key(deployment_key)
+        {
+            let reason = format!(
+                "Expected a deployment distributed from partition {DEPLOYMENT_PARTITION} with a \
+                 key of that partition, but got key '{deployment_key}' (partition {}) on \
+                 partition {}; deploy through the gateway instead",
+                key_partition(deployment_key),
+                self.config.partition_id
+            );
+            self.reject(command, None, RejectionType::InvalidArgument, reason, out);
+            return;
+        }
         if !self.state.deployments.contains(&deployment_key) {
+            let processes = match self.check_distributed(deployment_key, value) {
+                Ok(processes) => processes,
+                Err(problem) => {
+                    let reason = format!(
+                        "Expected a valid deployment distributed from partition \
+                         {DEPLOYMENT_PARTITION} with key '{deployment_key}', but {problem}"
+                    );
+                    self.reject(command, None, RejectionType::InvalidArgument, reason, out);
+                    return;
+                }
+            };
             let mut created = Vec::new();
-            for metadata in &value.processes_metadata {
-                if self
-                    .state
-                    .process(metadata.process_definition_key)
-                    .is_some()
-                {
-                    continue;
-                }
-                let Some(resource) = value
-                    .resources
-                    .iter()
-                    .find(|resource| resource.resource_name == metadata.resource_name)
-                else {
-                    continue;
-                };
-                let process = ProcessValue {
-                    bpmn_process_id: metadata.bpmn_process_id.clone(),
-                    version: metadata.version,
-                    process_definition_key: metadata.process_definition_key,
-                    resource_name: metadata.resource_name.clone(),
-                    checksum: metadata.checksum.clone(),
-                    resource: resource.resource.clone(),
-                };
-                if crate::bpmn::parse(process.resource.as_bytes()).is_err() {
-                    continue;
-                }
+            for process in processes {
                 self.write_event(
                     process.process_definition_key,
                     Intent::Created,
@@ -214,12 +220,116 @@ impl Engine {
         self.send(key_partition(deployment_key), ack, out);
     }
 
+    /// Checks a distributed deployment that this partition has not seen: the resources as a
+    /// client's deployment, the metadata against them. Returns the processes to create (those
+    /// whose keys this partition does not have yet), in metadata order.
+    fn check_distributed(
+        &self,
+        deployment_key: Key,
+        value: &DeploymentValue,
+    ) -> Result<Vec<ProcessValue>, String> {
+        let parsed = validate_resources(value)?;
+        if value.processes_metadata.len() != parsed.len() {
+            return Err(format!(
+                "its resources hold {} processes and its metadata describes {}",
+                parsed.len(),
+                value.processes_metadata.len()
+            ));
+        }
+        let mut processes = Vec::new();
+        let mut keys = std::collections::BTreeSet::new();
+        let mut ids = std::collections::BTreeSet::new();
+        for metadata in &value.processes_metadata {
+            let id = &metadata.bpmn_process_id;
+            let key = metadata.process_definition_key;
+            if !ids.insert(id.as_str()) {
+                return Err(format!("its metadata describes process '{id}' twice"));
+            }
+            let Some((resource, _)) = parsed.iter().find(|(_, parsed_id)| parsed_id == id) else {
+                return Err(format!(
+                    "its metadata names process '{id}', which none of its resources holds"
+                ));
+            };
+            if resource.resource_name != metadata.resource_name {
+                return Err(format!(
+                    "its metadata places process '{id}' in resource '{}', but it is in '{}'",
+                    metadata.resource_name, resource.resource_name
+                ));
+            }
+            let checksum = format!("{:08x}", crc32c::crc32c(resource.resource.as_bytes()));
+            if metadata.checksum != checksum {
+                return Err(format!(
+                    "its metadata gives process '{id}' the checksum '{}', but its resource's is \
+                     '{checksum}'",
+                    metadata.checksum
+                ));
+            }
+            if metadata.version < 1 {
+                return Err(format!(
+                    "its metadata gives process '{id}' version {}, but versions start at 1",
+                    metadata.version
+                ));
+            }
+            // New processes get keys after the deployment's; a duplicate keeps an older key.
+            let fits = key_partition(key) == DEPLOYMENT_PARTITION
+                && is_possible_key(key)
+                && if metadata.duplicate {
+                    key < deployment_key
+                } else {
+                    key > deployment_key
+                };
+            if !fits || !keys.insert(key) {
+                return Err(format!(
+                    "its metadata gives process '{id}' the key '{key}', which is not a key \
+                     partition {DEPLOYMENT_PARTITION} gives a {} process of this deployment",
+                    if metadata.duplicate {
+                        "duplicate"
+                    } else {
+                        "new"
+                    }
+                ));
+            }
+            if let Some(existing) = self.state.process(key) {
+                if *existing.bpmn_process_id != **id
+                    || existing.version != metadata.version
+                    || existing.checksum != checksum
+                {
+                    return Err(format!(
+                        "its metadata gives key '{key}' to version {} of process '{id}', but \
+                         this partition has version {} of process '{}' under that key",
+                        metadata.version, existing.version, existing.bpmn_process_id
+                    ));
+                }
+                continue;
+            }
+            if let Some(existing) = self.state.process_version(id, metadata.version) {
+                return Err(format!(
+                    "its metadata gives version {} of process '{id}' the key '{key}', but this \
+                     partition has that version under key '{}'",
+                    metadata.version, existing.key
+                ));
+            }
+            processes.push(ProcessValue {
+                bpmn_process_id: id.clone(),
+                version: metadata.version,
+                process_definition_key: key,
+                resource_name: metadata.resource_name.clone(),
+                checksum,
+                resource: resource.resource.clone(),
+            });
+        }
+        Ok(processes)
+    }
+
     pub(super) fn acknowledge_distribution(
         &mut self,
         command: &Record,
         value: &CommandDistributionValue,
         out: &mut Output,
     ) {
+        if self.reject_foreign_key(command, None, "acknowledge distribution", command.key, out) {
+            return;
+        }
         let Some(pending) = self.state.pending_distributions.get(&command.key) else {
             return;
         };
@@ -232,7 +342,9 @@ impl Engine {
             RecordValue::CommandDistribution(value.clone()),
             out,
         );
-        let pending = &self.state.pending_distributions[&command.key];
+        let Some(pending) = self.state.pending_distributions.get(&command.key) else {
+            return;
+        };
         if pending.partitions.is_empty() {
             let deployment = pending.deployment.clone();
             self.write_event(
@@ -260,13 +372,14 @@ impl Engine {
             return;
         };
         let bpmn_process_id = definition.bpmn_process_id.to_string();
+        // Element 0 is always the process (the parser builds it so).
         let ElementKind::Process {
             message_starts,
             timer_starts,
             ..
         } = &definition.model.element(0).kind
         else {
-            unreachable!("element 0 is the process");
+            return;
         };
         let mut old_subscriptions: Vec<(Key, MessageStartEventSubscriptionValue)> = self
             .state
@@ -384,11 +497,9 @@ impl Engine {
             .collect();
         due.sort_unstable();
         for key in due {
-            let pending = self
-                .state
-                .pending_distributions
-                .get_mut(&key)
-                .expect("listed above");
+            let Some(pending) = self.state.pending_distributions.get_mut(&key) else {
+                continue;
+            };
             pending.resent_at_ms = now_ms;
             let deployment = pending.deployment.clone();
             let partitions: Vec<u32> = pending.partitions.iter().copied().collect();

@@ -5,14 +5,14 @@ use std::rc::Rc;
 
 use serde_json::Value;
 
-use super::{Engine, Output, RequestId, SideEffect, Step, describe, parse_variables};
+use super::{Engine, Output, RequestId, SideEffect, Step, describe};
 use crate::model::{
     ElementIndex, ElementKind, EventTrigger, FlowIndex, Mapping, Process, TimerDefinition,
 };
 use crate::record::{
     BpmnElementType, ErrorType, IncidentValue, Intent, JobValue, Key, ProcessInstanceCreationValue,
     ProcessInstanceValue, Record, RecordType, RecordValue, RejectionType, TimerValue,
-    VariableDocumentValue, VariableValue,
+    VariableDocumentValue, VariableValue, key_partition,
 };
 use crate::state::{ElementState, ProcessSubscriptionState};
 
@@ -72,19 +72,29 @@ impl Engine {
         }
     }
 
-    /// Writes a life-cycle event of the element instance `key`.
+    /// The live element instance `key` and its process. `None` when it is not live; the
+    /// appliers admit an element instance only of a deployed process, and processes are never
+    /// removed, so a live one always has its definition.
+    pub(super) fn instance_definition(
+        &self,
+        key: Key,
+    ) -> Option<(&crate::state::ElementInstance, Definition)> {
+        let instance = self.state.element_instances.get(&key)?;
+        let definition = self.definition(instance.process_definition_key)?;
+        Some((instance, definition))
+    }
+
+    /// Writes a life-cycle event of the element instance `key` (nothing when it is not live).
     fn write_element_event(&mut self, key: Key, intent: Intent, out: &mut Output) {
-        let instance = &self.state.element_instances[&key];
-        let (pi, scope, element, definition_key) = (
+        let Some((instance, definition)) = self.instance_definition(key) else {
+            return;
+        };
+        let value = Self::instance_value(
+            &definition,
             instance.process_instance_key,
             instance.flow_scope_key,
             instance.element,
-            instance.process_definition_key,
         );
-        let definition = self
-            .definition(definition_key)
-            .expect("a live element instance's process is deployed");
-        let value = Self::instance_value(&definition, pi, scope, element);
         self.write_event(key, intent, RecordValue::ProcessInstance(value), out);
     }
 
@@ -97,6 +107,21 @@ impl Engine {
         request: Option<RequestId>,
         out: &mut Output,
     ) {
+        if value.process_definition_key > 0
+            && key_partition(value.process_definition_key)
+                != super::deployment::DEPLOYMENT_PARTITION
+        {
+            let reason = format!(
+                "Expected to find process definition with key '{}', but process definitions are \
+                 made by partition {} and this key belongs to partition {}; use a key the \
+                 deployment returned",
+                value.process_definition_key,
+                super::deployment::DEPLOYMENT_PARTITION,
+                key_partition(value.process_definition_key)
+            );
+            self.reject(command, request, RejectionType::NotFound, reason, out);
+            return;
+        }
         let found = if value.process_definition_key > 0 {
             self.state.process(value.process_definition_key)
         } else if value.version > 0 {
@@ -105,7 +130,7 @@ impl Engine {
         } else {
             self.state.latest_process(&value.bpmn_process_id)
         };
-        let Some(key) = found.map(|process| process.key) else {
+        let Some(definition) = found.and_then(|process| self.definition(process.key)) else {
             let reason = if value.process_definition_key > 0 {
                 format!(
                     "Expected to find process definition with key '{}', but none found",
@@ -126,8 +151,7 @@ impl Engine {
             self.reject(command, request, RejectionType::NotFound, reason, out);
             return;
         };
-        let definition = self.definition(key).expect("just found");
-        let variables = match parse_variables(&value.variables) {
+        let variables = match self.parse_document(&value.variables) {
             Ok(variables) => variables,
             Err(reason) => {
                 self.reject(
@@ -140,8 +164,9 @@ impl Engine {
                 return;
             }
         };
-        let ElementKind::Process { none_start, .. } = definition.model.element(0).kind else {
-            unreachable!("element 0 is the process");
+        let none_start = match definition.model.element(0).kind {
+            ElementKind::Process { none_start, .. } => none_start,
+            _ => None,
         };
         let Some(start) = none_start else {
             let reason = format!(
@@ -224,20 +249,24 @@ impl Engine {
         out: &mut Output,
     ) {
         let key = command.key;
-        let is_root = self
+        if self.reject_foreign_key(command, request, "cancel a process instance", key, out) {
+            return;
+        }
+        let root_state = self
             .state
             .element_instances
             .get(&key)
-            .is_some_and(|instance| instance.flow_scope_key < 0);
-        if !is_root {
+            .filter(|instance| instance.flow_scope_key < 0)
+            .map(|instance| instance.state);
+        let Some(root_state) = root_state else {
             let reason = format!(
                 "Expected to cancel a process instance with key '{key}', but no such process was \
                  found"
             );
             self.reject(command, request, RejectionType::NotFound, reason, out);
             return;
-        }
-        if self.state.element_instances[&key].state == ElementState::Terminating {
+        };
+        if root_state == ElementState::Terminating {
             let reason = format!(
                 "Expected to cancel a process instance with key '{key}', but it is already being \
                  canceled"
@@ -247,8 +276,9 @@ impl Engine {
         }
         let first = out.records.len();
         self.terminate_element(key, out);
-        if let Some(request) = request {
-            let record = out.records[first].clone();
+        if let Some(request) = request
+            && let Some(record) = out.records.get(first).cloned()
+        {
             out.side_effects
                 .push(SideEffect::Respond { request, record });
         }
@@ -289,9 +319,9 @@ impl Engine {
             return;
         }
         let pi = scope.process_instance_key;
-        let definition = self
-            .definition(scope.process_definition_key)
-            .expect("a live scope's process is deployed");
+        let Some(definition) = self.definition(scope.process_definition_key) else {
+            return;
+        };
         let key = self.state.next_key();
         let value = Self::instance_value(&definition, pi, scope_key, element);
         self.write_event(
@@ -306,10 +336,9 @@ impl Engine {
     /// Everything after `ELEMENT_ACTIVATING`: inputs, then what the element kind needs. Also
     /// the retry after an incident raised during activation is resolved.
     pub(super) fn continue_activation(&mut self, key: Key, out: &mut Output) {
-        let instance = &self.state.element_instances[&key];
-        let definition = self
-            .definition(instance.process_definition_key)
-            .expect("deployed");
+        let Some((instance, definition)) = self.instance_definition(key) else {
+            return;
+        };
         let element = definition.model.element(instance.element);
         if let Err(message) = self.apply_inputs(key, &element.inputs, out) {
             self.raise_incident(key, ErrorType::IoMappingError, message, -1, out);
@@ -372,7 +401,9 @@ impl Engine {
                     }
                 };
                 self.create_timers(key, timers, out);
-                let instance = &self.state.element_instances[&key];
+                let Some(instance) = self.state.element_instances.get(&key) else {
+                    return;
+                };
                 let value = JobValue {
                     job_type: job_type.clone(),
                     retries,
@@ -450,7 +481,9 @@ impl Engine {
                     });
                 }
             },
-            ElementKind::Process { .. } => unreachable!("a process is started, not activated"),
+            // A process instance is started, not activated: its events are written by
+            // `start_instance`, and the appliers admit element 0 only as a process instance.
+            ElementKind::Process { .. } => {}
         }
     }
 
@@ -533,7 +566,9 @@ impl Engine {
         if timers.is_empty() {
             return;
         }
-        let instance = &self.state.element_instances[&key];
+        let Some(instance) = self.state.element_instances.get(&key) else {
+            return;
+        };
         let (pi, definition_key) = (
             instance.process_instance_key,
             instance.process_definition_key,
@@ -561,16 +596,13 @@ impl Engine {
         variables: Option<serde_json::Map<String, Value>>,
         out: &mut Output,
     ) {
-        let Some(instance) = self.state.element_instances.get(&key) else {
+        let Some((instance, definition)) = self.instance_definition(key) else {
             return;
         };
         if instance.state != ElementState::Activated {
             return;
         }
         let flow_scope_key = instance.flow_scope_key;
-        let definition = self
-            .definition(instance.process_definition_key)
-            .expect("deployed");
         let element = definition.model.element(instance.element);
         if let ElementKind::ExclusiveGateway { .. } = element.kind
             && let Err(message) = self.choose_flow(&definition, key, instance.element)
@@ -594,12 +626,11 @@ impl Engine {
     /// Everything after `ELEMENT_COMPLETING`: outputs, clean-up, `ELEMENT_COMPLETED`, then the
     /// outgoing flows (or the scope's completion). Also the retry after an output incident.
     pub(super) fn continue_completion(&mut self, key: Key, out: &mut Output) {
-        let instance = &self.state.element_instances[&key];
+        let Some((instance, definition)) = self.instance_definition(key) else {
+            return;
+        };
         let flow_scope_key = instance.flow_scope_key;
         let element_index = instance.element;
-        let definition = self
-            .definition(instance.process_definition_key)
-            .expect("deployed");
         let element = definition.model.element(element_index);
         let outputs = match self.evaluate_mappings(key, &element.outputs) {
             Ok(outputs) => outputs,
@@ -614,7 +645,12 @@ impl Engine {
             } else {
                 flow_scope_key
             };
-            self.propagate_path(read_scope, flow_scope_key, &target, value, out);
+            if let Err(message) =
+                self.propagate_path(read_scope, flow_scope_key, &target, value, out)
+            {
+                self.raise_incident(key, ErrorType::IoMappingError, message, -1, out);
+                return;
+            }
         }
         self.cancel_waits(key, out);
         if flow_scope_key < 0 {
@@ -667,7 +703,14 @@ impl Engine {
             self.complete_scope_if_done(flow_scope_key);
             return;
         }
-        let pi = self.state.element_instances[&flow_scope_key].process_instance_key;
+        let Some(pi) = self
+            .state
+            .element_instances
+            .get(&flow_scope_key)
+            .map(|scope| scope.process_instance_key)
+        else {
+            return;
+        };
         for flow in flows {
             self.take_flow(&definition, pi, flow_scope_key, flow, out);
         }
@@ -714,7 +757,9 @@ impl Engine {
         );
         let target = definition.model.element(sequence_flow.target);
         if matches!(target.kind, ElementKind::ParallelGateway) && target.incoming.len() > 1 {
-            let scope = &self.state.element_instances[&scope_key];
+            let Some(scope) = self.state.element_instances.get(&scope_key) else {
+                return;
+            };
             let ready = target.incoming.iter().all(|incoming| {
                 scope
                     .join_tokens
@@ -740,7 +785,10 @@ impl Engine {
     ) -> Result<FlowIndex, String> {
         let element = definition.model.element(gateway);
         let ElementKind::ExclusiveGateway { default_flow } = element.kind else {
-            unreachable!("only exclusive gateways choose");
+            return Err(format!(
+                "Expected element '{}' to be an exclusive gateway choosing a flow, but it is not",
+                element.id
+            ));
         };
         for flow in &element.outgoing {
             if Some(*flow) == default_flow {
@@ -782,7 +830,7 @@ impl Engine {
             return;
         }
         self.write_element_event(key, Intent::ElementTerminating, out);
-        let children = self.state.element_instances[&key].children.clone();
+        let children = instance_children(&self.state, key);
         for child in children {
             self.terminate_element(child, out);
         }
@@ -807,16 +855,22 @@ impl Engine {
 
     /// Cancels what an element instance waits on: its job, timers and message subscription.
     fn cancel_waits(&mut self, key: Key, out: &mut Output) {
-        let instance = &self.state.element_instances[&key];
+        let Some(instance) = self.state.element_instances.get(&key) else {
+            return;
+        };
         let job_key = instance.job_key;
         let timer_keys = instance.timer_keys.clone();
         let subscription = instance.subscription;
-        if let Some(job_key) = job_key {
-            let value = self.job_value(job_key);
+        if let Some(job_key) = job_key
+            && let Some(value) = self.job_value(job_key)
+        {
             self.write_event(job_key, Intent::Canceled, RecordValue::Job(value), out);
         }
         for timer_key in timer_keys {
-            let value = self.state.timers[&timer_key].value.clone();
+            let Some(timer) = self.state.timers.get(&timer_key) else {
+                continue;
+            };
+            let value = timer.value.clone();
             self.write_event(timer_key, Intent::Canceled, RecordValue::Timer(value), out);
         }
         if subscription {
@@ -830,12 +884,9 @@ impl Engine {
     pub(super) fn throw_error(&mut self, key: Key, code: &str, out: &mut Output) -> bool {
         let mut current = key;
         loop {
-            let Some(instance) = self.state.element_instances.get(&current) else {
+            let Some((instance, definition)) = self.instance_definition(current) else {
                 return false;
             };
-            let definition = self
-                .definition(instance.process_definition_key)
-                .expect("deployed");
             let element = definition.model.element(instance.element);
             let catcher = element.boundary_events.iter().copied().find(|boundary| {
                 matches!(
@@ -884,10 +935,9 @@ impl Engine {
         job_key: Key,
         out: &mut Output,
     ) {
-        let instance = &self.state.element_instances[&key];
-        let definition = self
-            .definition(instance.process_definition_key)
-            .expect("deployed");
+        let Some((instance, definition)) = self.instance_definition(key) else {
+            return;
+        };
         let value = IncidentValue {
             error_type,
             error_message: message,
@@ -914,6 +964,9 @@ impl Engine {
         request: Option<RequestId>,
         out: &mut Output,
     ) {
+        if self.reject_foreign_key(command, request, "resolve incident", command.key, out) {
+            return;
+        }
         let Some(incident) = self.state.incidents.get(&command.key) else {
             let reason = format!(
                 "Expected to resolve incident with key '{}', but no such incident was found",
@@ -979,9 +1032,9 @@ impl Engine {
                         continue;
                     };
                     let pi = scope.process_instance_key;
-                    let definition = self
-                        .definition(scope.process_definition_key)
-                        .expect("deployed");
+                    let Some(definition) = self.definition(scope.process_definition_key) else {
+                        continue;
+                    };
                     let key = self.state.next_key();
                     let value = Self::instance_value(&definition, pi, scope_key, element);
                     self.write_event(
@@ -1004,6 +1057,9 @@ impl Engine {
     // ---------------------------------------------------------------- timers
 
     pub(super) fn trigger_timer(&mut self, command: &Record, out: &mut Output) {
+        if self.reject_foreign_key(command, None, "trigger timer", command.key, out) {
+            return;
+        }
         let Some(timer) = self.state.timers.get(&command.key) else {
             let reason = format!(
                 "Expected to trigger timer with key '{}', but no such timer was found",
@@ -1012,6 +1068,16 @@ impl Engine {
             self.reject(command, None, RejectionType::NotFound, reason, out);
             return;
         };
+        // Only the clock fires a timer, and only once it is due.
+        if timer.value.due_date > self.now_ms {
+            let reason = format!(
+                "Expected to trigger timer with key '{}' once due, but it is due only at {} ms \
+                 (now is {} ms)",
+                command.key, timer.value.due_date, self.now_ms
+            );
+            self.reject(command, None, RejectionType::InvalidState, reason, out);
+            return;
+        }
         let value = timer.value.clone();
         self.write_event(
             command.key,
@@ -1023,16 +1089,10 @@ impl Engine {
             self.fire_start_timer(&value, out);
             return;
         }
-        let Some(instance) = self
-            .state
-            .element_instances
-            .get(&value.element_instance_key)
+        let Some((instance, definition)) = self.instance_definition(value.element_instance_key)
         else {
             return;
         };
-        let definition = self
-            .definition(instance.process_definition_key)
-            .expect("deployed");
         let Some(target) = definition.model.element_index(&value.target_element_id) else {
             return;
         };
@@ -1163,7 +1223,7 @@ impl Engine {
         target: &str,
         value: Value,
         out: &mut Output,
-    ) {
+    ) -> Result<(), String> {
         let (root, nested) = match target.split_once('.') {
             Some((root, rest)) => (root, Some(rest)),
             None => (target, None),
@@ -1175,12 +1235,14 @@ impl Engine {
                 merge_path(existing, path, value)
             }
         };
+        self.check_variable_value(root, &value)?;
         let destination = if scope_key < 0 {
             read_scope
         } else {
             self.propagation_target(scope_key, root)
         };
         self.set_variable(destination, root, &value, out);
+        Ok(())
     }
 
     /// Applies input mappings: each becomes a local variable of the element instance.
@@ -1208,6 +1270,7 @@ impl Engine {
                     merge_path(existing, &path, value)
                 }
             };
+            self.check_variable_value(&root, &value)?;
             self.set_variable(key, &root, &value, out);
         }
         Ok(())
@@ -1226,6 +1289,7 @@ impl Engine {
                 } else {
                     Value::String(mapping.source.text.clone())
                 };
+                self.check_variable_value(&mapping.target, &value)?;
                 Ok((mapping.target.clone(), value))
             })
             .collect()
@@ -1238,6 +1302,15 @@ impl Engine {
         request: Option<RequestId>,
         out: &mut Output,
     ) {
+        if self.reject_foreign_key(
+            command,
+            request,
+            "update variables for element",
+            value.scope_key,
+            out,
+        ) {
+            return;
+        }
         if !self.state.element_instances.contains_key(&value.scope_key) {
             let reason = format!(
                 "Expected to update variables for element with key '{}', but no such element was \
@@ -1247,7 +1320,7 @@ impl Engine {
             self.reject(command, request, RejectionType::NotFound, reason, out);
             return;
         }
-        let variables = match parse_variables(&value.variables) {
+        let variables = match self.parse_document(&value.variables) {
             Ok(variables) => variables,
             Err(reason) => {
                 self.reject(
@@ -1277,9 +1350,9 @@ impl Engine {
         );
     }
 
-    /// The current value of a job as a record value.
-    pub(super) fn job_value(&self, job_key: Key) -> JobValue {
-        let job = &self.state.jobs[&job_key];
+    /// The current value of a job as a record value; `None` when there is no such job.
+    pub(super) fn job_value(&self, job_key: Key) -> Option<JobValue> {
+        let job = self.state.jobs.get(&job_key)?;
         let instance = self.state.element_instances.get(&job.element_instance_key);
         let definition = self.definition(job.process_definition_key);
         let (element_id, headers) = match (instance, &definition) {
@@ -1299,7 +1372,7 @@ impl Engine {
             }
             _ => (String::new(), Vec::new()),
         };
-        JobValue {
+        Some(JobValue {
             job_type: job.job_type.to_string(),
             retries: job.retries,
             deadline: job.deadline_ms,
@@ -1320,7 +1393,7 @@ impl Engine {
                 .unwrap_or_default(),
             process_definition_key: job.process_definition_key,
             process_definition_version: definition.as_ref().map_or(0, |d| d.version),
-        }
+        })
     }
 
     /// Whether a process subscription of `key` is waiting for an acknowledgement.
@@ -1331,6 +1404,15 @@ impl Engine {
             .get(&key)
             .is_some_and(|s| s.state != ProcessSubscriptionState::Opened)
     }
+}
+
+/// The live children of the element instance `key` (none when it is not live).
+fn instance_children(state: &crate::state::State, key: Key) -> Vec<Key> {
+    state
+        .element_instances
+        .get(&key)
+        .map(|instance| instance.children.clone())
+        .unwrap_or_default()
 }
 
 /// Sets `path` (dotted) inside `existing` (made an object when it is not one) to `value`.

@@ -1,7 +1,7 @@
 //! Jobs: activation in batches, completion, failure with retries and back-off, thrown errors,
 //! retries and timeout updates, deadlines.
 
-use super::{Engine, Output, RequestId, SideEffect, Step, parse_variables};
+use super::{Engine, Output, RequestId, SideEffect, Step};
 use crate::record::{
     ErrorType, Intent, JobBatchValue, JobValue, Key, Record, RecordValue, RejectionType, Text,
 };
@@ -39,6 +39,9 @@ impl Engine {
                 return;
             }
         };
+        if self.reject_foreign_key(command, request, &format!("{action} job"), key, out) {
+            return;
+        }
         let Some(job) = self.state.jobs.get(&key) else {
             let reason =
                 format!("Expected to {action} job with key '{key}', but no such job was found");
@@ -46,6 +49,13 @@ impl Engine {
             return;
         };
         let job_state = job.state;
+        // The clock's commands count only once due: sent early (from anywhere but the clock)
+        // they would cut a worker's time short or end a back-off.
+        let due_at = match command.intent {
+            Intent::TimeOut => Some(job.deadline_ms),
+            Intent::RecurAfterBackoff => Some(job.recurring_time_ms),
+            _ => None,
+        };
         let state_word = match job_state {
             JobState::Activatable => "activatable",
             JobState::Activated => "activated",
@@ -67,10 +77,25 @@ impl Engine {
             self.reject(command, request, RejectionType::InvalidState, reason, out);
             return;
         }
+        if let Some(due_at) = due_at
+            && due_at > self.now_ms
+        {
+            let reason = format!(
+                "Expected to {action} job with key '{key}' once due, but it is due only at \
+                 {due_at} ms (now is {} ms)",
+                self.now_ms
+            );
+            self.reject(command, request, RejectionType::InvalidState, reason, out);
+            return;
+        }
+        // Found above; a job without a value here would be a job of no process.
+        let Some(current) = self.job_value(key) else {
+            return;
+        };
         match command.intent {
-            Intent::Complete => self.complete_job(command, value, request, out),
-            Intent::Fail => self.fail_job(command, value, request, out),
-            Intent::ThrowError => self.throw_job_error(command, value, request, out),
+            Intent::Complete => self.complete_job(command, current, value, request, out),
+            Intent::Fail => self.fail_job(command, current, value, request, out),
+            Intent::ThrowError => self.throw_job_error(command, current, value, request, out),
             Intent::UpdateRetries => {
                 if value.retries < 1 {
                     let reason = format!(
@@ -87,7 +112,7 @@ impl Engine {
                     );
                     return;
                 }
-                let mut updated = self.job_value(key);
+                let mut updated = current;
                 updated.retries = value.retries;
                 self.write_event_and_respond(
                     key,
@@ -98,7 +123,7 @@ impl Engine {
                 );
             }
             Intent::UpdateTimeout => {
-                let mut updated = self.job_value(key);
+                let mut updated = current;
                 updated.timeout = value.timeout;
                 updated.deadline = self.now_ms.saturating_add(value.timeout);
                 self.write_event_and_respond(
@@ -110,14 +135,14 @@ impl Engine {
                 );
             }
             Intent::TimeOut => {
-                let timed_out = self.job_value(key);
+                let timed_out = current;
                 let job_type = timed_out.job_type.clone();
                 self.write_event(key, Intent::TimedOut, RecordValue::Job(timed_out), out);
                 out.side_effects
                     .push(SideEffect::JobsAvailable { job_type });
             }
             Intent::RecurAfterBackoff => {
-                let recurred = self.job_value(key);
+                let recurred = current;
                 let job_type = recurred.job_type.clone();
                 self.write_event(
                     key,
@@ -128,19 +153,21 @@ impl Engine {
                 out.side_effects
                     .push(SideEffect::JobsAvailable { job_type });
             }
-            _ => unreachable!("filtered above"),
+            // Every other intent was rejected above.
+            _ => {}
         }
     }
 
     fn complete_job(
         &mut self,
         command: &Record,
+        current: JobValue,
         value: &JobValue,
         request: Option<RequestId>,
         out: &mut Output,
     ) {
         let key = command.key;
-        let variables = match parse_variables(&value.variables) {
+        let variables = match self.parse_document(&value.variables) {
             Ok(variables) => variables,
             Err(reason) => {
                 self.reject(
@@ -153,7 +180,7 @@ impl Engine {
                 return;
             }
         };
-        let mut completed = self.job_value(key);
+        let mut completed = current;
         completed.variables.clone_from(&value.variables);
         let element_instance_key = completed.element_instance_key;
         self.write_event_and_respond(
@@ -172,6 +199,7 @@ impl Engine {
     fn fail_job(
         &mut self,
         command: &Record,
+        current: JobValue,
         value: &JobValue,
         request: Option<RequestId>,
         out: &mut Output,
@@ -191,7 +219,7 @@ impl Engine {
             );
             return;
         }
-        let mut failed = self.job_value(key);
+        let mut failed = current;
         failed.retries = value.retries;
         failed.error_message.clone_from(&value.error_message);
         failed.retry_backoff = value.retry_backoff;
@@ -233,6 +261,7 @@ impl Engine {
     fn throw_job_error(
         &mut self,
         command: &Record,
+        current: JobValue,
         value: &JobValue,
         request: Option<RequestId>,
         out: &mut Output,
@@ -252,7 +281,7 @@ impl Engine {
             );
             return;
         }
-        let mut thrown = self.job_value(key);
+        let mut thrown = current;
         thrown.error_code.clone_from(&value.error_code);
         thrown.error_message.clone_from(&value.error_message);
         let element_instance_key = thrown.element_instance_key;
@@ -331,7 +360,9 @@ impl Engine {
                 batch.truncated = true;
                 break;
             }
-            let mut job = self.job_value(job_key);
+            let Some(mut job) = self.job_value(job_key) else {
+                continue;
+            };
             let visible = self.state.visible_variables(job.element_instance_key);
             let variables: serde_json::Map<String, serde_json::Value> =
                 if value.fetch_variables.is_empty() {

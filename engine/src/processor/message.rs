@@ -15,11 +15,12 @@
 //! Every unacknowledged step is re-sent by [`Engine::tick`] until its answer arrives; every
 //! handler is idempotent, so a duplicate does nothing twice.
 
-use super::{Engine, Output, RequestId, Step, parse_variables, subscription_partition};
+use super::{Engine, Output, RequestId, Step, subscription_partition};
 use crate::model::MessageRef;
 use crate::record::{
-    Intent, Key, MessageStartEventSubscriptionValue, MessageSubscriptionValue, MessageValue,
-    ProcessMessageSubscriptionValue, Record, RecordValue, RejectionType, key_partition,
+    ErrorType, Intent, Key, MessageStartEventSubscriptionValue, MessageSubscriptionValue,
+    MessageValue, ProcessMessageSubscriptionValue, Record, RecordValue, RejectionType,
+    key_partition,
 };
 use crate::state::{ElementState, ProcessSubscriptionState};
 
@@ -56,7 +57,25 @@ impl Engine {
             );
             return;
         }
-        let variables = match parse_variables(&value.variables) {
+        let ttl_max = self.config.message_ttl_ms_max;
+        if value.time_to_live > ttl_max {
+            let reason = format!(
+                "Expected to publish a message with a time to live of at most {ttl_max} ms \
+                 ({}), but got {} ms; publish it with a shorter time to live (the limit is the \
+                 broker's maximum message time to live)",
+                describe_ms(ttl_max),
+                value.time_to_live
+            );
+            self.reject(
+                command,
+                request,
+                RejectionType::InvalidArgument,
+                reason,
+                out,
+            );
+            return;
+        }
+        let variables = match self.parse_document(&value.variables) {
             Ok(variables) => variables,
             Err(reason) => {
                 self.reject(
@@ -76,8 +95,12 @@ impl Engine {
                 .messages_by_correlation
                 .get(&index)
                 .is_some_and(|keys| {
-                    keys.iter()
-                        .any(|key| self.state.messages[key].message_id == value.message_id)
+                    keys.iter().any(|key| {
+                        self.state
+                            .messages
+                            .get(key)
+                            .is_some_and(|message| message.message_id == value.message_id)
+                    })
                 });
             if duplicate {
                 let reason = format!(
@@ -112,7 +135,9 @@ impl Engine {
             .unwrap_or_default();
         subscriptions.sort_unstable();
         for subscription_key in subscriptions {
-            let subscription = &self.state.message_subscriptions[&subscription_key];
+            let Some(subscription) = self.state.message_subscriptions.get(&subscription_key) else {
+                continue;
+            };
             if subscription.correlating_message.is_some()
                 || correlated.contains(&subscription.value.bpmn_process_id)
             {
@@ -177,9 +202,10 @@ impl Engine {
         message: &MessageValue,
         out: &mut Output,
     ) {
-        let mut value = self.state.message_subscriptions[&subscription_key]
-            .value
-            .clone();
+        let Some(subscription) = self.state.message_subscriptions.get(&subscription_key) else {
+            return;
+        };
+        let mut value = subscription.value.clone();
         value.message_key = message_key;
         value.variables.clone_from(&message.variables);
         self.write_event(
@@ -212,9 +238,27 @@ impl Engine {
     }
 
     pub(super) fn expire_message(&mut self, command: &Record, out: &mut Output) {
+        if self.reject_foreign_key(command, None, "expire message", command.key, out) {
+            return;
+        }
         let Some(message) = self.state.messages.get(&command.key) else {
+            let reason = format!(
+                "Expected to expire message with key '{}', but no such message is buffered",
+                command.key
+            );
+            self.reject(command, None, RejectionType::NotFound, reason, out);
             return;
         };
+        // Only the clock expires a message, and only once its time to live has passed.
+        if message.deadline_ms > self.now_ms {
+            let reason = format!(
+                "Expected to expire message with key '{}' once due, but it lives until {} ms (now \
+                 is {} ms)",
+                command.key, message.deadline_ms, self.now_ms
+            );
+            self.reject(command, None, RejectionType::InvalidState, reason, out);
+            return;
+        }
         let value = MessageValue {
             name: message.name.clone(),
             correlation_key: message.correlation_key.clone(),
@@ -240,11 +284,44 @@ impl Engine {
             .iter()
             .copied()
             .find(|key| {
-                self.state.message_subscriptions[key]
-                    .value
-                    .element_instance_key
-                    == value.element_instance_key
+                self.state
+                    .message_subscriptions
+                    .get(key)
+                    .is_some_and(|subscription| {
+                        subscription.value.element_instance_key == value.element_instance_key
+                    })
             })
+    }
+
+    /// Why a message-subscription command from an instance's partition cannot be carried out
+    /// here: the instance's keys must name one partition of this cluster (the one answers go
+    /// to), and a message key must be this partition's.
+    fn message_subscription_problem(
+        &self,
+        command: &Record,
+        value: &MessageSubscriptionValue,
+    ) -> Option<String> {
+        let instance_partition = key_partition(value.process_instance_key);
+        if !crate::record::is_possible_key(value.process_instance_key)
+            || !self.is_partition(instance_partition)
+            || key_partition(value.element_instance_key) != instance_partition
+        {
+            return Some(format!(
+                "Expected a message subscription of an element instance of this cluster, but \
+                 process instance key '{}' and element instance key '{}' do not name one \
+                 partition of it",
+                value.process_instance_key, value.element_instance_key
+            ));
+        }
+        if matches!(command.intent, Intent::Correlate | Intent::Reject)
+            && let Some(problem) = self.key_problem(value.message_key)
+        {
+            return Some(format!(
+                "Expected a message subscription command naming a message of this partition, \
+                 but {problem}"
+            ));
+        }
+        None
     }
 
     /// Commands on the message partition's side.
@@ -254,6 +331,14 @@ impl Engine {
         value: &MessageSubscriptionValue,
         out: &mut Output,
     ) {
+        if matches!(
+            command.intent,
+            Intent::Create | Intent::Correlate | Intent::Delete | Intent::Reject
+        ) && let Some(reason) = self.message_subscription_problem(command, value)
+        {
+            self.reject(command, None, RejectionType::InvalidArgument, reason, out);
+            return;
+        }
         match command.intent {
             Intent::Create => {
                 if self.find_subscription(value).is_none() {
@@ -273,13 +358,17 @@ impl Engine {
                             .get(&index)
                             .and_then(|keys| {
                                 keys.iter().copied().find(|message_key| {
-                                    let message = &self.state.messages[message_key];
-                                    message.deadline_ms > now
-                                        && !message.correlated_to.contains(&value.bpmn_process_id)
+                                    self.state.messages.get(message_key).is_some_and(|message| {
+                                        message.deadline_ms > now
+                                            && !message
+                                                .correlated_to
+                                                .contains(&value.bpmn_process_id)
+                                    })
                                 })
                             });
-                    if let Some(message_key) = buffered {
-                        let message = &self.state.messages[&message_key];
+                    if let Some(message_key) = buffered
+                        && let Some(message) = self.state.messages.get(&message_key)
+                    {
                         let message = MessageValue {
                             name: message.name.clone(),
                             correlation_key: message.correlation_key.clone(),
@@ -306,8 +395,10 @@ impl Engine {
                 self.send(key_partition(value.process_instance_key), ack, out);
             }
             Intent::Correlate => {
-                if let Some(key) = self.find_subscription(value) {
-                    let mut correlated = self.state.message_subscriptions[&key].value.clone();
+                if let Some(key) = self.find_subscription(value)
+                    && let Some(subscription) = self.state.message_subscriptions.get(&key)
+                {
+                    let mut correlated = subscription.value.clone();
                     correlated.message_key = value.message_key;
                     self.write_event(
                         key,
@@ -318,8 +409,10 @@ impl Engine {
                 }
             }
             Intent::Delete => {
-                if let Some(key) = self.find_subscription(value) {
-                    let deleted = self.state.message_subscriptions[&key].value.clone();
+                if let Some(key) = self.find_subscription(value)
+                    && let Some(subscription) = self.state.message_subscriptions.get(&key)
+                {
+                    let deleted = subscription.value.clone();
                     self.write_event(
                         key,
                         Intent::Deleted,
@@ -346,8 +439,10 @@ impl Engine {
                 // The instance could not take the message: it may go to another instance of
                 // the same process.
                 let subscription = self.find_subscription(value);
-                if let Some(key) = subscription {
-                    let deleted = self.state.message_subscriptions[&key].value.clone();
+                if let Some(key) = subscription
+                    && let Some(found) = self.state.message_subscriptions.get(&key)
+                {
+                    let deleted = found.value.clone();
                     self.write_event(
                         key,
                         Intent::Deleted,
@@ -380,9 +475,13 @@ impl Engine {
                     .unwrap_or_default();
                 candidates.sort_unstable();
                 let next = candidates.into_iter().find(|key| {
-                    let subscription = &self.state.message_subscriptions[key];
-                    subscription.correlating_message.is_none()
-                        && subscription.value.bpmn_process_id == value.bpmn_process_id
+                    self.state
+                        .message_subscriptions
+                        .get(key)
+                        .is_some_and(|subscription| {
+                            subscription.correlating_message.is_none()
+                                && subscription.value.bpmn_process_id == value.bpmn_process_id
+                        })
                 });
                 if let Some(next) = next {
                     self.correlate(next, value.message_key, &message, out);
@@ -406,6 +505,15 @@ impl Engine {
         out: &mut Output,
     ) {
         let element_key = value.element_instance_key;
+        if self.reject_foreign_key(
+            command,
+            None,
+            "handle the message subscription of element instance",
+            element_key,
+            out,
+        ) {
+            return;
+        }
         let subscription = self
             .state
             .process_subscriptions
@@ -433,8 +541,16 @@ impl Engine {
                         key,
                         ProcessSubscriptionState::Creating | ProcessSubscriptionState::Opened,
                         current,
-                    )) if waiting && current.message_name == value.message_name => {
-                        let variables = parse_variables(&value.variables).unwrap_or_default();
+                    )) if waiting
+                        && current.message_name == value.message_name
+                        && current.correlation_key == value.correlation_key
+                        && current.subscription_partition_id == value.subscription_partition_id =>
+                    {
+                        // The message partition checked the variables when the message was
+                        // published, possibly under other limits: checked again here, and a
+                        // document over this partition's limits becomes an incident (the
+                        // message is taken either way, so it is not offered again).
+                        let variables = self.parse_document(&value.variables);
                         let correlated = ProcessMessageSubscriptionValue {
                             message_key: value.message_key,
                             variables: value.variables.clone(),
@@ -460,11 +576,26 @@ impl Engine {
                                 interrupting: true,
                             }),
                         );
-                        self.send(value.subscription_partition_id, ack, out);
-                        self.steps.push_back(Step::Complete {
-                            key: element_key,
-                            variables: Some(variables),
-                        });
+                        self.send(current.subscription_partition_id, ack, out);
+                        match variables {
+                            Ok(variables) => self.steps.push_back(Step::Complete {
+                                key: element_key,
+                                variables: Some(variables),
+                            }),
+                            Err(problem) => {
+                                let message = format!(
+                                    "The correlated message's variables cannot be taken: \
+                                     {problem}. Resolve the incident to continue without them."
+                                );
+                                self.raise_incident(
+                                    element_key,
+                                    ErrorType::IoMappingError,
+                                    message,
+                                    -1,
+                                    out,
+                                );
+                            }
+                        }
                     }
                     _ => {
                         let reason = format!(
@@ -472,6 +603,9 @@ impl Engine {
                              but it no longer waits for it"
                         );
                         self.reject(command, None, RejectionType::InvalidState, reason, out);
+                        if !self.is_partition(value.subscription_partition_id) {
+                            return;
+                        }
                         let reject = Record::command_for(
                             command.key,
                             Intent::Reject,
@@ -539,10 +673,9 @@ impl Engine {
         correlation_key: String,
         out: &mut Output,
     ) {
-        let instance = &self.state.element_instances[&element_key];
-        let definition = self
-            .definition(instance.process_definition_key)
-            .expect("deployed");
+        let Some((instance, definition)) = self.instance_definition(element_key) else {
+            return;
+        };
         let value = ProcessMessageSubscriptionValue {
             subscription_partition_id: subscription_partition(
                 &correlation_key,
@@ -624,11 +757,9 @@ impl Engine {
             .collect();
         due.sort_unstable();
         for element_key in due {
-            let subscription = self
-                .state
-                .process_subscriptions
-                .get_mut(&element_key)
-                .expect("listed above");
+            let Some(subscription) = self.state.process_subscriptions.get_mut(&element_key) else {
+                continue;
+            };
             subscription.resent_at_ms = now_ms;
             let (state, value) = (subscription.state, subscription.value.clone());
             let intent = if state == ProcessSubscriptionState::Creating {
@@ -647,14 +778,33 @@ impl Engine {
             .collect();
         correlating.sort_unstable();
         for key in correlating {
-            let subscription = self
-                .state
-                .message_subscriptions
-                .get_mut(&key)
-                .expect("listed above");
+            let Some(subscription) = self.state.message_subscriptions.get_mut(&key) else {
+                continue;
+            };
             subscription.resent_at_ms = now_ms;
             let value = subscription.value.clone();
             self.send_correlate(&value, out);
         }
+    }
+}
+
+/// A duration in ms as days, hours, minutes and seconds for messages (`7d`, `1h 30m`).
+fn describe_ms(ms: i64) -> String {
+    let seconds = ms / 1_000;
+    let parts = [
+        (seconds / 86_400, "d"),
+        (seconds / 3_600 % 24, "h"),
+        (seconds / 60 % 60, "m"),
+        (seconds % 60, "s"),
+    ];
+    let text: Vec<String> = parts
+        .iter()
+        .filter(|(amount, _)| *amount > 0)
+        .map(|(amount, unit)| format!("{amount}{unit}"))
+        .collect();
+    if text.is_empty() {
+        format!("{ms} ms")
+    } else {
+        text.join(" ")
     }
 }

@@ -14,14 +14,38 @@
 //! [`Engine::tick`] turns the clock into commands (due timers, job deadlines, back-offs, message
 //! expiry) and re-sends unacknowledged cross-partition commands; [`Engine::next_deadline_ms`] says
 //! when to call it next.
+//!
+//! # Trust
+//!
+//! A command is checked like client input whoever sent it: a client through the gateway,
+//! another partition, or the log. A command that cannot be carried out is rejected (a
+//! `COMMAND_REJECTION` record and, for a request, a reply), never a panic. In particular:
+//!
+//! - a command whose key has this partition's id but a counter the partition has not reached
+//!   names nothing that can exist, and is rejected `NOT_FOUND`; so is a command naming an
+//!   entity of this partition by a key of another partition;
+//! - a deployment distributed from partition 1 is validated like a client's deployment, and
+//!   its metadata against its resources and keys;
+//! - the clock's own commands (timer trigger, job time-out, back-off recurrence, message
+//!   expiry) are carried out only when they are due; [`crate::record::client_may_send`] lists
+//!   what a client may send at all;
+//! - variables documents, message time-to-live and the values expressions build are bounded
+//!   by [`EngineConfig`]'s caps.
+//!
+//! Problems that arise while processing, rather than in the command itself (a mapping whose
+//! result is too large, a correlated message whose variables are over the limit), become
+//! incidents, as FEEL errors do.
 
 // The processors are long matches over a command's cases; split further they read worse.
 #![allow(clippy::too_many_lines)]
 
 mod deployment;
+mod document;
 mod instance;
 mod job;
 mod message;
+
+pub use document::VARIABLES_NESTING_CEILING;
 
 use std::collections::{HashMap, VecDeque};
 
@@ -30,6 +54,7 @@ use serde_json::Value;
 use crate::model::{ElementIndex, Expression};
 use crate::record::{
     Intent, Key, Record, RecordType, RecordValue, Rejection, RejectionType, ValueType,
+    key_partition,
 };
 use crate::state::State;
 
@@ -50,7 +75,41 @@ pub struct EngineConfig {
     pub job_batch_bytes_max: usize,
     /// Most due commands one [`Engine::tick`] processes.
     pub tick_commands_max: usize,
+    /// Longest time to live a published message may ask for, in ms; a longer one is rejected
+    /// `INVALID_ARGUMENT`. A buffered message stays in the partition's state (in memory and in
+    /// every snapshot) until it expires, so an unbounded TTL lets one client grow the state
+    /// without end; a TTL of more than a week is most often a unit mistake (seconds sent as
+    /// milliseconds times a thousand). Default [`MESSAGE_TTL_MS_MAX_DEFAULT`] (7 days).
+    pub message_ttl_ms_max: i64,
+    /// Largest variables document the engine parses, in bytes: a command's variables (instance
+    /// creation, job completion, message publication, set variables), a correlated message's
+    /// variables, and the JSON of a single variable a mapping produces. A command over it is
+    /// rejected `INVALID_ARGUMENT`; a value arising during processing raises an incident.
+    /// Default [`VARIABLES_DOCUMENT_BYTES_MAX_DEFAULT`] (4 MiB, the request limit).
+    pub variables_document_bytes_max: usize,
+    /// Deepest nesting of objects and arrays in such a document or value (`{}` is 1 level),
+    /// enforced like the size. Default [`VARIABLES_NESTING_MAX_DEFAULT`] (64); values above
+    /// [`VARIABLES_NESTING_CEILING`] act as the ceiling.
+    pub variables_nesting_max: u32,
+    /// Largest string, list or context one FEEL evaluation may build, in bytes (a list or
+    /// context as about its JSON size): string concatenation, `string()`, list and context
+    /// literals, paths and filters over lists. Exceeding it is an evaluation error, which
+    /// becomes an incident like every FEEL error. Default
+    /// [`crate::feel::VALUE_BYTES_MAX_DEFAULT`] (4 MiB).
+    pub feel_value_bytes_max: usize,
+    /// Most items of a list, or entries of a context, one FEEL evaluation may build; handled like
+    /// `feel_value_bytes_max`. Default [`crate::feel::COLLECTION_ITEMS_MAX_DEFAULT`] (100 000).
+    pub feel_collection_items_max: usize,
 }
+
+/// Default of [`EngineConfig::message_ttl_ms_max`]: 7 days.
+pub const MESSAGE_TTL_MS_MAX_DEFAULT: i64 = 7 * 24 * 60 * 60 * 1_000;
+/// Default of [`EngineConfig::variables_document_bytes_max`]: 4 MiB.
+pub const VARIABLES_DOCUMENT_BYTES_MAX_DEFAULT: usize = 4 << 20;
+/// Default of [`EngineConfig::variables_nesting_max`].
+pub const VARIABLES_NESTING_MAX_DEFAULT: u32 = 64;
+
+const _: () = assert!(VARIABLES_NESTING_MAX_DEFAULT <= VARIABLES_NESTING_CEILING);
 
 impl EngineConfig {
     #[must_use]
@@ -63,6 +122,20 @@ impl EngineConfig {
             batch_records_max: 10_000,
             job_batch_bytes_max: 4 << 20,
             tick_commands_max: 1_000,
+            message_ttl_ms_max: MESSAGE_TTL_MS_MAX_DEFAULT,
+            variables_document_bytes_max: VARIABLES_DOCUMENT_BYTES_MAX_DEFAULT,
+            variables_nesting_max: VARIABLES_NESTING_MAX_DEFAULT,
+            feel_value_bytes_max: crate::feel::VALUE_BYTES_MAX_DEFAULT,
+            feel_collection_items_max: crate::feel::COLLECTION_ITEMS_MAX_DEFAULT,
+        }
+    }
+
+    /// The FEEL limits of this configuration.
+    #[must_use]
+    pub fn feel_limits(&self) -> crate::feel::Limits {
+        crate::feel::Limits {
+            value_bytes_max: self.feel_value_bytes_max,
+            collection_items_max: self.feel_collection_items_max,
         }
     }
 }
@@ -133,6 +206,11 @@ impl Engine {
     }
 
     /// An engine over a state restored from a snapshot.
+    ///
+    /// # Panics
+    ///
+    /// When the state is another partition's; [`Self::try_with_state`] returns an error
+    /// instead.
     #[must_use]
     pub fn with_state(config: EngineConfig, state: State) -> Self {
         assert_eq!(config.partition_id, state.partition_id);
@@ -140,6 +218,19 @@ impl Engine {
             state,
             ..Self::new(config)
         }
+    }
+
+    /// An engine over a state restored from a snapshot, or an error when the snapshot is
+    /// another partition's (a snapshot read from disk is data, not a promise).
+    pub fn try_with_state(config: EngineConfig, state: State) -> Result<Self, String> {
+        if config.partition_id != state.partition_id {
+            return Err(format!(
+                "the snapshot holds the state of partition {}, but this is partition {}; \
+                 restore this partition from its own snapshot or from its log",
+                state.partition_id, config.partition_id
+            ));
+        }
+        Ok(Self::with_state(config, state))
     }
 
     #[must_use]
@@ -158,6 +249,9 @@ impl Engine {
     }
 
     /// Processes one command (a client's, another partition's, or one of [`Self::tick`]'s).
+    ///
+    /// A record that is not a command is refused with a rejection and not written: an event
+    /// slipped in here would be replayed by every follower as if this engine had made it.
     pub fn process(
         &mut self,
         mut command: Record,
@@ -165,13 +259,23 @@ impl Engine {
         now_ms: i64,
         out: &mut Output,
     ) {
-        assert_eq!(
-            command.record_type,
-            RecordType::Command,
-            "only commands are processed"
-        );
         self.now_ms = now_ms;
         command.timestamp_ms = now_ms;
+        command.rejection = None;
+        if command.record_type != RecordType::Command {
+            let reason = format!(
+                "Expected a command, but got a record of type {:?}; only commands can be sent",
+                command.record_type
+            );
+            self.reject(
+                &command,
+                request,
+                RejectionType::InvalidArgument,
+                reason,
+                out,
+            );
+            return;
+        }
         if command.request_id != 0
             && let Some(reply) = self.state.client_reply(command.request_id)
         {
@@ -188,9 +292,12 @@ impl Engine {
         }
         let first = out.records.len();
         out.records.push(command.clone());
-        self.state.apply(&command);
-        self.dispatch(&command, request, out);
-        self.run_steps(first, out);
+        if let Some((rejection_type, reason)) = self.precheck(&command) {
+            self.reject(&command, request, rejection_type, reason, out);
+        } else {
+            self.dispatch(&command, request, out);
+            self.run_steps(first, out);
+        }
         if command.request_id != 0
             && let Some(request) = request
         {
@@ -225,6 +332,98 @@ impl Engine {
         written.request_id = request_id;
         reply.request_id = request_id;
         self.state.remember_reply(written);
+    }
+
+    /// What every command must pass before its processor sees it.
+    fn precheck(&self, command: &Record) -> Option<(RejectionType, String)> {
+        if command.value_type != command.value.value_type() {
+            return Some((
+                RejectionType::InvalidArgument,
+                format!(
+                    "Expected a command whose value type {:?} matches its value, but the value is \
+                     a {:?}",
+                    command.value_type,
+                    command.value.value_type()
+                ),
+            ));
+        }
+        if self.state.keys_exhausted() {
+            return Some((
+                RejectionType::ProcessingError,
+                format!(
+                    "Expected to process the command, but partition {} has used up its keys; \
+                     send new work to the other partitions",
+                    self.config.partition_id
+                ),
+            ));
+        }
+        if self.state.is_future_key(command.key) {
+            return Some((
+                RejectionType::NotFound,
+                format!(
+                    "Expected to find the entity with key '{}' of {:?} {:?}, but {}",
+                    command.key,
+                    command.value_type,
+                    command.intent,
+                    self.key_problem(command.key)
+                        .unwrap_or_else(|| "it does not exist".to_owned())
+                ),
+            ));
+        }
+        None
+    }
+
+    /// Why `key` cannot name an entity of this partition (the tail of a rejection reason, after
+    /// "but"), or `None` when it may: not a key at all, a key of another partition, or a key
+    /// this partition has not handed out yet.
+    fn key_problem(&self, key: Key) -> Option<String> {
+        let partition_id = self.config.partition_id;
+        if !crate::record::is_possible_key(key) {
+            return Some(format!(
+                "'{key}' is not a key any partition hands out; use a key the broker returned"
+            ));
+        }
+        let owner = key_partition(key);
+        if owner != partition_id {
+            return Some(if owner > self.config.partition_count {
+                format!(
+                    "key '{key}' names partition {owner}, which this cluster of {} partitions \
+                     does not have; use a key the broker returned",
+                    self.config.partition_count
+                )
+            } else {
+                format!(
+                    "key '{key}' belongs to partition {owner}, not to this partition \
+                     {partition_id}; send the command to partition {owner}"
+                )
+            });
+        }
+        if self.state.is_future_key(key) {
+            return Some(format!(
+                "partition {partition_id} has not handed out key '{key}' yet (its next key is \
+                 '{}'), so nothing with this key can exist",
+                self.state.next_key_peek()
+            ));
+        }
+        None
+    }
+
+    /// Rejects `command` `NOT_FOUND` when `key` cannot name an entity of this partition
+    /// (`action` says what the command wanted, e.g. "complete job"); returns whether it did.
+    fn reject_foreign_key(
+        &mut self,
+        command: &Record,
+        request: Option<RequestId>,
+        action: &str,
+        key: Key,
+        out: &mut Output,
+    ) -> bool {
+        let Some(problem) = self.key_problem(key) else {
+            return false;
+        };
+        let reason = format!("Expected to {action} with key '{key}', but {problem}");
+        self.reject(command, request, RejectionType::NotFound, reason, out);
+        true
     }
 
     /// Commands that are worth logging even when they caused no event.
@@ -342,12 +541,26 @@ impl Engine {
         out.records.push(record);
     }
 
+    /// Sends a command to another partition once the batch commits. A partition id outside
+    /// the cluster is dropped: the processors validate the ids they take from commands, so this
+    /// only keeps a missed one from reaching the broker's routing.
     fn send(&mut self, partition_id: u32, command: Record, out: &mut Output) {
-        let _ = self;
+        if !self.is_partition(partition_id) {
+            debug_assert!(
+                false,
+                "a command for partition {partition_id}, outside the cluster"
+            );
+            return;
+        }
         out.side_effects.push(SideEffect::Send {
             partition_id,
             record: command,
         });
+    }
+
+    /// Whether `partition_id` is a partition of this cluster.
+    fn is_partition(&self, partition_id: u32) -> bool {
+        (1..=self.config.partition_count).contains(&partition_id)
     }
 
     /// Runs internal steps until none are left, or raises an incident when a command produces
@@ -414,11 +627,13 @@ impl Engine {
         let limit = self.config.tick_commands_max;
         let state = &self.state;
         for (_, key) in state.timer_due.iter().take_while(|(at, _)| *at <= now_ms) {
-            due.push(Record::command_for(
-                *key,
-                Intent::Trigger,
-                RecordValue::Timer(state.timers[key].value.clone()),
-            ));
+            if let Some(timer) = state.timers.get(key) {
+                due.push(Record::command_for(
+                    *key,
+                    Intent::Trigger,
+                    RecordValue::Timer(timer.value.clone()),
+                ));
+            }
         }
         for (_, key) in state
             .job_deadlines
@@ -464,10 +679,13 @@ impl Engine {
     fn evaluate(&self, expression: &Expression, scope_key: Key) -> Result<Value, String> {
         match &expression.feel {
             Some(feel) => feel
-                .evaluate(&ScopeView {
-                    state: &self.state,
-                    scope_key,
-                })
+                .evaluate_limited(
+                    &ScopeView {
+                        state: &self.state,
+                        scope_key,
+                    },
+                    &self.config.feel_limits(),
+                )
                 .map_err(|error| {
                     format!(
                         "failed to evaluate expression '{}': {error}",
@@ -513,23 +731,6 @@ struct ScopeView<'a> {
 impl crate::feel::Scope for ScopeView<'_> {
     fn variable(&self, name: &str) -> Option<&Value> {
         self.state.variable(self.scope_key, name)
-    }
-}
-
-/// Parses a JSON object of variables; empty text is no variables.
-fn parse_variables(text: &str) -> Result<serde_json::Map<String, Value>, String> {
-    if text.trim().is_empty() {
-        return Ok(serde_json::Map::new());
-    }
-    match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(other) => Err(format!(
-            "Expected document to be a root level object, but was '{}'",
-            describe(&other)
-        )),
-        Err(error) => Err(format!(
-            "Expected variables to be a JSON object, but it is not valid JSON: {error}"
-        )),
     }
 }
 
