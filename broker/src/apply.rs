@@ -67,6 +67,20 @@ pub fn client_may_send(command: &Record) -> bool {
         && !(command.value_type == sluice_engine::ValueType::Deployment && command.key > 0)
 }
 
+/// Bytes of committed entries read from the journal at a time when replaying.
+const REPLAY_READ_BYTES_MAX: u64 = 4 << 20;
+/// How long the engine's clock work waits after its output was too large for an entry.
+const TICK_PAUSE_AFTER_TOO_LARGE_MS: i64 = 1_000;
+
+/// The journal entry holding `records`: the tag, then the encoded records.
+fn entry_payload(records: &[Record]) -> Vec<u8> {
+    let encoded = encode_records(records);
+    let mut payload = Vec::with_capacity(encoded.len() + 1);
+    payload.push(ENTRY_RECORDS);
+    payload.extend_from_slice(&encoded);
+    payload
+}
+
 /// A command of this partition's engine for another partition, as an append payload: the
 /// internal tag, then the encoded record.
 #[must_use]
