@@ -10,6 +10,7 @@
 //! | `GET /actuator/partitions` | this broker's replicas: role, term, indexes (JSON) |
 //! | `POST /actuator/rebalance` | leadership moves to the priority-preferred replicas (JSON); token |
 //! | `POST /actuator/faults?block=a:p,b:q` | test switch: drop traffic with these peers (empty clears); token, and only with `management.faults.enabled` |
+//! | `POST /actuator/faults?failStorage=P&reopenFailures=K` | test switch: the local replica of partition P fails as on a storage error, and its next K reopenings fail; `healStorage=P` lets the next one succeed; same conditions |
 //!
 //! # Safe by default
 //!
@@ -55,6 +56,7 @@ pub use access::{Access, CrossSite, FAULTS_PATH, Verdict};
 use crate::http::{Handler, HttpRequest, HttpResponse};
 use crate::metrics::PrometheusText;
 use crate::node::Node;
+use crate::partition::StorageFault;
 use crate::topology::{MemberState, Role};
 
 /// Latency histogram bucket bounds, in microseconds.
@@ -126,9 +128,19 @@ impl Management {
     }
 
     fn ready(&self) -> HttpResponse {
-        let waiting: Vec<u32> = self
-            .node
-            .replica_statuses()
+        let statuses = self.node.replica_statuses();
+        let down: Vec<u32> = statuses
+            .iter()
+            .filter(|(status, _)| status.down.is_some())
+            .map(|(status, _)| status.partition_id)
+            .collect();
+        if !down.is_empty() {
+            return HttpResponse::text(
+                503,
+                &format!("not ready: the replicas of partitions {down:?} are down\n"),
+            );
+        }
+        let waiting: Vec<u32> = statuses
             .iter()
             .filter(|(status, _)| status.leader.is_none())
             .map(|(status, _)| status.partition_id)
@@ -148,11 +160,15 @@ impl Management {
             .node
             .replica_statuses()
             .into_iter()
-            .filter_map(|(status, _)| {
+            .flat_map(|(status, _)| {
                 let id = status.partition_id;
-                status
+                let down = status
+                    .down
+                    .map(|reason| format!("partition {id}: the replica is down: {reason}"));
+                let flush = status
                     .flush_error
-                    .map(|error| format!("partition {id}: {error}"))
+                    .map(|error| format!("partition {id}: flushing the journal fails: {error}"));
+                down.into_iter().chain(flush)
             })
             .collect();
         let mut failing = failing;
@@ -251,6 +267,8 @@ impl Management {
                     "appendsCommitted": status.appends_committed,
                     "appendsFailed": status.appends_failed,
                     "flushError": status.flush_error,
+                    "down": status.down,
+                    "failures": status.failures,
                     "commitLatencyUs": percentiles(&status.commit_latency_us),
                     "commandLatencyUs": percentiles(&status.command_latency_us),
                     "flushLatencyUs": percentiles(&status.flush_latency_us),
@@ -283,7 +301,38 @@ impl Management {
 
     fn faults(&self, query: &str) -> HttpResponse {
         let mut blocked = Vec::new();
+        let reopen_failures = query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("reopenFailures="))
+            .map_or(Ok(0), str::parse::<u32>);
+        let Ok(reopen_failures) = reopen_failures else {
+            return HttpResponse::text(400, "reopenFailures must be a whole number\n");
+        };
         for pair in query.split('&') {
+            let storage = [
+                ("failStorage=", StorageFault::Fail { reopen_failures }),
+                ("healStorage=", StorageFault::Heal),
+            ]
+            .into_iter()
+            .find_map(|(key, fault)| pair.strip_prefix(key).map(|value| (value, fault)));
+            if let Some((partition, fault)) = storage {
+                let Ok(partition_id) = partition.parse::<u32>() else {
+                    return HttpResponse::text(
+                        400,
+                        &format!("`{partition}` is not a partition id\n"),
+                    );
+                };
+                if !self.node.storage_fault(partition_id, fault) {
+                    return HttpResponse::text(
+                        404,
+                        &format!("this broker holds no replica of partition {partition_id}\n"),
+                    );
+                }
+                return HttpResponse::text(
+                    200,
+                    &format!("partition {partition_id}: storage fault {fault:?} injected\n"),
+                );
+            }
             if let Some(list) = pair.strip_prefix("block=") {
                 for item in list.split(',').filter(|s| !s.is_empty()) {
                     match item.parse::<SocketAddr>() {
@@ -328,6 +377,18 @@ impl Management {
                 "Raft term",
                 &labels,
                 as_f64(status.term),
+            );
+            text.gauge(
+                "sluice_partition_down",
+                "1 while this replica is down (a storage error; it is being reopened from disk)",
+                &labels,
+                if status.down.is_some() { 1.0 } else { 0.0 },
+            );
+            text.counter(
+                "sluice_partition_failures_total",
+                "Times this replica went down after a storage error",
+                &labels,
+                status.failures,
             );
             text.gauge(
                 "sluice_partition_commit_index",

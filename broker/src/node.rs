@@ -27,7 +27,7 @@ use futures_lite::future;
 use serde::{Deserialize, Serialize};
 use sluice_log::raft::{Message, MessageBody, Role as RaftRole};
 use sluice_net::frame::FRAME_HEADER_BYTES;
-use sluice_net::quic::{Transport, TransportConfig};
+use sluice_net::quic::{Incoming, Transport, TransportConfig};
 use sluice_net::swim::{MemberState as SwimState, MembershipEvent, Swim, SwimConfig};
 use sluice_net::tls::TlsIdentity;
 use sluice_net::{
@@ -39,7 +39,7 @@ use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedS
 use crate::notify::Notify;
 use crate::partition::{
     AppendOutcome, Partition, PartitionConfig, PartitionStatus, RaftOutbox, Responder,
-    StatusListener, replica_id,
+    StatusListener, StorageFault, replica_id,
 };
 use crate::partitioning::{NodeId, PartitionId, PartitionLayout};
 use crate::shard::{ShardInput, ShardOutput};
@@ -109,7 +109,8 @@ pub struct MemberMetadata {
     /// host:port of the gRPC gateway; empty when it is off (or the broker is older).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub gateway: String,
-    /// `(partition, "LEADER" | "FOLLOWER", term)` of each local replica.
+    /// `(partition, "LEADER" | "FOLLOWER" | "INACTIVE", term)` of each local replica; an
+    /// inactive one is down (recovering from a storage error).
     pub partitions: Vec<(PartitionId, String, u64)>,
 }
 
@@ -268,11 +269,23 @@ struct RoleChanges {
     notify: Notify,
 }
 
-fn topology_role(role: RaftRole) -> Role {
-    if role == RaftRole::Leader {
+/// A replica's role in the topology: a down replica is inactive.
+fn topology_role(status: &PartitionStatus) -> Role {
+    if status.down.is_some() {
+        Role::Inactive
+    } else if status.role == RaftRole::Leader {
         Role::Leader
     } else {
         Role::Follower
+    }
+}
+
+/// A replica's role as gossiped: `LEADER`, `FOLLOWER` or `INACTIVE` (down).
+fn gossiped_role(status: &PartitionStatus) -> &'static str {
+    match topology_role(status) {
+        Role::Leader => "LEADER",
+        Role::Follower => "FOLLOWER",
+        Role::Inactive => "INACTIVE",
     }
 }
 
@@ -618,6 +631,23 @@ impl Node {
         moved
     }
 
+    /// Fault injection into the storage of the local replica of `partition_id` (see
+    /// [`StorageFault`]). False if this broker holds none.
+    pub fn storage_fault(&self, partition_id: PartitionId, fault: StorageFault) -> bool {
+        if let Some(partition) = self.partition(partition_id) {
+            partition.inject_storage_fault(fault);
+            return true;
+        }
+        let Some(remote) = self.remote.get(&partition_id) else {
+            return false;
+        };
+        self.shard_inputs[remote.shard - 1].push(ShardInput::StorageFault {
+            partition_id,
+            fault,
+        });
+        true
+    }
+
     /// Management addresses of the other live brokers, for requests that fan out.
     #[must_use]
     pub fn peer_management_addresses(&self) -> Vec<String> {
@@ -736,79 +766,86 @@ impl Node {
         u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// Delivers the messages of a Raft batch from a peer to the replicas they address;
+    /// drops (and counts) those claiming another sender than the peer's certificate names.
+    fn receive_raft_batch(&self, incoming: &Incoming) {
+        match decode_raft_batch(&incoming.frame) {
+            Ok(messages) => {
+                let own_replica = replica_id(self.settings.node_id);
+                let peer_replica = replica_id(incoming.peer_node_id);
+                let mut forged = 0_u64;
+                let mut for_shards: BTreeMap<usize, Vec<(PartitionId, Message)>> = BTreeMap::new();
+                let partitions = self.partitions.borrow();
+                for (partition_id, message) in messages {
+                    if message.from != peer_replica {
+                        forged += 1;
+                    } else if message.to != own_replica {
+                        self.count_misrouted();
+                    } else if let Some(partition) = partitions.get(&partition_id) {
+                        partition.deliver(message);
+                    } else if let Some(remote) = self.remote.get(&partition_id) {
+                        for_shards
+                            .entry(remote.shard)
+                            .or_default()
+                            .push((partition_id, message));
+                    } else {
+                        self.count_misrouted();
+                    }
+                }
+                drop(partitions);
+                if forged > 0 {
+                    let c = &self.counters.messages_sender_mismatch;
+                    c.set(c.get() + forged);
+                    eprintln!(
+                        "node {}: dropped {forged} raft messages from {} claiming a \
+                         sender other than node {}, the one its certificate names",
+                        self.settings.node_id, incoming.from, incoming.peer_node_id
+                    );
+                }
+                for (shard, messages) in for_shards {
+                    // Re-encoding a batch decoded from a valid frame cannot break a bound.
+                    if let Ok(frame) = encode_raft_batch(&messages) {
+                        self.shard_inputs[shard - 1]
+                            .push(ShardInput::Raft(frame[FRAME_HEADER_BYTES..].to_vec()));
+                    }
+                }
+            }
+            Err(error) => {
+                self.counters
+                    .frames_malformed
+                    .set(self.counters.frames_malformed.get() + 1);
+                eprintln!(
+                    "node {}: raft frame from {}: {error}",
+                    self.settings.node_id, incoming.from
+                );
+            }
+        }
+    }
+
+    /// A partition's internal command from a peer (only those travel in command frames).
+    fn receive_internal_command(&self, body: &[u8]) {
+        let partition_id = body
+            .get(..4)
+            .map(|bytes| u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
+        match partition_id {
+            // Only a partition's command travels in these frames.
+            Some(partition_id)
+                if self.hosts(partition_id)
+                    && body.get(4) == Some(&crate::apply::PAYLOAD_INTERNAL) =>
+            {
+                let payload = body[4..].to_vec();
+                let _ = self.append(partition_id, payload, Box::new(|_| {}));
+            }
+            _ => self.count_misrouted(),
+        }
+    }
+
     async fn receive_task(self: Rc<Self>) {
-        let own_replica = replica_id(self.settings.node_id);
         loop {
             let incoming = self.transport.recv().await;
             match incoming.frame.kind {
-                FrameKind::RaftBatch => match decode_raft_batch(&incoming.frame) {
-                    Ok(messages) => {
-                        let peer_replica = replica_id(incoming.peer_node_id);
-                        let mut forged = 0_u64;
-                        let mut for_shards: BTreeMap<usize, Vec<(PartitionId, Message)>> =
-                            BTreeMap::new();
-                        let partitions = self.partitions.borrow();
-                        for (partition_id, message) in messages {
-                            if message.from != peer_replica {
-                                forged += 1;
-                            } else if message.to != own_replica {
-                                self.count_misrouted();
-                            } else if let Some(partition) = partitions.get(&partition_id) {
-                                partition.deliver(message);
-                            } else if let Some(remote) = self.remote.get(&partition_id) {
-                                for_shards
-                                    .entry(remote.shard)
-                                    .or_default()
-                                    .push((partition_id, message));
-                            } else {
-                                self.count_misrouted();
-                            }
-                        }
-                        drop(partitions);
-                        if forged > 0 {
-                            let c = &self.counters.messages_sender_mismatch;
-                            c.set(c.get() + forged);
-                            eprintln!(
-                                "node {}: dropped {forged} raft messages from {} claiming a \
-                                 sender other than node {}, the one its certificate names",
-                                self.settings.node_id, incoming.from, incoming.peer_node_id
-                            );
-                        }
-                        for (shard, messages) in for_shards {
-                            // Re-encoding a batch decoded from a valid frame cannot break a bound.
-                            if let Ok(frame) = encode_raft_batch(&messages) {
-                                self.shard_inputs[shard - 1]
-                                    .push(ShardInput::Raft(frame[FRAME_HEADER_BYTES..].to_vec()));
-                            }
-                        }
-                    }
-                    Err(error) => {
-                        self.counters
-                            .frames_malformed
-                            .set(self.counters.frames_malformed.get() + 1);
-                        eprintln!(
-                            "node {}: raft frame from {}: {error}",
-                            self.settings.node_id, incoming.from
-                        );
-                    }
-                },
-                FrameKind::Command => {
-                    let body = &incoming.frame.body;
-                    let partition_id = body
-                        .get(..4)
-                        .map(|bytes| u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
-                    match partition_id {
-                        // Only a partition's command travels in these frames.
-                        Some(partition_id)
-                            if self.hosts(partition_id)
-                                && body.get(4) == Some(&crate::apply::PAYLOAD_INTERNAL) =>
-                        {
-                            let payload = body[4..].to_vec();
-                            let _ = self.append(partition_id, payload, Box::new(|_| {}));
-                        }
-                        _ => self.count_misrouted(),
-                    }
-                }
+                FrameKind::RaftBatch => self.receive_raft_batch(&incoming),
+                FrameKind::Command => self.receive_internal_command(&incoming.frame.body),
                 FrameKind::Request => {
                     if !crate::requests::serve_peer_request(
                         &self,
@@ -1009,10 +1046,10 @@ impl Node {
             let mut changed = topology.update_member(record).unwrap_or(false);
             if let Some(metadata) = &metadata {
                 for (partition_id, role, term) in &metadata.partitions {
-                    let role = if role == "LEADER" {
-                        Role::Leader
-                    } else {
-                        Role::Follower
+                    let role = match role.as_str() {
+                        "LEADER" => Role::Leader,
+                        "INACTIVE" => Role::Inactive,
+                        _ => Role::Follower,
                     };
                     changed |= topology
                         .update_replica(*partition_id, node_id, role, *term)
@@ -1078,7 +1115,7 @@ impl Node {
                         .update_replica(
                             status.partition_id,
                             node_id,
-                            topology_role(status.role),
+                            topology_role(status),
                             status.term,
                         )
                         .unwrap_or(false);
@@ -1110,12 +1147,11 @@ impl Node {
                     .replica_statuses()
                     .iter()
                     .map(|(status, _)| {
-                        let role = if status.role == RaftRole::Leader {
-                            "LEADER"
-                        } else {
-                            "FOLLOWER"
-                        };
-                        (status.partition_id, role.to_owned(), status.term)
+                        (
+                            status.partition_id,
+                            gossiped_role(status).to_owned(),
+                            status.term,
+                        )
                     })
                     .collect(),
             };

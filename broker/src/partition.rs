@@ -195,6 +195,12 @@ pub struct PartitionStatus {
     pub local_durable_latency_us: Histogram<u64>,
     /// The last flush error, if the last flush failed.
     pub flush_error: Option<String>,
+    /// Why this replica is down, while it is: it failed (a storage error) and is being reopened
+    /// from disk. A down replica leads nothing, takes no part in replication and answers every
+    /// request `Unavailable`.
+    pub down: Option<String>,
+    /// Times this replica went down since the broker started.
+    pub failures: u64,
 }
 
 impl PartitionStatus {
@@ -228,6 +234,8 @@ impl PartitionStatus {
             command_latency_us: histogram(),
             local_durable_latency_us: histogram(),
             flush_error: None,
+            down: None,
+            failures: 0,
         }
     }
 }
@@ -250,12 +258,14 @@ struct Inputs {
     messages: VecDeque<Message>,
     appends: VecDeque<QueuedAppend>,
     commands: VecDeque<QueuedCommand>,
-    /// The highest durable index reported by the flush task and not yet given to Raft.
     /// The newest flush report not yet given to Raft. Newer replaces older: one flush runs at a
     /// time, so a later report covers at least what an earlier one still vouches for.
     flushed: Option<FlushReport>,
     /// A requested leadership transfer.
     transfer_to: Option<NodeId>,
+    /// Fault injection: the next round fails as a storage error would, and this many attempts
+    /// to reopen the replica fail after it.
+    fail_storage: Option<u32>,
     closed: bool,
 }
 
@@ -273,6 +283,13 @@ pub struct Partition {
     limiter: Rc<crate::backpressure::AimdLimiter>,
     /// The largest entry (raw append) accepted.
     entry_bytes_max: usize,
+    /// Why the replica is down (a storage error it is recovering from), while it is.
+    down: RefCell<Option<String>>,
+    /// Counts the journals opened: a flush task reports only for the journal it flushes, the
+    /// current one (a report of a journal closed after a failure means nothing to the next).
+    journal_generation: std::cell::Cell<u64>,
+    /// Fault injection: attempts to reopen that fail before one succeeds.
+    reopen_failures: std::cell::Cell<u32>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -291,37 +308,6 @@ impl Partition {
         outbox: Rc<dyn RaftOutbox>,
         listener: StatusListener,
     ) -> anyhow::Result<Rc<Partition>> {
-        let started = Instant::now();
-        let journal_dir = config.dir.join("journal");
-        // Write-through: a flush is one `O_DSYNC` write instead of a write and an fdatasync,
-        // one io_uring round trip less on every commit (measured in the README).
-        let storage = DmaStorage::open_write_through(&journal_dir).await?;
-        let journal_config = JournalConfig {
-            segment_bytes: config.segment_bytes,
-            batch_bytes_max: config.limits.journal_batch_bytes,
-            ..JournalConfig::default()
-        };
-        let (journal, report) = Journal::open(storage, journal_config).await?;
-        let hard_path = config.dir.join(HARD_STATE_FILE);
-        let hard = load_hard_state(&hard_path)?;
-        let raft_config = raft_config(&config);
-        let store = SnapshotStore::open(&config.dir.join("snapshots"))?;
-        let latest = store.load_latest()?;
-        let base = latest
-            .as_ref()
-            .map(|(snapshot, _)| (snapshot.index, snapshot.term));
-        if let Some((index, _)) = base
-            && journal.next_index() <= index
-        {
-            // Crashed after installing a snapshot but before the journal was reset.
-            journal.reset(index + 1).await?;
-        }
-        let log = recover_log(&journal, base, raft_config.entry_cache_bytes_max).await?;
-        let last_index = log.last_index();
-        let seed = u64::from(config.partition_id) << 32
-            ^ u64::from(config.node_id)
-            ^ u64::from(started.elapsed().subsec_nanos());
-        let raft = Raft::new(raft_config, hard, log, 0, seed);
         let preferred_leader = config
             .replicas
             .iter()
@@ -336,52 +322,22 @@ impl Partition {
             notify: Notify::default(),
             status: RefCell::new(PartitionStatus::new(config.partition_id)),
             preferred_leader,
-            limiter: Rc::clone(&limiter),
+            limiter,
             entry_bytes_max: config.limits.entry_bytes,
+            down: RefCell::new(None),
+            journal_generation: std::cell::Cell::new(0),
+            reopen_failures: std::cell::Cell::new(0),
         });
-        eprintln!(
-            "partition {}: recovered {} entries (last index {last_index}, term {}), journal: {report:?}",
-            config.partition_id, last_index, hard.term
-        );
-        let journal = Rc::new(journal);
-        glommio::spawn_local(flush_task(Rc::clone(&partition), Rc::clone(&journal))).detach();
-        let mut runner = crate::apply::EngineRunner::new(
-            config.partition_id,
-            config.partition_count,
-            Rc::clone(&limiter),
-            config.limits.entry_bytes,
-            config.limits.job_batch_bytes,
-        );
-        let snapshot = latest.map(|(snapshot, state)| {
-            runner.restore(snapshot.clone(), state);
-            snapshot
-        });
-        if let Some(snapshot) = &snapshot {
-            eprintln!(
-                "partition {}: restored the engine from the snapshot at index {} (term {})",
-                config.partition_id, snapshot.index, snapshot.term
-            );
-        }
-        let driver = Driver {
-            partition: Rc::clone(&partition),
-            raft,
-            journal,
-            hard_path,
-            hard,
+        // A replica that cannot open at start-up stops the broker: the operator sees why.
+        let driver = open_driver(&partition, &config, &outbox, &listener).await?;
+        glommio::spawn_local(replica_task(
+            partition.clone(),
+            config,
             outbox,
             listener,
-            pending: BTreeMap::new(),
-            runner,
-            store,
-            snapshot,
-            incoming_snapshot: Vec::new(),
-            last_snapshot_at: Instant::now(),
-            snapshot_period: Duration::from_millis(config.snapshot_period_ms),
-            snapshot_records: config.snapshot_records,
-            clock: started,
-            reported: (Role::Follower, 0, None),
-        };
-        glommio::spawn_local(driver.run()).detach();
+            driver,
+        ))
+        .detach();
         Ok(partition)
     }
 
@@ -397,8 +353,12 @@ impl Partition {
         self.preferred_leader
     }
 
-    /// Queues a message from a peer replica. Dropped (and counted) when the inbox is full.
+    /// Queues a message from a peer replica. Dropped (and counted) when the inbox is full or
+    /// the replica is down (Raft retransmits).
     pub fn deliver(&self, message: Message) {
+        if self.down.borrow().is_some() {
+            return;
+        }
         let mut inputs = self.inputs.borrow_mut();
         if inputs.messages.len() >= INBOX_MESSAGES_MAX {
             self.status.borrow_mut().messages_dropped += 1;
@@ -415,6 +375,10 @@ impl Partition {
     /// ([`crate::apply::ENTRY_RAW`], appended as it is) or an engine command
     /// ([`crate::apply::PAYLOAD_COMMAND`], processed by the engine, answered with its reply).
     pub fn append(&self, payload: Vec<u8>, responder: Responder) {
+        if let Some(answer) = self.down_answer() {
+            responder(answer);
+            return;
+        }
         match payload.first() {
             Some(&crate::apply::ENTRY_RAW) => {}
             Some(&crate::apply::PAYLOAD_COMMAND) => {
@@ -580,6 +544,17 @@ impl Partition {
         self.notify.notify();
     }
 
+    /// Fault injection (`management.faults.enabled`) into the replica's storage.
+    pub fn inject_storage_fault(&self, fault: StorageFault) {
+        match fault {
+            StorageFault::Fail { reopen_failures } => {
+                self.inputs.borrow_mut().fail_storage = Some(reopen_failures);
+            }
+            StorageFault::Heal => self.reopen_failures.set(0),
+        }
+        self.notify.notify();
+    }
+
     /// Asks the leader to hand leadership to `to`. Ignored by followers.
     pub fn transfer_leadership(&self, to: NodeId) {
         self.inputs.borrow_mut().transfer_to = Some(to);
@@ -601,6 +576,255 @@ impl Partition {
     fn is_closed(&self) -> bool {
         self.inputs.borrow().closed
     }
+
+    /// The answer while the replica is down, if it is.
+    fn down_answer(&self) -> Option<AppendOutcome> {
+        self.down
+            .borrow()
+            .as_ref()
+            .map(|reason| AppendOutcome::Unavailable {
+                message: format!(
+                    "partition {} on node {} is down and being reopened ({reason}); retry shortly",
+                    self.id, self.node_id
+                ),
+            })
+    }
+
+    /// Marks the replica down for `reason`: it reports itself so (role follower, no leader,
+    /// `down` set; the listener tells the topology and gossip), drops queued messages and answers
+    /// every queued request `Unavailable`.
+    fn go_down(&self, reason: &str, listener: &StatusListener) {
+        let first = self.down.replace(Some(reason.to_owned())).is_none();
+        let inputs = {
+            let mut inputs = self.inputs.borrow_mut();
+            let closed = inputs.closed;
+            std::mem::replace(
+                &mut *inputs,
+                Inputs {
+                    closed,
+                    ..Inputs::default()
+                },
+            )
+        };
+        let status = {
+            let mut status = self.status.borrow_mut();
+            status.role = Role::Follower;
+            status.leader = None;
+            status.down = Some(reason.to_owned());
+            status.commands_in_flight = 0;
+            status.job_polls_parked = 0;
+            if first {
+                status.failures += 1;
+            }
+            status.clone()
+        };
+        listener(&status);
+        let answer = self.down_answer().expect("just marked down");
+        for append in inputs.appends {
+            let slots = &self.appends_pending;
+            slots.set(slots.get().saturating_sub(1));
+            (append.responder)(answer.clone());
+        }
+        for command in inputs.commands {
+            self.limiter.release(None);
+            (command.responder)(answer.clone());
+        }
+    }
+
+    /// The replica was reopened: it takes requests and messages again.
+    fn come_up(&self) {
+        self.down.replace(None);
+        self.status.borrow_mut().down = None;
+    }
+}
+
+/// A fault injected into a replica's storage (`POST /actuator/faults`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageFault {
+    /// The replica's next round fails as a storage error would, so it goes down and is
+    /// reopened from disk; the first `reopen_failures` attempts to reopen it fail too.
+    Fail {
+        /// Attempts to reopen that fail.
+        reopen_failures: u32,
+    },
+    /// The attempts to reopen that were still to fail succeed: the next one reopens it.
+    Heal,
+}
+
+/// First pause before a failed replica is reopened from disk; it doubles after each failure.
+const REOPEN_BACKOFF_MIN: Duration = Duration::from_millis(200);
+/// Longest pause between two attempts to reopen a failed replica.
+const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A replica that ran this long since it was reopened starts its back-off afresh.
+const REOPEN_BACKOFF_RESET: Duration = Duration::from_mins(1);
+
+/// How a driver's run ended.
+enum Stopped {
+    /// The broker is shutting down.
+    Closed,
+    /// The journal, the snapshot store or the hard state failed: the replica cannot go on with
+    /// what it holds in memory.
+    Failed(anyhow::Error),
+}
+
+/// Runs the replica: its driver until it stops; after a storage error the replica is down
+/// (it says so, answers everything `Unavailable`, takes no part in replication) and is reopened
+/// from disk with a growing pause until that succeeds, without restarting the broker.
+async fn replica_task(
+    partition: Rc<Partition>,
+    config: PartitionConfig,
+    outbox: Rc<dyn RaftOutbox>,
+    listener: StatusListener,
+    mut driver: Driver,
+) {
+    let mut backoff = REOPEN_BACKOFF_MIN;
+    loop {
+        let started = Instant::now();
+        let error = match driver.run().await {
+            Stopped::Closed => return,
+            Stopped::Failed(error) => error,
+        };
+        if started.elapsed() >= REOPEN_BACKOFF_RESET {
+            backoff = REOPEN_BACKOFF_MIN;
+        }
+        partition.go_down(&format!("storage error: {error:#}"), &listener);
+        eprintln!(
+            "partition {}: this replica stopped after a storage error and will be reopened from \
+             disk: {error:#}",
+            partition.id
+        );
+        loop {
+            future::or(
+                async {
+                    while !partition.is_closed() {
+                        partition.notify.notified().await;
+                    }
+                },
+                glommio::timer::sleep(backoff),
+            )
+            .await;
+            if partition.is_closed() {
+                return;
+            }
+            match open_driver(&partition, &config, &outbox, &listener).await {
+                Ok(reopened) => {
+                    eprintln!(
+                        "partition {}: reopened this replica from disk",
+                        partition.id
+                    );
+                    partition.come_up();
+                    driver = reopened;
+                    break;
+                }
+                Err(error) => {
+                    backoff = (backoff * 2).min(REOPEN_BACKOFF_MAX);
+                    let reason = format!(
+                        "storage error, reopening failed (next attempt in {backoff:?}): {error:#}"
+                    );
+                    eprintln!("partition {}: {reason}", partition.id);
+                    partition.go_down(&reason, &listener);
+                }
+            }
+        }
+    }
+}
+
+/// Opens the replica's journal, hard state and snapshots from its directory and makes the
+/// driver that runs them, with its flush task.
+async fn open_driver(
+    partition: &Rc<Partition>,
+    config: &PartitionConfig,
+    outbox: &Rc<dyn RaftOutbox>,
+    listener: &StatusListener,
+) -> anyhow::Result<Driver> {
+    let started = Instant::now();
+    let injected = partition.reopen_failures.get();
+    if injected > 0 {
+        partition.reopen_failures.set(injected - 1);
+        anyhow::bail!(
+            "an injected failure to reopen ({} more to come)",
+            injected - 1
+        );
+    }
+    let journal_dir = config.dir.join("journal");
+    // Write-through: a flush is one `O_DSYNC` write instead of a write and an fdatasync,
+    // one io_uring round trip less on every commit (measured in the README).
+    let storage = DmaStorage::open_write_through(&journal_dir).await?;
+    let journal_config = JournalConfig {
+        segment_bytes: config.segment_bytes,
+        batch_bytes_max: config.limits.journal_batch_bytes,
+        ..JournalConfig::default()
+    };
+    let (journal, report) = Journal::open(storage, journal_config).await?;
+    let hard_path = config.dir.join(HARD_STATE_FILE);
+    let hard = load_hard_state(&hard_path)?;
+    let raft_config = raft_config(config);
+    let store = SnapshotStore::open(&config.dir.join("snapshots"))?;
+    let latest = store.load_latest()?;
+    let base = latest
+        .as_ref()
+        .map(|(snapshot, _)| (snapshot.index, snapshot.term));
+    if let Some((index, _)) = base
+        && journal.next_index() <= index
+    {
+        // Crashed after installing a snapshot but before the journal was reset.
+        journal.reset(index + 1).await?;
+    }
+    let log = recover_log(&journal, base, raft_config.entry_cache_bytes_max).await?;
+    let last_index = log.last_index();
+    let seed = u64::from(config.partition_id) << 32
+        ^ u64::from(config.node_id)
+        ^ u64::from(started.elapsed().subsec_nanos());
+    let raft = Raft::new(raft_config, hard, log, 0, seed);
+    eprintln!(
+        "partition {}: recovered {} entries (last index {last_index}, term {}), journal: {report:?}",
+        config.partition_id, last_index, hard.term
+    );
+    let journal = Rc::new(journal);
+    let generation = partition.journal_generation.get() + 1;
+    partition.journal_generation.set(generation);
+    glommio::spawn_local(flush_task(
+        Rc::clone(partition),
+        Rc::clone(&journal),
+        generation,
+    ))
+    .detach();
+    let mut runner = crate::apply::EngineRunner::new(
+        config.partition_id,
+        config.partition_count,
+        Rc::clone(&partition.limiter),
+        config.limits.entry_bytes,
+        config.limits.job_batch_bytes,
+    );
+    let snapshot = latest.map(|(snapshot, state)| {
+        runner.restore(snapshot.clone(), state);
+        snapshot
+    });
+    if let Some(snapshot) = &snapshot {
+        eprintln!(
+            "partition {}: restored the engine from the snapshot at index {} (term {})",
+            config.partition_id, snapshot.index, snapshot.term
+        );
+    }
+    Ok(Driver {
+        partition: Rc::clone(partition),
+        raft,
+        journal,
+        hard_path,
+        hard,
+        outbox: Rc::clone(outbox),
+        listener: Rc::clone(listener),
+        pending: BTreeMap::new(),
+        runner,
+        store,
+        snapshot,
+        incoming_snapshot: Vec::new(),
+        last_snapshot_at: Instant::now(),
+        snapshot_period: Duration::from_millis(config.snapshot_period_ms),
+        snapshot_records: config.snapshot_records,
+        clock: started,
+        reported: (Role::Follower, 0, None),
+    })
 }
 
 fn raft_config(config: &PartitionConfig) -> RaftConfig {
@@ -727,13 +951,13 @@ impl Driver {
         u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    async fn run(mut self) {
+    async fn run(mut self) -> Stopped {
         loop {
             if self.partition.is_closed() {
                 self.fail_all("the broker is shutting down");
                 self.runner.fail_all("the broker is shutting down");
                 self.journal.close();
-                return;
+                return Stopped::Closed;
             }
             // The core reads time only from ticks: tick before every round so that the
             // messages below reset its timers from the current time, not from the last tick.
@@ -741,17 +965,19 @@ impl Driver {
             self.raft.handle_tick(now);
             self.take_inputs();
             if let Err(error) = self.round().await {
-                // A journal that refuses a truncation or an append cannot go on safely: stop
-                // the replica, the others keep the partition available.
-                eprintln!(
-                    "partition {}: stopping this replica after a storage error: {error:#}",
+                // A journal that refuses a truncation or an append cannot go on safely with
+                // what this replica holds in memory: everything waiting is answered, and the
+                // replica is reopened from disk (see `replica_task`); the others keep the
+                // partition available meanwhile.
+                let message = format!(
+                    "partition {} on this broker stopped after a storage error; it is being \
+                     reopened, retry shortly ({error})",
                     self.partition.id
                 );
-                self.fail_all(&format!("storage error: {error}"));
-                self.runner.fail_all(&format!("storage error: {error}"));
-                self.partition.close();
+                self.fail_all(&message);
+                self.runner.fail_all(&message);
                 self.journal.close();
-                return;
+                return Stopped::Failed(error);
             }
             self.publish_status();
             let mut wait_ms = self.raft.poll_timeout_ms().saturating_sub(self.now_ms());
@@ -887,6 +1113,11 @@ impl Driver {
     /// replay committed entries into the engine, process commands if this replica may, and
     /// propose and release what that produced.
     async fn round(&mut self) -> anyhow::Result<()> {
+        let injected = self.partition.inputs.borrow_mut().fail_storage.take();
+        if let Some(reopen_failures) = injected {
+            self.partition.reopen_failures.set(reopen_failures);
+            anyhow::bail!("a storage failure injected through /actuator/faults");
+        }
         self.drive().await?;
         self.runner.on_role(&self.raft);
         self.runner
@@ -913,6 +1144,7 @@ impl Driver {
             || !inputs.commands.is_empty()
             || inputs.flushed.is_some()
             || inputs.transfer_to.is_some()
+            || inputs.fail_storage.is_some()
             || inputs.closed
     }
 
@@ -1029,7 +1261,12 @@ impl Driver {
                 timestamp_ms: now_ms,
                 record_count: 1,
             };
-            let index = self.journal.append(meta, &entry.payload)?;
+            let index = loop {
+                match self.journal.append(meta, &entry.payload) {
+                    Err(sluice_log::Error::PendingFull { .. }) => self.wait_for_flush().await?,
+                    appended => break appended?,
+                }
+            };
             anyhow::ensure!(
                 index == entry.index,
                 "Raft entry {} landed at journal index {index}",
@@ -1089,6 +1326,26 @@ impl Driver {
             self.outbox.send(node_id(message.to), partition_id, message);
         }
         Ok(())
+    }
+
+    /// The journal holds as many unflushed bytes as it may: back-pressure, not a failure. Waits
+    /// until the flush task has made room (everything pending durable); while a flush keeps
+    /// failing (a full disk) this replica waits with it, its peers elect another leader if it
+    /// led, and it goes on once the disk takes writes again.
+    async fn wait_for_flush(&self) -> anyhow::Result<()> {
+        let last = self.journal.next_index() - 1;
+        loop {
+            if self.partition.is_closed() {
+                anyhow::bail!("the broker is shutting down");
+            }
+            match self.journal.wait_durable(last).await {
+                Ok(()) => return Ok(()),
+                Err(sluice_log::Error::FlushFailed { .. }) => {
+                    glommio::timer::sleep(FLUSH_RETRY_PAUSE).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
     }
 
     fn release_committed(&mut self, commit: u64) {
@@ -1180,7 +1437,7 @@ impl Driver {
     }
 }
 
-async fn flush_task(partition: Rc<Partition>, journal: Rc<Journal<DmaStorage>>) {
+async fn flush_task(partition: Rc<Partition>, journal: Rc<Journal<DmaStorage>>, generation: u64) {
     loop {
         journal.wait_pending().await;
         if journal.is_closed() || partition.is_closed() {
@@ -1200,6 +1457,10 @@ async fn flush_task(partition: Rc<Partition>, journal: Rc<Journal<DmaStorage>>) 
                         .min(LATENCY_US_MAX);
                     let _ = status.flush_latency_us.record(micros);
                     status.flush_error = None;
+                }
+                if partition.journal_generation.get() != generation {
+                    // The replica failed and reopened its journal meanwhile.
+                    return;
                 }
                 partition.inputs.borrow_mut().flushed = Some(report);
                 partition.notify.notify();

@@ -266,6 +266,61 @@ fn decode_one(body: &[u8]) -> Option<Request> {
     Some(request)
 }
 
+/// Why `serve` refuses a request from `origin` outright (before it reaches a partition), if
+/// it does: the wrong kind for its port, a partition that does not exist, a body over its
+/// limit, a poll that would wait too long.
+fn refusal(
+    node: &Node,
+    origin: Origin,
+    partition_id: PartitionId,
+    raw: bool,
+    body_len: usize,
+    wait_ms: Option<u32>,
+) -> Option<String> {
+    match origin {
+        Origin::RawAppends if !raw => {
+            return Some(
+                "the raw-append API takes raw appends only; send engine commands to the gRPC \
+                 gateway (port 26500)"
+                    .to_owned(),
+            );
+        }
+        Origin::Client if raw => {
+            return Some(
+                "raw appends are taken by the log benchmark's raw-append API only".to_owned(),
+            );
+        }
+        Origin::Client | Origin::RawAppends => {}
+    }
+    let partitions_count = node.settings().layout.shape().partitions_count();
+    if partition_id == 0 || partition_id > partitions_count {
+        return Some(format!(
+            "partition {partition_id} does not exist; the cluster has partitions 1 to \
+             {partitions_count}"
+        ));
+    }
+    let bytes_max = if raw {
+        node.settings().limits.entry_bytes
+    } else {
+        node.settings().limits.command_bytes
+    };
+    if body_len > bytes_max {
+        return Some(format!(
+            "the {} of {body_len} bytes exceeds its limit of {bytes_max} bytes \
+             (network.maxMessageSize)",
+            if raw { "payload" } else { "command" },
+        ));
+    }
+    if let Some(wait_ms) = wait_ms
+        && wait_ms > POLL_WAIT_MS_MAX
+    {
+        return Some(format!(
+            "a poll may wait at most {POLL_WAIT_MS_MAX} ms, not {wait_ms} ms; poll again instead"
+        ));
+    }
+    None
+}
+
 /// Serves `request` from `origin` on this node and calls `respond` exactly once with the
 /// answer (its `request_id` the request's).
 pub fn serve(
@@ -310,55 +365,12 @@ pub fn serve(
             command,
         ),
     };
-    let invalid = |message: String| Response::Invalid {
-        request_id,
-        message,
-    };
     let raw = kind == crate::apply::ENTRY_RAW;
-    match origin {
-        Origin::RawAppends if !raw => {
-            respond(invalid(
-                "the raw-append API takes raw appends only; send engine commands to the gRPC \
-                 gateway (port 26500)"
-                    .to_owned(),
-            ));
-            return;
-        }
-        Origin::Client if raw => {
-            respond(invalid(
-                "raw appends are taken by the log benchmark's raw-append API only".to_owned(),
-            ));
-            return;
-        }
-        Origin::Client | Origin::RawAppends => {}
-    }
-    let partitions_count = node.settings().layout.shape().partitions_count();
-    if partition_id == 0 || partition_id > partitions_count {
-        respond(invalid(format!(
-            "partition {partition_id} does not exist; the cluster has partitions 1 to \
-             {partitions_count}"
-        )));
-        return;
-    }
-    let bytes_max = if raw {
-        node.settings().limits.entry_bytes
-    } else {
-        node.settings().limits.command_bytes
-    };
-    if body.len() > bytes_max {
-        respond(invalid(format!(
-            "the {} of {} bytes exceeds its limit of {bytes_max} bytes (network.maxMessageSize)",
-            if raw { "payload" } else { "command" },
-            body.len()
-        )));
-        return;
-    }
-    if let Some(wait_ms) = wait_ms
-        && wait_ms > POLL_WAIT_MS_MAX
-    {
-        respond(invalid(format!(
-            "a poll may wait at most {POLL_WAIT_MS_MAX} ms, not {wait_ms} ms; poll again instead"
-        )));
+    if let Some(message) = refusal(node, origin, partition_id, raw, body.len(), wait_ms) {
+        respond(Response::Invalid {
+            request_id,
+            message,
+        });
         return;
     }
     if !node.hosts(partition_id) {

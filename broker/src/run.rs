@@ -130,6 +130,45 @@ fn start_gateway(
     Ok(Some(handle))
 }
 
+/// A shard's thread: its run's outcome when joined.
+type ShardThread = glommio::ExecutorJoinHandle<anyhow::Result<()>>;
+
+/// Starts a thread for each shard but the first (which runs on the calling thread) with the
+/// replicas `per_shard` deals it; the node's ends of their channels, and their threads.
+fn start_shards(
+    settings: &node::NodeSettings,
+    per_shard: &[Vec<u32>],
+) -> anyhow::Result<(Vec<ShardEnds>, Vec<ShardThread>)> {
+    let node_id = settings.node_id;
+    let mut shard_ends = Vec::new();
+    let mut shard_threads = Vec::new();
+    for (shard, partitions) in per_shard.iter().enumerate().skip(1) {
+        let (input_tx, input_rx) = shared_channel::new_bounded(CHANNEL_ITEMS_MAX);
+        let (output_tx, output_rx) = shared_channel::new_bounded(CHANNEL_ITEMS_MAX);
+        let configs: Vec<_> = partitions
+            .iter()
+            .map(|&partition_id| node::partition_config(settings, partition_id))
+            .collect();
+        let links = ShardLinks {
+            input: input_rx,
+            output: output_tx,
+        };
+        let handle = LocalExecutorBuilder::new(Placement::Unbound)
+            .name(&format!("sluice-{node_id}-shard-{shard}"))
+            .io_memory(IO_MEMORY_BYTES)
+            .spawn(move || async move { shard::run(configs, links).await })
+            .map_err(|error| anyhow::anyhow!("starting shard {shard}: {error}"))?;
+        shard_threads.push(handle);
+        shard_ends.push(ShardEnds {
+            shard,
+            partitions: partitions.clone(),
+            input: input_tx,
+            output: output_rx,
+        });
+    }
+    Ok((shard_ends, shard_threads))
+}
+
 /// Runs the broker until `stop` is set. See the module docs.
 pub fn run(config: &BrokerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let settings = node_settings(config)?;
@@ -164,32 +203,7 @@ pub fn run(config: &BrokerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     {
         per_shard[k % shards_count].push(partition_id);
     }
-    let mut shard_ends = Vec::new();
-    let mut shard_threads = Vec::new();
-    for (shard, partitions) in per_shard.iter().enumerate().skip(1) {
-        let (input_tx, input_rx) = shared_channel::new_bounded(CHANNEL_ITEMS_MAX);
-        let (output_tx, output_rx) = shared_channel::new_bounded(CHANNEL_ITEMS_MAX);
-        let configs: Vec<_> = partitions
-            .iter()
-            .map(|&partition_id| node::partition_config(&settings, partition_id))
-            .collect();
-        let links = ShardLinks {
-            input: input_rx,
-            output: output_tx,
-        };
-        let handle = LocalExecutorBuilder::new(Placement::Unbound)
-            .name(&format!("sluice-{node_id}-shard-{shard}"))
-            .io_memory(IO_MEMORY_BYTES)
-            .spawn(move || async move { shard::run(configs, links).await })
-            .map_err(|error| anyhow::anyhow!("starting shard {shard}: {error}"))?;
-        shard_threads.push(handle);
-        shard_ends.push(ShardEnds {
-            shard,
-            partitions: partitions.clone(),
-            input: input_tx,
-            output: output_rx,
-        });
-    }
+    let (shard_ends, shard_threads) = start_shards(&settings, &per_shard)?;
     let executor = LocalExecutorBuilder::new(Placement::Unbound)
         .name(&format!("sluice-{node_id}-shard-0"))
         .io_memory(IO_MEMORY_BYTES)

@@ -57,6 +57,13 @@ pub enum ShardInput {
         /// The node to take over.
         to: NodeId,
     },
+    /// Fault injection (`management.faults.enabled`) into a replica's storage.
+    StorageFault {
+        /// The partition.
+        partition_id: PartitionId,
+        /// The fault.
+        fault: crate::partition::StorageFault,
+    },
     /// Stop the replicas and the shard.
     Stop,
 }
@@ -192,44 +199,8 @@ pub async fn run(configs: Vec<PartitionConfig>, links: ShardLinks) -> anyhow::Re
     ))
     .detach();
     while let Some(item) = input.recv().await {
-        match item {
-            ShardInput::Raft(body) => {
-                let frame = Frame {
-                    kind: FrameKind::RaftBatch,
-                    body,
-                };
-                // Shard 0 encoded this batch from a validated one; an error is a bug there.
-                let messages = decode_raft_batch(&frame).map_err(|error| {
-                    anyhow::anyhow!("a batch from shard 0 failed to decode: {error}")
-                })?;
-                for (partition_id, message) in messages {
-                    if let Some(partition) = partitions.get(&partition_id) {
-                        partition.deliver(message);
-                    }
-                }
-            }
-            ShardInput::Append {
-                ticket,
-                partition_id,
-                payload,
-            } => {
-                let queue = Rc::clone(&queue);
-                let responder = Box::new(move |outcome| {
-                    queue.push(ShardOutput::Appended { ticket, outcome });
-                });
-                match partitions.get(&partition_id) {
-                    Some(partition) => partition.append(payload, responder),
-                    None => responder(AppendOutcome::Unavailable {
-                        message: format!("partition {partition_id} is not on this shard"),
-                    }),
-                }
-            }
-            ShardInput::Transfer { partition_id, to } => {
-                if let Some(partition) = partitions.get(&partition_id) {
-                    partition.transfer_leadership(to);
-                }
-            }
-            ShardInput::Stop => break,
+        if !handle_input(&partitions, &queue, item)? {
+            break;
         }
     }
     for partition in partitions.values() {
@@ -239,6 +210,62 @@ pub async fn run(configs: Vec<PartitionConfig>, links: ShardLinks) -> anyhow::Re
     glommio::timer::sleep(Duration::from_millis(200)).await;
     drop(pump);
     Ok(())
+}
+
+/// Hands one input from shard 0 to this shard's replicas; false on [`ShardInput::Stop`].
+fn handle_input(
+    partitions: &BTreeMap<PartitionId, Rc<Partition>>,
+    queue: &Rc<OutputQueue>,
+    item: ShardInput,
+) -> anyhow::Result<bool> {
+    match item {
+        ShardInput::Raft(body) => {
+            let frame = Frame {
+                kind: FrameKind::RaftBatch,
+                body,
+            };
+            // Shard 0 encoded this batch from a validated one; an error is a bug there.
+            let messages = decode_raft_batch(&frame).map_err(|error| {
+                anyhow::anyhow!("a batch from shard 0 failed to decode: {error}")
+            })?;
+            for (partition_id, message) in messages {
+                if let Some(partition) = partitions.get(&partition_id) {
+                    partition.deliver(message);
+                }
+            }
+        }
+        ShardInput::Append {
+            ticket,
+            partition_id,
+            payload,
+        } => {
+            let queue = Rc::clone(queue);
+            let responder = Box::new(move |outcome| {
+                queue.push(ShardOutput::Appended { ticket, outcome });
+            });
+            match partitions.get(&partition_id) {
+                Some(partition) => partition.append(payload, responder),
+                None => responder(AppendOutcome::Unavailable {
+                    message: format!("partition {partition_id} is not on this shard"),
+                }),
+            }
+        }
+        ShardInput::Transfer { partition_id, to } => {
+            if let Some(partition) = partitions.get(&partition_id) {
+                partition.transfer_leadership(to);
+            }
+        }
+        ShardInput::StorageFault {
+            partition_id,
+            fault,
+        } => {
+            if let Some(partition) = partitions.get(&partition_id) {
+                partition.inject_storage_fault(fault);
+            }
+        }
+        ShardInput::Stop => return Ok(false),
+    }
+    Ok(true)
 }
 
 /// Encodes the replicas' queued messages into one batch per node (split when large).

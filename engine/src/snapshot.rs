@@ -424,6 +424,22 @@ fn subscription_state_from_code(code: u8) -> Option<ProcessSubscriptionState> {
     })
 }
 
+/// The replies kept for re-sent client requests, oldest first.
+fn client_replies_data(
+    replies: &HashMap<u64, Record>,
+    order: &std::collections::VecDeque<(i64, u64)>,
+) -> Vec<ClientReplyData> {
+    order
+        .iter()
+        .filter_map(|&(at_ms, id)| {
+            replies.get(&id).map(|reply| ClientReplyData {
+                at_ms,
+                reply: reply.clone(),
+            })
+        })
+        .collect()
+}
+
 impl SnapshotData {
     fn from_state(state: &State) -> Self {
         // Destructured without `..`: a field added to `State` must be added here too (or
@@ -522,15 +538,7 @@ impl SnapshotData {
                     value: timer.value.clone(),
                 })
                 .collect(),
-            client_replies: client_reply_order
-                .iter()
-                .filter_map(|&(at_ms, id)| {
-                    client_replies.get(&id).map(|reply| ClientReplyData {
-                        at_ms,
-                        reply: reply.clone(),
-                    })
-                })
-                .collect(),
+            client_replies: client_replies_data(client_replies, client_reply_order),
         }
     }
 

@@ -120,7 +120,7 @@ impl GatewayService {
 
     /// Creates an instance on the next partition of the round-robin (or the next one with a
     /// leader). A process a deployment has been acknowledged for is on the deployment partition
-    /// at once and on the others once distributed: a creation the partition answers NOT_FOUND
+    /// at once and on the others once distributed: a creation the partition answers `NOT_FOUND`
     /// is asked of the deployment partition, so a process can be instantiated as soon as its
     /// deployment is answered.
     async fn create(&self, command: &Record, deadline: Instant) -> Result<Record, Status> {
@@ -397,11 +397,17 @@ impl pb::gateway_server::Gateway for GatewayService {
                                 Role::Follower => pb::partition::PartitionBrokerRole::Follower,
                                 Role::Inactive => pb::partition::PartitionBrokerRole::Inactive,
                             };
+                            // An inactive replica is down: it failed and is being reopened.
+                            let health = if role == pb::partition::PartitionBrokerRole::Inactive {
+                                pb::partition::PartitionBrokerHealth::Unhealthy
+                            } else {
+                                pb::partition::PartitionBrokerHealth::Healthy
+                            };
                             Some(pb::Partition {
                                 partition_id: i32::try_from(partition.partition_id)
                                     .unwrap_or(i32::MAX),
                                 role: role.into(),
-                                health: pb::partition::PartitionBrokerHealth::Healthy.into(),
+                                health: health.into(),
                             })
                         })
                         .collect();

@@ -26,6 +26,7 @@
 )]
 
 pub mod gateway;
+pub mod serving;
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -1046,6 +1047,12 @@ pub struct PartitionView {
     pub appends_failed: u64,
     /// The last flush error, if any.
     pub flush_error: Option<String>,
+    /// Why the replica is down (a storage error; it is being reopened), while it is.
+    #[serde(default)]
+    pub down: Option<String>,
+    /// Times the replica went down since its broker started.
+    #[serde(default)]
+    pub failures: u64,
     /// Highest index whose records are in its engine.
     #[serde(default)]
     pub applied_index: u64,
