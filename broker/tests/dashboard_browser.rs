@@ -1,6 +1,7 @@
 //! The management port's dashboard in a real browser: three brokers, three partitions,
-//! replication factor 3; broker 0 leads a partition, raw appends reach every partition and
-//! engine commands reach partition 1; then headless Chromium loads broker 0's `/dashboard`,
+//! replication factor 3; broker 0 leads a partition, raw appends reach every partition and a
+//! deployment and instances created round-robin through broker 0's gRPC gateway give every
+//! partition engine commands; then headless Chromium loads broker 0's `/dashboard`,
 //! runs its script for five seconds of virtual time and dumps the DOM, which must show the
 //! script polled, the partition table with every partition's leader, and filled latency
 //! histograms with percentiles.
@@ -16,14 +17,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::gateway::{self, Client};
 use common::{Cluster, index_of, node_of};
 use sluice_broker::client_api::AppendClient;
 use sluice_broker::dev::DevOptions;
-use sluice_engine::record::{
-    DeploymentResource, DeploymentValue, ProcessInstanceCreationValue, decode_records,
-    encode_records,
-};
-use sluice_engine::{Intent, Record, RecordValue};
 
 const PORT_OFFSET: u32 = 280;
 const PARTITIONS: u32 = 3;
@@ -56,7 +53,7 @@ fn dashboard_browser() {
                 .unwrap_or_else(|error| panic!("append to partition {partition_id}: {error}"));
         }
     }
-    run_commands(&mut client);
+    run_commands();
     let leaders = leaders(&cluster);
     let commits = cluster
         .metric(0, "sluice_commit_latency_seconds_count")
@@ -129,50 +126,22 @@ fn leaders(cluster: &Cluster) -> BTreeMap<u32, u32> {
         .collect()
 }
 
-/// Deploys `one_task` on partition 1 and starts instances of it there.
-fn run_commands(client: &mut AppendClient) {
-    let path = format!(
-        "{}/../engine/testdata/bpmn/one_task.bpmn",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let resource =
-        std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("reading {path}: {error}"));
-    let deploy = Record::command(
-        Intent::Create,
-        RecordValue::Deployment(DeploymentValue {
-            resources: vec![DeploymentResource {
-                resource_name: "one_task.bpmn".into(),
-                resource: resource.into(),
-            }],
-            processes_metadata: Vec::new(),
-        }),
-    );
-    assert_eq!(send(client, &deploy).intent, Intent::Created, "deployment");
-    for _ in 0..INSTANCES {
-        let create = Record::command(
-            Intent::Create,
-            RecordValue::ProcessInstanceCreation(ProcessInstanceCreationValue {
-                bpmn_process_id: "one_task".into(),
-                version: -1,
-                process_definition_key: -1,
-                process_instance_key: -1,
-                variables: "{}".into(),
-                fetch_variables: Vec::new(),
-            }),
-        );
-        assert_eq!(send(client, &create).intent, Intent::Created, "instance");
-    }
-}
-
-/// `command` on partition 1; the reply record.
-fn send(client: &mut AppendClient, command: &Record) -> Record {
-    let bytes = encode_records(std::slice::from_ref(command));
-    let (_, reply) = client
-        .command(1, &bytes, REQUEST_TIMEOUT)
-        .unwrap_or_else(|error| panic!("{:?} on partition 1: {error}", command.intent));
-    let mut records = decode_records(&reply).expect("the reply decodes");
-    assert_eq!(records.len(), 1, "one reply record");
-    records.remove(0)
+/// Deploys `one_task` (on partition 1) and starts instances of it round-robin over the
+/// partitions, through broker 0's gateway.
+fn run_commands() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async {
+        let endpoint = gateway::plain_endpoint(PORT_OFFSET, 0, 2 * REQUEST_TIMEOUT);
+        let mut client = Client::new(gateway::connect(&endpoint, REQUEST_TIMEOUT).await);
+        let deployed = gateway::deploy(&mut client, &["one_task.bpmn"], REQUEST_TIMEOUT).await;
+        assert_eq!(deployed.deployments.len(), 1, "{deployed:?}");
+        for _ in 0..INSTANCES {
+            gateway::create(&mut client, "one_task", "{}", REQUEST_TIMEOUT).await;
+        }
+    });
 }
 
 // ---------------------------------------------------------------------------------------------

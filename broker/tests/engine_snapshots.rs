@@ -7,37 +7,38 @@
 //! the new leader serves the waiting instances' jobs; the killed broker restarts from its own
 //! snapshot plus its log. Last, a follower's newest snapshot is damaged while it is stopped: it
 //! falls back to the one before and catches up.
+//!
+//! Commands go through the gRPC gateway of a broker that is neither stopped nor killed at that
+//! point (they used to go through the raw command API, which now takes raw appends only).
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::Cluster;
-use sluice_broker::client_api::AppendClient;
+use common::gateway::{self, Client};
 use sluice_broker::dev::DevOptions;
-use sluice_engine::record::{
-    DeploymentResource, DeploymentValue, JobBatchValue, JobValue, ProcessInstanceCreationValue,
-    decode_records, encode_records,
-};
-use sluice_engine::{Intent, Key, Record, RecordValue};
+use tokio::runtime::Runtime;
 
 const PORT_OFFSET: u32 = 260;
 const PARTITION: u32 = 1;
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
+/// The gRPC deadline of every call; the gateway retries on a new leader within it.
+const DEADLINE: Duration = Duration::from_secs(15);
+/// Client-side bound of the channel: above every deadline, so the gateway's answer is seen.
+const CHANNEL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one activation long-polls.
+const POLL: Duration = Duration::from_secs(1);
 /// Instances created while the follower is stopped (about 33 KiB of log each: 20 MB).
 const INSTANCES: usize = 600;
 
-fn send(client: &mut AppendClient, command: &Record) -> Record {
-    let bytes = encode_records(std::slice::from_ref(command));
-    let (_, response) = client
-        .command(PARTITION, &bytes, COMMAND_TIMEOUT)
-        .unwrap_or_else(|error| panic!("{:?}: {error}", command.intent));
-    decode_records(&response)
-        .expect("the reply decodes")
-        .remove(0)
+/// A client of broker `index`'s gateway.
+fn connect(runtime: &Runtime, index: usize) -> Client {
+    let index = u32::try_from(index).expect("a broker index");
+    let endpoint = gateway::plain_endpoint(PORT_OFFSET, index, CHANNEL_TIMEOUT);
+    Client::new(runtime.block_on(gateway::connect(&endpoint, Duration::from_secs(20))))
 }
 
-fn activate_and_complete(client: &mut AppendClient, count: usize) {
+fn activate_and_complete(runtime: &Runtime, client: &mut Client, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut done = 0;
     while done < count {
@@ -45,29 +46,19 @@ fn activate_and_complete(client: &mut AppendClient, count: usize) {
             Instant::now() < deadline,
             "completed only {done} of {count} jobs"
         );
-        let reply = send(
+        let max = i32::try_from(count - done).unwrap_or(32).min(32);
+        let jobs = runtime.block_on(gateway::activate(
             client,
-            &Record::command(
-                Intent::Activate,
-                RecordValue::JobBatch(JobBatchValue {
-                    job_type: "work".into(),
-                    worker: "snapshots-test".into(),
-                    timeout: 60_000,
-                    max_jobs_to_activate: i32::try_from(count - done).unwrap_or(32).min(32),
-                    ..JobBatchValue::default()
-                }),
-            ),
-        );
-        let RecordValue::JobBatch(batch) = &reply.value else {
-            panic!("activation answered {reply:?}");
-        };
-        let keys: Vec<Key> = batch.job_keys.clone();
-        for job in keys {
-            let reply = send(
-                client,
-                &Record::command_for(job, Intent::Complete, RecordValue::Job(JobValue::default())),
-            );
-            assert_eq!(reply.intent, Intent::Completed, "{reply:?}");
+            "work",
+            "snapshots-test",
+            max,
+            POLL,
+            DEADLINE,
+        ));
+        for job in jobs {
+            runtime
+                .block_on(gateway::complete(client, job.key, DEADLINE))
+                .unwrap_or_else(|status| panic!("completing job {}: {status:?}", job.key));
             done += 1;
         }
     }
@@ -114,44 +105,30 @@ fn engine_snapshots() {
     let (leader, _) = cluster.wait_until("a leader", Duration::from_secs(20), || {
         cluster.settled_leader(PARTITION)
     });
-    let mut client = AppendClient::new(cluster.command_apis());
-    let deploy = Record::command(
-        Intent::Create,
-        RecordValue::Deployment(DeploymentValue {
-            resources: vec![DeploymentResource {
-                resource_name: "one_task.bpmn".into(),
-                resource: std::fs::read_to_string(format!(
-                    "{}/../engine/testdata/bpmn/one_task.bpmn",
-                    env!("CARGO_MANIFEST_DIR")
-                ))
-                .expect("the test BPMN file")
-                .into(),
-            }],
-            processes_metadata: Vec::new(),
-        }),
-    );
-    assert_eq!(send(&mut client, &deploy).intent, Intent::Created);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    // The client uses the gateway of the broker that is neither stopped nor killed below.
+    let follower = (0..3).find(|i| *i != leader).expect("a follower");
+    let other = (0..3)
+        .find(|i| *i != leader && *i != follower)
+        .expect("another follower");
+    let mut client = connect(&runtime, other);
+    let deployed = runtime.block_on(gateway::deploy(&mut client, &["one_task.bpmn"], DEADLINE));
+    assert_eq!(deployed.deployments.len(), 1, "{deployed:?}");
 
     // A follower stops; the log grows well past several segments and snapshots.
-    let follower = (0..3).find(|i| *i != leader).expect("a follower");
     cluster.pause(follower);
     let padding = "x".repeat(16 << 10);
     for n in 0..INSTANCES {
-        let reply = send(
+        let variables = format!(r#"{{"n":{n},"padding":"{padding}"}}"#);
+        runtime.block_on(gateway::create(
             &mut client,
-            &Record::command(
-                Intent::Create,
-                RecordValue::ProcessInstanceCreation(ProcessInstanceCreationValue {
-                    bpmn_process_id: "one_task".into(),
-                    version: -1,
-                    process_definition_key: -1,
-                    process_instance_key: -1,
-                    variables: format!(r#"{{"n":{n},"padding":"{padding}"}}"#).into(),
-                    fetch_variables: Vec::new(),
-                }),
-            ),
-        );
-        assert_eq!(reply.intent, Intent::Created, "{reply:?}");
+            "one_task",
+            &variables,
+            DEADLINE,
+        ));
     }
     let view = cluster
         .partition_view(leader, PARTITION)
@@ -186,7 +163,7 @@ fn engine_snapshots() {
             }
         })
     });
-    activate_and_complete(&mut client, 50);
+    activate_and_complete(&runtime, &mut client, 50);
     cluster.note("the new leader completed 50 waiting instances");
 
     // The killed broker restarts from its own snapshot and log.
@@ -210,6 +187,7 @@ fn engine_snapshots() {
                     .is_ok_and(|view| view.snapshots_installed == 0 && view.snapshots_taken >= 2)
         })
         .expect("a follower with its own snapshots");
+    let mut client = connect(&runtime, current);
     cluster.terminate(&[victim]);
     let snapshots = cluster.brokers[victim]
         .data_dir
@@ -238,6 +216,6 @@ fn engine_snapshots() {
         log.contains("damaged"),
         "the damaged snapshot was reported and skipped"
     );
-    activate_and_complete(&mut client, 20);
+    activate_and_complete(&runtime, &mut client, 20);
     cluster.note("after all that, jobs still complete");
 }

@@ -1,5 +1,7 @@
-//! Helpers of the gateway tests (`tests/gateway_*.rs`): the test BPMN files, connecting to a
-//! gateway while it starts, and waiting for a settled Topology.
+//! Helpers of the tests that drive the cluster as a Zeebe client does (`tests/gateway_*.rs`,
+//! `tests/engine_*.rs`, `tests/dashboard_browser.rs`): the test BPMN files, connecting to a
+//! gateway while it starts, waiting for a settled Topology, and the unary calls those tests
+//! share, each with a gRPC deadline (`grpc-timeout`) the gateway answers by.
 
 use std::time::Duration;
 
@@ -7,6 +9,7 @@ use sluice_broker::dev::{self, GATEWAY_PORT};
 use sluice_broker::gateway::proto::gateway_protocol as pb;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
 
 /// The generated Zeebe client.
 pub type Client = pb::gateway_client::GatewayClient<Channel>;
@@ -85,4 +88,110 @@ pub async fn settled_topology(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// `message` with a gRPC deadline (`grpc-timeout`).
+pub fn with_deadline<T>(message: T, deadline: Duration) -> Request<T> {
+    let mut request = Request::new(message);
+    request.set_timeout(deadline);
+    request
+}
+
+/// Deploys the files `names` of `engine/testdata/bpmn/` in one request.
+pub async fn deploy(
+    client: &mut Client,
+    names: &[&str],
+    deadline: Duration,
+) -> pb::DeployResourceResponse {
+    let resources = names
+        .iter()
+        .map(|&name| pb::Resource {
+            name: name.to_owned(),
+            content: bpmn(name),
+        })
+        .collect();
+    client
+        .deploy_resource(with_deadline(
+            pb::DeployResourceRequest {
+                resources,
+                tenant_id: String::new(),
+            },
+            deadline,
+        ))
+        .await
+        .unwrap_or_else(|status| panic!("deploying {names:?}: {status:?}"))
+        .into_inner()
+}
+
+/// Creates an instance of the newest version of `process` with `variables` on the partition
+/// the gateway picks (round-robin); its key, which carries that partition.
+pub async fn create(
+    client: &mut Client,
+    process: &str,
+    variables: &str,
+    deadline: Duration,
+) -> i64 {
+    client
+        .create_process_instance(with_deadline(
+            pb::CreateProcessInstanceRequest {
+                bpmn_process_id: process.to_owned(),
+                version: -1,
+                variables: variables.to_owned(),
+                ..pb::CreateProcessInstanceRequest::default()
+            },
+            deadline,
+        ))
+        .await
+        .unwrap_or_else(|status| panic!("creating an instance of {process}: {status:?}"))
+        .into_inner()
+        .process_instance_key
+}
+
+/// One `ActivateJobs` call: up to `max` jobs of `job_type` for `worker` (locked for a minute),
+/// long-polling for up to `poll`; every job its stream carried.
+pub async fn activate(
+    client: &mut Client,
+    job_type: &str,
+    worker: &str,
+    max: i32,
+    poll: Duration,
+    deadline: Duration,
+) -> Vec<pb::ActivatedJob> {
+    let request = pb::ActivateJobsRequest {
+        r#type: job_type.to_owned(),
+        worker: worker.to_owned(),
+        timeout: 60_000,
+        max_jobs_to_activate: max,
+        fetch_variable: Vec::new(),
+        request_timeout: i64::try_from(poll.as_millis()).expect("a short poll"),
+        tenant_ids: Vec::new(),
+    };
+    let mut stream = client
+        .activate_jobs(with_deadline(request, deadline))
+        .await
+        .unwrap_or_else(|status| panic!("activating {job_type} jobs: {status:?}"))
+        .into_inner();
+    let mut jobs = Vec::new();
+    while let Some(response) = stream
+        .message()
+        .await
+        .unwrap_or_else(|status| panic!("the {job_type} activation stream: {status:?}"))
+    {
+        jobs.extend(response.jobs);
+    }
+    jobs
+}
+
+/// Completes job `job_key` without variables.
+pub async fn complete(client: &mut Client, job_key: i64, deadline: Duration) -> Result<(), Status> {
+    client
+        .complete_job(with_deadline(
+            pb::CompleteJobRequest {
+                job_key,
+                variables: String::new(),
+            },
+            deadline,
+        ))
+        .await
+        .map(|_| ())
 }
