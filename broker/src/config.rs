@@ -2632,7 +2632,8 @@ cluster:
             crate::backpressure::LimiterConfig::default()
         );
         assert!(config.gateway.enable);
-        assert_eq!(config.command_api_addr().to_string(), "0.0.0.0:26501");
+        assert!(!config.network.command_api.enabled);
+        assert_eq!(config.command_api_addr().to_string(), "127.0.0.1:26501");
         assert_eq!(config.internal_api_addr().to_string(), "0.0.0.0:26502");
         assert_eq!(config.gateway_addr().to_string(), "0.0.0.0:26500");
         assert_eq!(config.management_addr().to_string(), "0.0.0.0:9600");
@@ -3448,12 +3449,19 @@ partitioning:
         message_mentions(
             &error,
             &[
-                "network.commandApi.port",
-                "26501",
+                "network.internalApi.port",
+                "26502",
                 "network.portOffset",
-                "66501",
+                "66502",
             ],
         );
+        // The raw-append API's port counts only when the API is on.
+        parse("network: { portOffset: 100, commandApi: { port: 65000 } }\n");
+        let error = refuse(
+            "network: { portOffset: 100, commandApi: { enabled: true, port: 65000 } }\n",
+            &[],
+        );
+        message_mentions(&error, &["network.commandApi.port", "65000", "66000"]);
         let error = refuse("management: { port: 0 }\n", &[]);
         message_mentions(&error, &["management.port", "1..=65535"]);
         let error = refuse("management: { port: 26502 }\n", &[]);
@@ -3462,7 +3470,10 @@ partitioning:
             &error,
             &["network.internalApi.port", "management.port", "26502"],
         );
-        let error = refuse("network: { commandApi: { port: 70000 } }\n", &[]);
+        let error = refuse(
+            "network: { commandApi: { enabled: true, port: 70000 } }\n",
+            &[],
+        );
         message_mentions(&error, &["network.commandApi.port", "65535"]);
         // A disabled gateway's port does not count.
         parse("gateway: { enable: false, network: { port: 9600 } }\n");
