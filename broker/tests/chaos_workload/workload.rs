@@ -8,7 +8,7 @@
 //!   completes each job in a task of its own. A completion that may or may not have taken effect
 //!   (no answer, `UNAVAILABLE`, `DEADLINE_EXCEEDED`) is sent again, as a worker that wants its
 //!   job done would, until it is answered `OK`, or `NOT_FOUND` (the job is gone: completed),
-//!   or [`Workload::stop`].
+//!   or [`Workload::stop`] (or five minutes have passed, beyond the test's drain).
 //!
 //! Every call has a gRPC deadline, and the client gives up on it [`CLIENT_MARGIN`] after that,
 //! so a call to a frozen broker ends.
