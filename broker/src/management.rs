@@ -150,9 +150,13 @@ impl Management {
             .into_iter()
             .filter_map(|(status, _)| {
                 let id = status.partition_id;
-                status
-                    .flush_error
-                    .map(|error| format!("partition {id}: {error}"))
+                let errors = [
+                    status.flush_error,
+                    status.hard_state_error,
+                    status.snapshot_error,
+                ];
+                let errors: Vec<String> = errors.into_iter().flatten().collect();
+                (!errors.is_empty()).then(|| format!("partition {id}: {}", errors.join("; ")))
             })
             .collect();
         let mut failing = failing;
@@ -251,6 +255,10 @@ impl Management {
                     "appendsCommitted": status.appends_committed,
                     "appendsFailed": status.appends_failed,
                     "flushError": status.flush_error,
+                    "snapshotError": status.snapshot_error,
+                    "snapshotFailures": status.snapshot_failures,
+                    "raftStateError": status.hard_state_error,
+                    "raftStateFailures": status.hard_state_failures,
                     "commitLatencyUs": percentiles(&status.commit_latency_us),
                     "commandLatencyUs": percentiles(&status.command_latency_us),
                     "flushLatencyUs": percentiles(&status.flush_latency_us),
@@ -358,6 +366,18 @@ impl Management {
                 "Snapshots received from a leader and installed",
                 &labels,
                 status.snapshots_installed,
+            );
+            text.counter(
+                "sluice_snapshot_write_failures_total",
+                "Snapshot writes (own or a leader's) that failed and are retried later",
+                &labels,
+                status.snapshot_failures,
+            );
+            text.counter(
+                "sluice_raft_state_write_failures_total",
+                "Writes of the Raft term and vote that failed and were retried",
+                &labels,
+                status.hard_state_failures,
             );
             text.counter(
                 "sluice_commands_processed_total",
