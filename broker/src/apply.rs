@@ -246,10 +246,12 @@ impl EngineRunner {
         Some((self.applied_index, encode_snapshot(self.engine.state())))
     }
 
-    /// Remembers the snapshot just written as the base of future rebuilds.
-    pub(crate) fn snapshot_taken(&mut self, snapshot: StoredSnapshot) {
+    /// Remembers the snapshot just written as the base of future rebuilds. It covers the
+    /// `records_covered` records counted when it was taken; those applied while it was being
+    /// written count towards the next one.
+    pub(crate) fn snapshot_taken(&mut self, snapshot: StoredSnapshot, records_covered: u64) {
         self.base = Some(snapshot);
-        self.records_since_snapshot = 0;
+        self.records_since_snapshot = self.records_since_snapshot.saturating_sub(records_covered);
     }
 
     pub(crate) fn applied_index(&self) -> u64 {

@@ -78,6 +78,7 @@ pub mod client_api;
 pub mod command_server;
 pub mod config;
 pub mod dev;
+pub mod durable;
 pub mod gateway;
 pub mod http;
 pub mod limits;

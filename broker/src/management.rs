@@ -168,7 +168,13 @@ impl Management {
                 let flush = status
                     .flush_error
                     .map(|error| format!("partition {id}: flushing the journal fails: {error}"));
-                down.into_iter().chain(flush)
+                let raft_state = status
+                    .hard_state_error
+                    .map(|error| format!("partition {id}: writing the Raft state fails: {error}"));
+                let snapshot = status
+                    .snapshot_error
+                    .map(|error| format!("partition {id}: writing a snapshot fails: {error}"));
+                down.into_iter().chain(flush).chain(raft_state).chain(snapshot)
             })
             .collect();
         let mut failing = failing;
@@ -269,6 +275,10 @@ impl Management {
                     "flushError": status.flush_error,
                     "down": status.down,
                     "failures": status.failures,
+                    "snapshotError": status.snapshot_error,
+                    "snapshotFailures": status.snapshot_failures,
+                    "raftStateError": status.hard_state_error,
+                    "raftStateFailures": status.hard_state_failures,
                     "commitLatencyUs": percentiles(&status.commit_latency_us),
                     "commandLatencyUs": percentiles(&status.command_latency_us),
                     "flushLatencyUs": percentiles(&status.flush_latency_us),
@@ -419,6 +429,18 @@ impl Management {
                 "Snapshots received from a leader and installed",
                 &labels,
                 status.snapshots_installed,
+            );
+            text.counter(
+                "sluice_snapshot_write_failures_total",
+                "Snapshot writes (own or a leader's) that failed and are retried later",
+                &labels,
+                status.snapshot_failures,
+            );
+            text.counter(
+                "sluice_raft_state_write_failures_total",
+                "Writes of the Raft term and vote that failed and were retried",
+                &labels,
+                status.hard_state_failures,
             );
             text.counter(
                 "sluice_commands_processed_total",

@@ -165,6 +165,8 @@ pub struct Node {
     directory: RefCell<BTreeMap<NodeId, Peer>>,
     resolved: RefCell<HashMap<String, SocketAddr>>,
     topology: RefCell<Topology>,
+    /// Saves the topology off the shard, retrying a failed save.
+    topology_writer: crate::durable::LatestWriter,
     partitions: RefCell<BTreeMap<PartitionId, Rc<Partition>>>,
     /// Replicas on other shards, with their last reported status.
     remote: BTreeMap<PartitionId, RemoteReplica>,
@@ -309,12 +311,8 @@ impl Node {
         link: Option<crate::link::LinkReceiver>,
     ) -> anyhow::Result<Rc<Node>> {
         let clock = Instant::now();
-        std::fs::create_dir_all(&settings.data_dir).map_err(|error| {
-            anyhow::anyhow!(
-                "creating the data directory {}: {error}",
-                settings.data_dir.display()
-            )
-        })?;
+        crate::durable::create_dir_all(&settings.data_dir)
+            .map_err(|error| anyhow::anyhow!("creating the data directory: {error}"))?;
         let topology = match Topology::load(&settings.data_dir)? {
             Some(stored) => {
                 stored.check_layout(&settings.layout)?;
@@ -374,6 +372,10 @@ impl Node {
             directory: RefCell::default(),
             resolved: RefCell::default(),
             topology: RefCell::new(topology),
+            topology_writer: crate::durable::LatestWriter::new(
+                settings.data_dir.join(crate::topology::TOPOLOGY_FILE_NAME),
+                format!("node {}: the topology", settings.node_id),
+            ),
             partitions: RefCell::default(),
             outbox: Rc::default(),
             role_changes: Rc::default(),
@@ -672,6 +674,18 @@ impl Node {
         }
     }
 
+    /// For a shutdown: waits until the topology's latest change is on disk, for `timeout` at
+    /// most (a save still failing is reported; the file is only a cache).
+    pub async fn wait_topology_written(&self, timeout: Duration) {
+        if !self.topology_writer.written(timeout).await {
+            eprintln!(
+                "node {}: the topology's last change is not on disk (see the error above); the \
+                 next start re-learns it from the cluster",
+                self.settings.node_id
+            );
+        }
+    }
+
     fn record_self_member(&self) {
         let member = Member {
             node_id: self.settings.node_id,
@@ -684,13 +698,9 @@ impl Node {
 
     fn update_topology(&self, change: impl FnOnce(&mut Topology) -> bool) {
         let mut topology = self.topology.borrow_mut();
-        if change(&mut topology)
-            && let Err(error) = topology.save(&self.settings.data_dir)
-        {
-            eprintln!(
-                "node {}: saving the topology: {error}",
-                self.settings.node_id
-            );
+        if change(&mut topology) {
+            // Written off the shard; a failed save is reported and retried, never fatal.
+            self.topology_writer.submit(topology.checked_bytes());
         }
         drop(topology);
         self.publish_gateway_view();

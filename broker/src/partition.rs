@@ -21,9 +21,9 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
@@ -35,6 +35,7 @@ use sluice_log::raft::{
 use sluice_log::storage::DmaStorage;
 use sluice_log::{BatchMeta, FlushReport, Journal, JournalConfig};
 
+use crate::durable::{self, Backoff};
 use crate::notify::Notify;
 use crate::partitioning::{NodeId, PartitionId, Replica};
 use crate::snapshots::{SnapshotStore, StoredSnapshot};
@@ -47,6 +48,17 @@ pub const APPENDS_PENDING_MAX: usize = 65_536;
 const COMMANDS_PER_ROUND_MAX: usize = 256;
 /// Pause before retrying a failed flush (a full disk, an I/O error).
 const FLUSH_RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Pauses before retrying after a snapshot could not be written (own or the leader's): doubling
+/// from the first to the second. The journal keeps its entries meanwhile.
+const SNAPSHOT_RETRY_PAUSE_MIN: Duration = Duration::from_secs(1);
+const SNAPSHOT_RETRY_PAUSE_MAX: Duration = Duration::from_mins(1);
+/// Pauses before retrying a failed write of the Raft hard state: doubling from the first to the
+/// second. The replica's messages wait meanwhile, so the pauses stay short.
+const HARD_STATE_RETRY_PAUSE_MIN: Duration = Duration::from_millis(50);
+const HARD_STATE_RETRY_PAUSE_MAX: Duration = Duration::from_secs(2);
+/// A replica's journal and snapshot directories, inside its own.
+const JOURNAL_DIR: &str = "journal";
+const SNAPSHOTS_DIR: &str = "snapshots";
 /// Commit latencies above this are recorded as this, in microseconds.
 const LATENCY_US_MAX: u64 = 60_000_000;
 
@@ -201,6 +213,14 @@ pub struct PartitionStatus {
     pub down: Option<String>,
     /// Times this replica went down since the broker started.
     pub failures: u64,
+    /// The last snapshot write error (own or installed), until a snapshot is written again.
+    pub snapshot_error: Option<String>,
+    /// Snapshot writes that failed (each retried later).
+    pub snapshot_failures: u64,
+    /// The last error writing the Raft hard state, while it is being retried.
+    pub hard_state_error: Option<String>,
+    /// Writes of the Raft hard state that failed (each retried).
+    pub hard_state_failures: u64,
 }
 
 impl PartitionStatus {
@@ -236,6 +256,10 @@ impl PartitionStatus {
             flush_error: None,
             down: None,
             failures: 0,
+            snapshot_error: None,
+            snapshot_failures: 0,
+            hard_state_error: None,
+            hard_state_failures: 0,
         }
     }
 }
@@ -746,7 +770,8 @@ async fn open_driver(
             injected - 1
         );
     }
-    let journal_dir = config.dir.join("journal");
+    let journal_dir = config.dir.join(JOURNAL_DIR);
+    let store = prepare_dir(&config.dir).await?;
     // Write-through: a flush is one `O_DSYNC` write instead of a write and an fdatasync,
     // one io_uring round trip less on every commit (measured in the README).
     let storage = DmaStorage::open_write_through(&journal_dir).await?;
@@ -759,7 +784,6 @@ async fn open_driver(
     let hard_path = config.dir.join(HARD_STATE_FILE);
     let hard = load_hard_state(&hard_path)?;
     let raft_config = raft_config(config);
-    let store = SnapshotStore::open(&config.dir.join("snapshots"))?;
     let latest = store.load_latest()?;
     let base = latest
         .as_ref()
@@ -818,6 +842,8 @@ async fn open_driver(
         runner,
         store,
         snapshot,
+        snapshot_write: None,
+        snapshot_backoff: Backoff::new(SNAPSHOT_RETRY_PAUSE_MIN, SNAPSHOT_RETRY_PAUSE_MAX),
         incoming_snapshot: Vec::new(),
         last_snapshot_at: Instant::now(),
         snapshot_period: Duration::from_millis(config.snapshot_period_ms),
@@ -921,6 +947,15 @@ struct Pending {
     local_durable_at: Option<Instant>,
 }
 
+/// A snapshot being written off the shard, and the task writing it (it returns the index of the
+/// oldest snapshot kept).
+struct SnapshotWrite {
+    snapshot: StoredSnapshot,
+    /// The records since the previous snapshot when this one was taken.
+    records_covered: u64,
+    task: glommio::Task<durable::Result<Option<u64>>>,
+}
+
 struct Driver {
     partition: Rc<Partition>,
     raft: Raft,
@@ -936,6 +971,10 @@ struct Driver {
     store: SnapshotStore,
     /// The latest snapshot, served to followers that need it.
     snapshot: Option<StoredSnapshot>,
+    /// A snapshot being written off the shard; it takes effect once durable.
+    snapshot_write: Option<SnapshotWrite>,
+    /// Paces snapshot attempts after a failed write.
+    snapshot_backoff: Backoff,
     /// Chunks of a snapshot arriving from the leader.
     incoming_snapshot: Vec<u8>,
     last_snapshot_at: Instant,
@@ -1035,8 +1074,10 @@ impl Driver {
         Ok(())
     }
 
-    /// Makes the snapshot received from the leader this replica's state: written durably,
-    /// the journal restarted after it, the engine restored from it.
+    /// Makes the snapshot received from the leader this replica's state: written durably (off
+    /// the shard), then the journal restarted after it, the engine restored from it. If it cannot
+    /// be written (a full disk), nothing changes: it is dropped, the error reported, and Raft
+    /// receives it again after a back-off.
     async fn install_snapshot(&mut self, index: u64, term: u64) -> anyhow::Result<()> {
         let bytes = std::mem::take(&mut self.incoming_snapshot);
         let state = sluice_engine::snapshot::decode_snapshot(&bytes).map_err(|error| {
@@ -1044,19 +1085,47 @@ impl Driver {
                 "the snapshot received from the leader for index {index} is invalid: {error}"
             )
         })?;
+        // One writer in the snapshot directory at a time: an own snapshot still being written
+        // finishes first. It is older than this one, which supersedes it.
+        if let Some(write) = self.snapshot_write.take() {
+            let _ = write.task.await;
+        }
         let snapshot = StoredSnapshot {
             index,
             term,
-            bytes: Rc::from(bytes),
+            bytes: Arc::from(bytes),
         };
-        self.store.save(&snapshot)?;
+        let (store, written) = (self.store.clone(), snapshot.clone());
+        if let Err(error) = durable::off_shard(move || store.save(&written)).await {
+            let pause = self.snapshot_failed(
+                &format!("the leader's snapshot at index {index} (term {term})"),
+                &error,
+            );
+            let retry_at_ms = self
+                .now_ms()
+                .saturating_add(u64::try_from(pause.as_millis()).unwrap_or(u64::MAX));
+            self.raft
+                .handle_snapshot_install_failed(index, term, retry_at_ms);
+            return Ok(());
+        }
         self.journal.reset(index + 1).await?;
-        self.store.remove_older_than(index)?;
+        let store = self.store.clone();
+        if let Err(error) = durable::off_shard(move || store.remove_older_than(index)).await {
+            eprintln!(
+                "partition {}: {error:#}; the older snapshots stay until the next one",
+                self.partition.id
+            );
+        }
         self.runner.restore(snapshot.clone(), state);
         self.snapshot = Some(snapshot);
         self.last_snapshot_at = Instant::now();
+        self.snapshot_backoff.succeeded();
         self.raft.handle_snapshot_installed(index, term);
-        self.partition.status.borrow_mut().snapshots_installed += 1;
+        {
+            let mut status = self.partition.status.borrow_mut();
+            status.snapshots_installed += 1;
+            status.snapshot_error = None;
+        }
         eprintln!(
             "partition {}: installed the leader's snapshot at index {index} (term {term})",
             self.partition.id
@@ -1064,10 +1133,39 @@ impl Driver {
         Ok(())
     }
 
+    /// Reports a snapshot that could not be written (`what`) and schedules the next attempt;
+    /// the pause until then.
+    fn snapshot_failed(&mut self, what: &str, error: &durable::DurableError) -> Duration {
+        let pause = self.snapshot_backoff.failed(Instant::now());
+        let mut status = self.partition.status.borrow_mut();
+        status.snapshot_failures += 1;
+        status.snapshot_error = Some(format!("{what}: {error}"));
+        eprintln!(
+            "partition {}: {what} was not written: {error}; the journal keeps its entries, the \
+             replica goes on, and a snapshot is tried again in {pause:?}",
+            self.partition.id
+        );
+        pause
+    }
+
     /// Snapshots the engine when enough was committed since the last one (or long enough has
-    /// passed) and nothing speculative is applied, then compacts the journal below the older of
-    /// the two snapshots kept.
+    /// passed) and nothing speculative is applied. The snapshot is written off the shard while
+    /// the replica goes on; once it is durable ([`Driver::snapshot_written`]) it replaces the
+    /// previous one, Raft is told, and the journal is compacted below the older of the two
+    /// snapshots kept. After a failed write the next attempt waits for the back-off.
     async fn maybe_snapshot(&mut self) -> anyhow::Result<()> {
+        if let Some(write) = self.snapshot_write.as_mut() {
+            let Some(written) = future::poll_once(&mut write.task).await else {
+                return Ok(());
+            };
+            let write = self.snapshot_write.take().expect("the write just polled");
+            return self
+                .snapshot_written(write.snapshot, write.records_covered, written)
+                .await;
+        }
+        if !self.snapshot_backoff.ready(Instant::now()) {
+            return Ok(());
+        }
         let due = self.runner.records_since_snapshot >= self.snapshot_records
             || (self.runner.records_since_snapshot > 0
                 && self.last_snapshot_at.elapsed() >= self.snapshot_period);
@@ -1090,23 +1188,117 @@ impl Driver {
         let snapshot = StoredSnapshot {
             index,
             term,
-            bytes: Rc::from(bytes),
+            bytes: Arc::from(bytes),
         };
-        self.store.save(&snapshot)?;
-        self.runner.snapshot_taken(snapshot.clone());
+        let (store, written) = (self.store.clone(), snapshot.clone());
+        let partition = Rc::clone(&self.partition);
+        let task = glommio::spawn_local(async move {
+            let result = durable::off_shard(move || store.save(&written)).await;
+            // The driver finishes it (or schedules the retry) in its next round.
+            partition.notify.notify();
+            result
+        });
+        self.snapshot_write = Some(SnapshotWrite {
+            snapshot,
+            records_covered: self.runner.records_since_snapshot,
+            task,
+        });
+        Ok(())
+    }
+
+    /// A snapshot write ended: once durable, the snapshot becomes the engine's base and the one
+    /// served to laggards, Raft's log starts after it, and the journal is compacted below the
+    /// oldest one kept. A failed write changes nothing (it is reported and retried later).
+    async fn snapshot_written(
+        &mut self,
+        snapshot: StoredSnapshot,
+        records_covered: u64,
+        written: durable::Result<Option<u64>>,
+    ) -> anyhow::Result<()> {
+        let oldest_kept = match written {
+            Ok(oldest_kept) => oldest_kept,
+            Err(error) => {
+                self.snapshot_failed(&format!("the snapshot at index {}", snapshot.index), &error);
+                return Ok(());
+            }
+        };
+        self.snapshot_backoff.succeeded();
+        {
+            let mut status = self.partition.status.borrow_mut();
+            status.snapshots_taken += 1;
+            if status.snapshot_error.take().is_some() {
+                eprintln!(
+                    "partition {}: a snapshot is written again (index {})",
+                    self.partition.id, snapshot.index
+                );
+            }
+        }
+        let (index, term) = (snapshot.index, snapshot.term);
+        self.runner
+            .snapshot_taken(snapshot.clone(), records_covered);
         self.snapshot = Some(snapshot);
         self.last_snapshot_at = Instant::now();
-        self.partition.status.borrow_mut().snapshots_taken += 1;
         // Raft's log starts after the newest snapshot (the one it sends to laggards); the
         // journal keeps what follows the older kept one, so a damaged newest snapshot can fall
         // back to it.
         self.raft.handle_compacted(index, term);
-        if let Some(oldest) = self.store.oldest_kept_index()?
+        if let Some(oldest) = oldest_kept
             && oldest > 0
         {
             self.journal.compact_before(oldest + 1).await?;
         }
         Ok(())
+    }
+
+    /// Writes the hard state off the shard and returns once it is durable. A failed write is
+    /// reported and retried after a back-off (bounded pauses): the replica's messages wait
+    /// meanwhile, since Raft must not act on a term or vote that is not on disk. Only a
+    /// shutdown ends the retries.
+    async fn persist_hard_state(&mut self, hard: HardState) -> anyhow::Result<()> {
+        let mut backoff = Backoff::new(HARD_STATE_RETRY_PAUSE_MIN, HARD_STATE_RETRY_PAUSE_MAX);
+        loop {
+            let path = self.hard_path.clone();
+            let error = match durable::off_shard(move || store_hard_state(&path, hard)).await {
+                Ok(()) => {
+                    if self
+                        .partition
+                        .status
+                        .borrow_mut()
+                        .hard_state_error
+                        .take()
+                        .is_some()
+                    {
+                        eprintln!(
+                            "partition {}: the Raft state (term {}) is written after all",
+                            self.partition.id, hard.term
+                        );
+                    }
+                    return Ok(());
+                }
+                Err(error) => error,
+            };
+            let pause = backoff.failed(Instant::now());
+            let message = error.to_string();
+            {
+                let mut status = self.partition.status.borrow_mut();
+                status.hard_state_failures += 1;
+                if status.hard_state_error.as_deref() != Some(message.as_str()) {
+                    eprintln!(
+                        "partition {}: the Raft state (term {}) was not written: {message}; \
+                         this replica sends nothing until it is, and retries (next in \
+                         {pause:?})",
+                        self.partition.id, hard.term
+                    );
+                }
+                status.hard_state_error = Some(message);
+            }
+            anyhow::ensure!(
+                !self.partition.is_closed(),
+                "the broker is shutting down before the Raft state (term {}) was written: {error}",
+                hard.term
+            );
+            glommio::timer::sleep(pause).await;
+        }
     }
 
     /// One round after the inputs are taken: carry out Raft's `Ready`, follow a change of role,
@@ -1276,7 +1468,9 @@ impl Driver {
         if let Some(hard) = ready.hard_state
             && hard != self.hard
         {
-            store_hard_state(&self.hard_path, hard)?;
+            // Durable before any message leaves (those below, and those of later rounds carry
+            // this term): awaited, off the shard.
+            self.persist_hard_state(hard).await?;
             self.hard = hard;
         }
         for read in &ready.reads {
@@ -1316,7 +1510,7 @@ impl Driver {
             self.release_committed(commit);
         }
         self.raft.advance(ready.number);
-        // The hard state is durable (written synchronously above), so both kinds leave now.
+        // The hard state is durable (awaited above), so both kinds leave now.
         let partition_id = self.partition.id;
         for message in ready
             .messages
@@ -1545,21 +1739,23 @@ fn load_hard_state(path: &Path) -> anyhow::Result<HardState> {
     }
 }
 
-/// Writes the hard state durably: a temporary file, fsync, rename, fsync of the directory. It
-/// blocks the shard for a few milliseconds, which is acceptable: terms and votes change rarely.
-fn store_hard_state(path: &Path, hard: HardState) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&encode_hard_state(hard))?;
-        file.sync_data()?;
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    };
-    write().map_err(|error| anyhow::anyhow!("writing {}: {error}", path.display()))
+/// Prepares a replica's directory, off the shard: its journal and snapshot directories exist
+/// (new ones synced in their parents, so they survive a crash) and the temporary files of writes
+/// a crash interrupted are gone. Returns the snapshot store.
+async fn prepare_dir(dir: &Path) -> anyhow::Result<SnapshotStore> {
+    let dir = dir.to_owned();
+    durable::off_shard(move || {
+        durable::create_dir_all(&dir.join(JOURNAL_DIR))?;
+        durable::remove_stale_temps(&dir)?;
+        SnapshotStore::open(&dir.join(SNAPSHOTS_DIR))
+    })
+    .await
+}
+
+/// Writes the hard state durably ([`durable::replace_file`]). Blocks: the driver runs it off
+/// the shard.
+fn store_hard_state(path: &Path, hard: HardState) -> durable::Result<()> {
+    durable::replace_file(path, &[&encode_hard_state(hard)])
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 use sluice_net::swim::SwimConfig;
 use sluice_net::tls::TlsIdentity;
 
@@ -28,10 +28,17 @@ use glommio::channels::shared_channel;
 /// Memory glommio registers for I/O per executor. `RLIMIT_MEMLOCK` is small on some machines
 /// (8 MiB here), and each executor registers it with several rings, so keep it modest.
 const IO_MEMORY_BYTES: usize = 1 << 20;
+/// Threads of each executor's blocking pool. Snapshot, Raft state and topology writes run there
+/// ([`crate::durable::off_shard`]), and so do the journal's renames and removals; a slow snapshot
+/// write (a large state, a struggling disk) must not hold up a segment roll or a vote, so the
+/// pool has room for a few long writes beside the short ones.
+const BLOCKING_THREADS_PER_SHARD: usize = 4;
 /// How often the shard checks whether it was asked to stop.
 const STOP_POLL: Duration = Duration::from_millis(100);
 /// Time given to replicas and gossip to finish after a stop request.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
+/// How long a stopping broker waits for its topology's last save.
+const TOPOLOGY_WRITE_WAIT: Duration = Duration::from_secs(2);
 
 fn host_port(host: &str, addr: SocketAddr) -> String {
     format!("{host}:{}", addr.port())
@@ -156,6 +163,7 @@ fn start_shards(
         let handle = LocalExecutorBuilder::new(Placement::Unbound)
             .name(&format!("sluice-{node_id}-shard-{shard}"))
             .io_memory(IO_MEMORY_BYTES)
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS_PER_SHARD))
             .spawn(move || async move { shard::run(configs, links).await })
             .map_err(|error| anyhow::anyhow!("starting shard {shard}: {error}"))?;
         shard_threads.push(handle);
@@ -207,6 +215,7 @@ pub fn run(config: &BrokerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let executor = LocalExecutorBuilder::new(Placement::Unbound)
         .name(&format!("sluice-{node_id}-shard-0"))
         .io_memory(IO_MEMORY_BYTES)
+        .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS_PER_SHARD))
         .make()
         .map_err(|error| anyhow::anyhow!("starting the shard's executor: {error}"))?;
     let result = executor.run(async move {
@@ -242,6 +251,7 @@ pub fn run(config: &BrokerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         eprintln!("node {node_id}: stopping");
         node.shut_down();
         glommio::timer::sleep(SHUTDOWN_GRACE).await;
+        node.wait_topology_written(TOPOLOGY_WRITE_WAIT).await;
         node.transport().close();
         Ok::<(), anyhow::Error>(())
     });

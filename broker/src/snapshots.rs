@@ -14,15 +14,17 @@
 //!     28      4  header_crc     crc32c of bytes 0..28
 //! ```
 //!
-//! A snapshot is written to a temporary file, synced, renamed into place and the directory
-//! synced, so a crash leaves either the old set or the new one. The two newest are kept: when
+//! A snapshot is written with [`crate::durable::replace_file`] (a temporary file, synced, renamed
+//! into place, the directory synced), so a crash leaves either the old set or the new one, and a
+//! failed write (a full disk) leaves no temporary file behind. The store's methods block: the
+//! replica's driver runs them off its shard ([`crate::durable::off_shard`]). The two newest are
+//! kept: when
 //! the newest turns out damaged (a bad sector), recovery falls back to the one before it, whose
 //! journal entries are still there because compaction only goes below the snapshot before last.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::Arc;
 
 use sluice_engine::snapshot::decode_snapshot;
 use sluice_engine::state::State;
@@ -35,16 +37,16 @@ pub const HEADER_BYTES: usize = 32;
 pub const KEPT: usize = 2;
 
 /// A snapshot held in memory: what it covers and the engine's bytes (sent to lagging
-/// followers as they are).
+/// followers as they are, and shared with the thread that writes them).
 #[derive(Debug, Clone)]
 pub struct StoredSnapshot {
     pub index: u64,
     pub term: u64,
-    pub bytes: Rc<[u8]>,
+    pub bytes: Arc<[u8]>,
 }
 
 /// The snapshot directory of one replica.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SnapshotStore {
     dir: PathBuf,
 }
@@ -101,11 +103,12 @@ fn check_header(bytes: &[u8], index: u64, term: u64) -> Result<(), String> {
 }
 
 impl SnapshotStore {
-    /// The store in `dir` (created if missing).
+    /// The store in `dir`: created if missing (durably, in its parent), and rid of the temporary
+    /// files of writes a crash interrupted.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
-        fs::create_dir_all(dir).map_err(|error| {
-            anyhow::anyhow!("creating the snapshot directory {}: {error}", dir.display())
-        })?;
+        crate::durable::create_dir_all(dir)
+            .map_err(|error| anyhow::anyhow!("creating the snapshot directory: {error}"))?;
+        crate::durable::remove_stale_temps(dir)?;
         Ok(Self {
             dir: dir.to_owned(),
         })
@@ -148,7 +151,7 @@ impl SnapshotStore {
                         StoredSnapshot {
                             index,
                             term,
-                            bytes: Rc::from(&bytes[HEADER_BYTES..]),
+                            bytes: Arc::from(&bytes[HEADER_BYTES..]),
                         },
                         state,
                     )));
@@ -162,22 +165,41 @@ impl SnapshotStore {
         Ok(None)
     }
 
-    /// Writes a snapshot durably and keeps only the [`KEPT`] newest.
-    pub fn save(&self, snapshot: &StoredSnapshot) -> anyhow::Result<()> {
-        let name = file_name(snapshot.index, snapshot.term);
-        let temporary = self.dir.join(format!("{name}.tmp"));
-        {
-            let mut file = fs::File::create(&temporary)?;
-            file.write_all(&header(snapshot.index, snapshot.term))?;
-            file.write_all(&snapshot.bytes)?;
-            file.sync_all()?;
+    /// Writes a snapshot durably, then keeps only the [`KEPT`] newest. Returns the index of the
+    /// oldest snapshot kept (the journal may be compacted below it only). An error means the
+    /// snapshot is not on disk (and no temporary file is left); a kept older snapshot that
+    /// cannot be removed is only reported.
+    pub fn save(&self, snapshot: &StoredSnapshot) -> crate::durable::Result<Option<u64>> {
+        let path = self.dir.join(file_name(snapshot.index, snapshot.term));
+        crate::durable::replace_file(
+            &path,
+            &[&header(snapshot.index, snapshot.term), &snapshot.bytes],
+        )?;
+        let listed = match self.list() {
+            Ok(listed) => listed,
+            Err(error) => {
+                eprintln!(
+                    "snapshot {}: written, but listing {} failed ({error}); older snapshots \
+                     stay until the next one",
+                    path.display(),
+                    self.dir.display()
+                );
+                return Ok(None);
+            }
+        };
+        let mut oldest_kept = None;
+        for (position, (index, _, old)) in listed.into_iter().enumerate() {
+            if position < KEPT {
+                oldest_kept = Some(index);
+            } else if let Err(error) = fs::remove_file(&old) {
+                eprintln!(
+                    "snapshot {}: not removed ({error}); it stays until the next snapshot",
+                    old.display()
+                );
+                oldest_kept = Some(index);
+            }
         }
-        fs::rename(&temporary, self.dir.join(&name))?;
-        fs::File::open(&self.dir)?.sync_all()?;
-        for (_, _, path) in self.list()?.into_iter().skip(KEPT) {
-            fs::remove_file(&path)?;
-        }
-        Ok(())
+        Ok(oldest_kept)
     }
 
     /// Deletes every snapshot older than `index` (after installing a leader's snapshot the
@@ -185,7 +207,8 @@ impl SnapshotStore {
     pub fn remove_older_than(&self, index: u64) -> anyhow::Result<()> {
         for (older, _, path) in self.list()? {
             if older < index {
-                fs::remove_file(&path)?;
+                fs::remove_file(&path)
+                    .map_err(|error| anyhow::anyhow!("removing {}: {error}", path.display()))?;
             }
         }
         Ok(())
@@ -233,15 +256,16 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         let store = SnapshotStore::open(&dir).expect("opens");
         let state = State::new(1);
-        let bytes: Rc<[u8]> = Rc::from(sluice_engine::snapshot::encode_snapshot(&state));
-        for index in [10, 20, 30] {
-            store
+        let bytes: Arc<[u8]> = Arc::from(sluice_engine::snapshot::encode_snapshot(&state));
+        for (index, oldest) in [(10, 10), (20, 10), (30, 20)] {
+            let kept = store
                 .save(&StoredSnapshot {
                     index,
                     term: 1,
-                    bytes: Rc::clone(&bytes),
+                    bytes: Arc::clone(&bytes),
                 })
                 .expect("saves");
+            assert_eq!(kept, Some(oldest), "the oldest kept after saving {index}");
         }
         assert_eq!(store.list().expect("lists").len(), KEPT);
         assert_eq!(store.oldest_kept_index().expect("lists"), Some(20));
@@ -255,6 +279,46 @@ mod tests {
         fs::write(&path, damaged).expect("writes");
         let (fallback, _) = store.load_latest().expect("reads").expect("one intact");
         assert_eq!(fallback.index, 20);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_failed_save_leaves_no_temporary_file_and_open_sweeps_stale_ones() {
+        let dir =
+            std::env::temp_dir().join(format!("sluice-snapshots-fail-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let store = SnapshotStore::open(&dir).expect("opens");
+        let bytes: Arc<[u8]> = Arc::from(sluice_engine::snapshot::encode_snapshot(&State::new(1)));
+        let snapshot = |index| StoredSnapshot {
+            index,
+            term: 1,
+            bytes: Arc::clone(&bytes),
+        };
+        store.save(&snapshot(10)).expect("saves");
+        // A directory where the new snapshot goes: written and synced, the rename fails.
+        let blocked = store.path_of(20, 1);
+        fs::create_dir_all(blocked.join("in-the-way")).expect("blocks");
+        let error = store.save(&snapshot(20)).expect_err("the rename fails");
+        assert_eq!(error.operation, "rename into place", "{error}");
+        fs::remove_dir_all(&blocked).expect("unblocks");
+        let temps = |dir: &Path| {
+            fs::read_dir(dir)
+                .expect("lists")
+                .filter(|entry| {
+                    entry
+                        .as_ref()
+                        .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+                })
+                .count()
+        };
+        assert_eq!(temps(&dir), 0, "no temporary file stays");
+        assert_eq!(store.oldest_kept_index().expect("lists"), Some(10));
+        // A crash in the middle of a write: the next open removes its temporary file.
+        fs::write(dir.join(format!("{}.tmp", file_name(30, 1))), b"torn").expect("writes");
+        let store = SnapshotStore::open(&dir).expect("opens again");
+        assert_eq!(temps(&dir), 0, "the stale temporary file is gone");
+        let (latest, _) = store.load_latest().expect("reads").expect("one");
+        assert_eq!(latest.index, 10);
         let _ = fs::remove_dir_all(&dir);
     }
 }

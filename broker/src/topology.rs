@@ -71,10 +71,13 @@
 //! # Durability
 //!
 //! [`Topology::save`] writes `topology.bin.tmp` ([`TOPOLOGY_TEMP_FILE_NAME`]) in the same
-//! directory, syncs it, renames it over `topology.bin` and syncs the directory. A crash leaves
-//! either the old file or the new one, never a mix; at worst a stray temp file, which
-//! [`Topology::load`] removes. Before writing, `save` decodes its own bytes and asserts they give
-//! back the same topology, so an encoder bug panics instead of reaching the disk.
+//! directory, syncs it, renames it over `topology.bin` and syncs the directory
+//! ([`crate::durable::replace_file`]). A crash leaves either the old file or the new one, never a
+//! mix; at worst a stray temp file, which [`Topology::load`] removes; a failed write removes its
+//! own. Before writing, [`Topology::checked_bytes`] decodes its own bytes and asserts they give
+//! back the same topology, so an encoder bug panics instead of reaching the disk. A running
+//! broker saves off its shard: it takes [`Topology::checked_bytes`] and has
+//! [`crate::durable::LatestWriter`] write them (retrying a failed write later).
 //!
 //! # Decoding
 //!
@@ -85,7 +88,7 @@
 
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use crate::partitioning::{
@@ -481,36 +484,32 @@ impl Topology {
     }
 
     /// Writes the topology to `dir`/[`TOPOLOGY_FILE_NAME`] durably and atomically: temp file in
-    /// `dir`, write, sync, rename over the old file, sync `dir`. `dir` must exist.
+    /// `dir`, write, sync, rename over the old file, sync `dir`. `dir` must exist. Blocks.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let path = dir.join(TOPOLOGY_FILE_NAME);
-        let temp = dir.join(TOPOLOGY_TEMP_FILE_NAME);
-        let bytes = self.to_bytes();
-        // Check the data before it reaches the disk: an encoder bug panics here instead of
-        // leaving a file the next start refuses (or worse, misreads).
-        let decoded =
-            Topology::from_bytes(&bytes, &path).expect("a topology decodes from its own encoding");
-        assert_eq!(&decoded, self, "a topology survives its own encoding");
+        Topology::write_bytes(dir, &self.checked_bytes())
+    }
 
-        let io = |operation: &'static str, file: &Path| {
-            let file = file.to_path_buf();
-            move |source| TopologyError::Io {
-                file,
-                operation,
-                source,
+    /// The file's bytes, checked first: they decode back to this topology (an encoder bug
+    /// panics here instead of leaving a file the next start refuses, or worse, misreads).
+    #[must_use]
+    pub fn checked_bytes(&self) -> Vec<u8> {
+        let bytes = self.to_bytes();
+        let decoded = Topology::from_bytes(&bytes, Path::new(TOPOLOGY_FILE_NAME))
+            .expect("a topology decodes from its own encoding");
+        assert_eq!(&decoded, self, "a topology survives its own encoding");
+        bytes
+    }
+
+    /// Writes `bytes` (from [`Topology::checked_bytes`]) as `dir`/[`TOPOLOGY_FILE_NAME`], like
+    /// [`Topology::save`]. Blocks.
+    pub fn write_bytes(dir: &Path, bytes: &[u8]) -> Result<()> {
+        crate::durable::replace_file(&dir.join(TOPOLOGY_FILE_NAME), &[bytes]).map_err(|error| {
+            TopologyError::Io {
+                file: error.path,
+                operation: error.operation,
+                source: error.source,
             }
-        };
-        // `create` truncates, so a temp file left by an interrupted save is simply overwritten.
-        let mut file = File::create(&temp).map_err(io("create", &temp))?;
-        file.write_all(&bytes).map_err(io("write", &temp))?;
-        file.sync_all().map_err(io("sync", &temp))?;
-        drop(file);
-        fs::rename(&temp, &path).map_err(io("rename into place", &path))?;
-        // The rename is only durable once the directory entry is.
-        File::open(dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(io("sync the directory of", &path))?;
-        Ok(())
+        })
     }
 
     /// Reads `dir`/[`TOPOLOGY_FILE_NAME`]: `Ok(None)` if there is none (a first start), the
@@ -525,7 +524,10 @@ impl Topology {
         // A leftover temp file is a save that never reached its rename: the previous file (if
         // any) is the valid one.
         match fs::remove_file(&temp) {
-            Ok(()) => {}
+            Ok(()) => eprintln!(
+                "removed {}: a save interrupted before its rename (the topology file is intact)",
+                temp.display()
+            ),
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
             Err(source) => {
                 return Err(TopologyError::Io {
@@ -2063,6 +2065,14 @@ mod tests {
                 TopologyError::Malformed { reason, .. } if reason.contains("`version`")
             ),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn the_durable_helper_writes_the_documented_temp_file() {
+        assert_eq!(
+            crate::durable::temp_path(Path::new(TOPOLOGY_FILE_NAME)),
+            Path::new(TOPOLOGY_TEMP_FILE_NAME)
         );
     }
 

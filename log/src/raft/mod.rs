@@ -290,6 +290,9 @@ pub struct Raft {
     transfer: Option<(ReplicaId, u64)>,
     /// Follower: a snapshot being received.
     receiving: Option<SnapshotReceive>,
+    /// Follower: snapshot chunks are ignored until then (the driver failed to store the last
+    /// one, see [`Raft::handle_snapshot_install_failed`]).
+    snapshot_refused_until_ms: u64,
     rng: Rng,
     /// The journal's last index as of the last `Ready` handed out (lowered by a truncation not
     /// yet handed out): flush reports above it are about entries that are not (or no longer) on
@@ -348,6 +351,7 @@ impl Raft {
             ack_pending: false,
             transfer: None,
             receiving: None,
+            snapshot_refused_until_ms: 0,
             rng: Rng(seed ^ config.id.rotate_left(17)),
             handed_last_index,
             out: Ready::default(),
@@ -482,6 +486,25 @@ impl Raft {
         if let Some(leader) = self.leader {
             self.send_append_ack(leader);
         }
+    }
+
+    /// The driver could not store the snapshot of `Ready::install_snapshot` (a full disk): it
+    /// dropped it and changed nothing (journal, state). Chunks from the leader are ignored until
+    /// `retry_at_ms`, so it does not stream the snapshot again at once; the next chunk after
+    /// that is answered with nothing received, and the leader sends it again from the start.
+    ///
+    /// # Panics
+    /// If no such snapshot was being installed.
+    pub fn handle_snapshot_install_failed(&mut self, index: u64, term: u64, retry_at_ms: u64) {
+        let receiving = self
+            .receiving
+            .take()
+            .expect("a snapshot was being installed");
+        assert!(
+            receiving.installing && receiving.index == index && receiving.term == term,
+            "failed snapshot {index}/{term} is not the one received"
+        );
+        self.snapshot_refused_until_ms = retry_at_ms;
     }
 
     /// The next time `handle_tick` has something to do.
@@ -1089,6 +1112,11 @@ impl Raft {
             self.matched_index = self.matched_index.max(index.max(own_snapshot));
             self.set_commit(index.min(self.log.last_index()));
             self.send_append_ack(from);
+            return;
+        }
+        if self.now_ms < self.snapshot_refused_until_ms {
+            // The last install failed here: no answer, so the leader sends a chunk again only
+            // after its stall timeout instead of streaming the whole snapshot at once.
             return;
         }
         let receiving = match self.receiving {

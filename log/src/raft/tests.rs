@@ -21,9 +21,33 @@ struct Node {
     snapshot: Option<(u64, u64, Vec<u8>)>,
     /// Chunks of an incoming snapshot.
     incoming: Vec<u8>,
+    /// Installs to fail (as on a full disk) before one succeeds.
+    failing_installs: u32,
 }
 
 impl Node {
+    /// Stores the snapshot Raft finished receiving and makes it the log's start, or, while
+    /// `failing_installs` lasts, fails as on a full disk: drops it, changes nothing, and tells
+    /// Raft to take it again after a pause. Whether it was installed.
+    fn install_snapshot(&mut self, id: ReplicaId, index: u64, term: u64, now_ms: u64) -> bool {
+        if self.failing_installs > 0 {
+            self.failing_installs -= 1;
+            self.incoming.clear();
+            self.raft
+                .handle_snapshot_install_failed(index, term, now_ms + 200);
+            return false;
+        }
+        let entries = decode_snapshot(&self.incoming);
+        assert_eq!(entries.len() as u64, index, "node {id}: the whole snapshot");
+        self.journal = entries;
+        self.durable = index;
+        self.epoch += 1;
+        self.committed = self.committed.max(index);
+        self.snapshot = Some((index, term, std::mem::take(&mut self.incoming)));
+        self.raft.handle_snapshot_installed(index, term);
+        true
+    }
+
     /// Flushes the whole journal and reports it at once.
     fn flush(&mut self) {
         self.durable = self.journal.len() as u64;
@@ -78,6 +102,8 @@ struct Cluster {
     reads: u64,
     snapshot_reads: u64,
     installs: u64,
+    /// Installs failed on purpose, with the time of each.
+    failed_installs: Vec<u64>,
 }
 
 fn config(id: ReplicaId, ids: &[ReplicaId]) -> RaftConfig {
@@ -115,6 +141,7 @@ impl Cluster {
                         auto_flush: true,
                         snapshot: None,
                         incoming: Vec::new(),
+                        failing_installs: 0,
                     },
                 )
             })
@@ -127,6 +154,7 @@ impl Cluster {
             reads: 0,
             snapshot_reads: 0,
             installs: 0,
+            failed_installs: Vec::new(),
         }
     }
 
@@ -207,15 +235,11 @@ impl Cluster {
                     node.incoming.extend_from_slice(&chunk.data);
                 }
                 if let Some((index, term)) = ready.install_snapshot {
-                    let entries = decode_snapshot(&node.incoming);
-                    assert_eq!(entries.len() as u64, index, "node {id}: the whole snapshot");
-                    node.journal = entries;
-                    node.durable = index;
-                    node.epoch += 1;
-                    node.committed = node.committed.max(index);
-                    node.snapshot = Some((index, term, std::mem::take(&mut node.incoming)));
-                    node.raft.handle_snapshot_installed(index, term);
-                    self.installs += 1;
+                    if node.install_snapshot(id, index, term, self.now_ms) {
+                        self.installs += 1;
+                    } else {
+                        self.failed_installs.push(self.now_ms);
+                    }
                 }
                 node.raft.advance(ready.number);
                 if node.auto_flush && node.durable < node.journal.len() as u64 {
@@ -620,6 +644,61 @@ fn a_follower_behind_the_snapshot_receives_it_in_chunks() {
     let index = c.propose(leader, b"after");
     c.run_for(50, 10);
     assert!(c.nodes.values().all(|n| n.committed >= index));
+}
+
+#[test]
+fn a_snapshot_the_follower_cannot_store_is_sent_again_after_its_pause() {
+    let ids = [1, 2, 3];
+    let configs = ids
+        .iter()
+        .map(|&id| RaftConfig {
+            snapshot_chunk_bytes: 256,
+            entry_cache_bytes_max: 1000,
+            ..config(id, &ids)
+        })
+        .collect();
+    let mut c = Cluster::with_configs(configs);
+    c.run_for(500, 10);
+    let leader = c.leader();
+    let lagging = ids.into_iter().find(|i| *i != leader).expect("follower");
+    c.isolate(lagging);
+    for i in 0..40u8 {
+        c.propose(leader, &[i; 40]);
+    }
+    c.run_for(50, 10);
+    let snapshot = c.compact(leader);
+    c.node(lagging).failing_installs = 2;
+    let journal_before = c.nodes[&lagging].journal.clone();
+    c.heal();
+    while c.failed_installs.is_empty() {
+        assert!(c.now_ms < 5_000, "the follower was never sent the snapshot");
+        c.run_for(10, 10);
+    }
+    assert_eq!(c.failed_installs.len(), 1, "the first install failed");
+    assert_eq!(c.installs, 0);
+    assert_eq!(
+        c.nodes[&lagging].journal, journal_before,
+        "a failed install changes nothing"
+    );
+    c.run_for(150, 10);
+    assert!(
+        c.nodes[&lagging].incoming.is_empty() && c.failed_installs.len() == 1,
+        "no chunk is taken during the pause"
+    );
+    c.run_for(1000, 10);
+    assert_eq!(c.failed_installs.len(), 2, "asked again and failed again");
+    assert!(
+        c.failed_installs[1] >= c.failed_installs[0] + 200,
+        "after the pause: {:?}",
+        c.failed_installs
+    );
+    assert_eq!(c.installs, 1, "the third attempt installed it");
+    assert_eq!(
+        c.nodes[&lagging].snapshot.as_ref().map(|s| s.0),
+        Some(snapshot)
+    );
+    assert_eq!(c.nodes[&lagging].journal, c.nodes[&leader].journal);
+    assert_eq!(c.leader(), leader, "the failures cost no election");
 }
 
 #[test]
