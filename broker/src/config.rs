@@ -25,7 +25,8 @@
 //! assert_eq!(config.cluster.election_timeout_ms, 1_000);
 //! assert_eq!(config.data.directory, std::path::Path::new("/var/lib/sluice"));
 //! // Every port moves by 10 * network.portOffset, as in Zeebe.
-//! assert_eq!(config.command_api_addr().to_string(), "0.0.0.0:26511");
+//! // The raw-append API (off unless `network.commandApi.enabled`) listens on loopback.
+//! assert_eq!(config.command_api_addr().to_string(), "127.0.0.1:26511");
 //! assert_eq!(config.advertised_internal_addr(), "broker-1:26512");
 //! let layout = config.partition_layout()?;
 //! assert_eq!(layout.partitions_of(1), [1, 2, 3]);

@@ -549,24 +549,32 @@ impl Management {
             counters.raft_unroutable.get(),
         );
         text.counter(
+            "sluice_raft_messages_misrouted_total",
+            "Raft messages from peers for a partition this broker does not host, or addressed \
+             to another replica",
+            &labels,
+            counters.raft_misrouted.get(),
+        );
+        text.counter(
             "sluice_frames_malformed_total",
             "Frames from peers that failed to decode",
             &labels,
             counters.frames_malformed.get(),
         );
-        let swim = self.node.swim_stats();
-        text.counter(
-            "sluice_gossip_messages_received_total",
-            "Gossip messages received",
-            &labels,
-            swim.messages_received,
-        );
-        text.counter(
-            "sluice_gossip_messages_dropped_total",
-            "Gossip messages dropped as malformed",
-            &labels,
-            swim.messages_dropped,
-        );
+        for (kind, count) in [
+            ("raft", &counters.raft_sender_mismatch),
+            ("gossip", &counters.gossip_sender_mismatch),
+        ] {
+            text.counter(
+                "sluice_messages_sender_mismatch_total",
+                "Raft and gossip messages from peers dropped because they claim a sender other \
+                 than the node named in the sending broker's certificate",
+                &[("node", node), ("kind", kind)],
+                count.get(),
+            );
+        }
+        self.request_metrics(text, &labels);
+        self.gossip_metrics(text, &labels);
         let alive = self
             .node
             .peers()
@@ -579,7 +587,7 @@ impl Management {
             &labels,
             as_f64(alive as u64),
         );
-        self.transport_metrics(text, &labels);
+        self.transport_metrics(text, node);
         for (verdict, count) in Verdict::REFUSALS.iter().zip(&self.refused) {
             text.counter(
                 "sluice_management_requests_refused_total",
@@ -591,13 +599,98 @@ impl Management {
         }
     }
 
-    fn transport_metrics(&self, text: &mut PrometheusText, labels: &[(&str, &str)]) {
+    /// Commands between partitions, and client requests between gateways and leaders.
+    fn request_metrics(&self, text: &mut PrometheusText, labels: &[(&str, &str)]) {
+        let counters = self.node.counters();
+        for (name, help, count) in [
+            (
+                "sluice_internal_commands_forwarded_total",
+                "Commands between partitions sent to the broker leading their partition",
+                &counters.commands_forwarded,
+            ),
+            (
+                "sluice_internal_commands_unroutable_total",
+                "Commands between partitions dropped because no leader of their partition was \
+                 known (the sending partition sends them again)",
+                &counters.commands_unroutable,
+            ),
+            (
+                "sluice_internal_commands_dropped_total",
+                "Command frames from peers dropped unread: not a partition's internal command, \
+                 or for a partition this broker does not host",
+                &counters.peer_commands_dropped,
+            ),
+            (
+                "sluice_internal_commands_refused_total",
+                "Commands from peers' partitions refused as invalid: malformed, or a kind no \
+                 partition sends",
+                &counters.peer_commands_refused,
+            ),
+            (
+                "sluice_requests_replies_unmatched_total",
+                "Replies from other brokers that answered no request waiting here (it aged out, \
+                 or the reply named another broker's request) or did not decode",
+                &counters.replies_unmatched,
+            ),
+        ] {
+            text.counter(name, help, labels, count.get());
+        }
+        text.gauge(
+            "sluice_requests_forwarded_in_flight",
+            "Client requests this broker's gateway sent to other brokers' leaders and not yet \
+             answered",
+            labels,
+            as_f64(self.node.forwards().len() as u64),
+        );
+    }
+
+    fn gossip_metrics(&self, text: &mut PrometheusText, labels: &[(&str, &str)]) {
+        let swim = self.node.swim_stats();
+        for (name, help, value) in [
+            (
+                "sluice_gossip_messages_received_total",
+                "Gossip messages received",
+                swim.messages_received,
+            ),
+            (
+                "sluice_gossip_messages_dropped_total",
+                "Gossip messages dropped as malformed",
+                swim.messages_dropped,
+            ),
+            (
+                "sluice_gossip_transmits_dropped_total",
+                "Outgoing gossip messages dropped because the send queue was full",
+                swim.transmits_dropped,
+            ),
+            (
+                "sluice_gossip_events_dropped_total",
+                "Membership events dropped because the event queue was full",
+                swim.events_dropped,
+            ),
+            (
+                "sluice_gossip_members_rejected_total",
+                "Gossip updates about new members ignored because the member table was full",
+                swim.members_rejected,
+            ),
+        ] {
+            text.counter(name, help, labels, value);
+        }
+    }
+
+    fn transport_metrics(&self, text: &mut PrometheusText, node: &str) {
+        let labels = &[("node", node)];
         let transport = self.node.transport().stats();
         text.gauge(
             "sluice_transport_connections_open",
             "QUIC connections open to other brokers",
             labels,
             as_f64(transport.connections_open),
+        );
+        text.gauge(
+            "sluice_transport_incoming_handshakes_open",
+            "Incoming QUIC connections from validated addresses in their handshake now",
+            labels,
+            as_f64(transport.incoming_handshakes_open),
         );
         for (name, help, value) in [
             (
@@ -609,6 +702,12 @@ impl Management {
                 "connections_refused",
                 "QUIC connections refused or failed during the handshake (certificates from another CA among them)",
                 transport.connections_refused,
+            ),
+            (
+                "retries_sent",
+                "QUIC Retry packets sent to incoming attempts from addresses not yet validated \
+                 (no connection state is kept until the peer answers)",
+                transport.retries_sent,
             ),
             (
                 "connect_timeouts",
@@ -665,6 +764,11 @@ impl Management {
                 "UDP datagrams dropped by the fault switch",
                 transport.datagrams_blocked,
             ),
+            (
+                "socket_errors",
+                "UDP socket sends or receives that failed",
+                transport.socket_errors,
+            ),
         ] {
             text.counter(
                 &format!("sluice_transport_{name}_total"),
@@ -673,6 +777,7 @@ impl Management {
                 value,
             );
         }
+        refusal_metrics(text, node, &transport);
     }
 }
 
@@ -688,6 +793,41 @@ fn page(method: &str, path: &str) -> Option<HttpResponse> {
         ("GET", "/" | "/dashboard") => Some(HttpResponse::html(200, DASHBOARD_HTML)),
         (_, "/" | "/dashboard") => Some(HttpResponse::text(405, "use GET\n")),
         _ => None,
+    }
+}
+
+/// The parts of `sluice_transport_connections_refused_total` with a known cause, each a metric
+/// of its own so that a sum over labels counts none twice.
+fn refusal_metrics(
+    text: &mut PrometheusText,
+    node: &str,
+    transport: &sluice_net::quic::TransportStats,
+) {
+    for (limit, value) in [
+        ("per_source", transport.connections_refused_per_source),
+        ("capacity", transport.connections_refused_at_capacity),
+    ] {
+        text.counter(
+            "sluice_transport_connections_refused_at_limit_total",
+            "Incoming QUIC connections from validated addresses refused at a limit: \
+             per_source (connections or handshakes from one address), capacity (all \
+             incoming connections or handshakes, or the broker is closing)",
+            &[("node", node), ("limit", limit)],
+            value,
+        );
+    }
+    for (reason, value) in [
+        ("no_node_id", transport.peers_refused_without_node_id),
+        ("own_node_id", transport.peers_refused_own_node_id),
+    ] {
+        text.counter(
+            "sluice_transport_peers_refused_total",
+            "QUIC handshakes failed because the peer's CA-signed certificate names no node \
+             (no_node_id: none, several or a malformed id) or this broker's own id \
+             (own_node_id: two brokers run with one id)",
+            &[("node", node), ("reason", reason)],
+            value,
+        );
     }
 }
 
@@ -834,6 +974,32 @@ mod tests {
         }
         assert!(page("GET", "/dashboard.html").is_none());
         assert!(page("GET", "/metrics").is_none());
+    }
+
+    #[test]
+    fn refusals_with_a_known_cause_are_metrics_of_their_own() {
+        let stats = sluice_net::quic::TransportStats {
+            connections_refused: 9,
+            connections_refused_per_source: 2,
+            connections_refused_at_capacity: 1,
+            peers_refused_without_node_id: 3,
+            peers_refused_own_node_id: 1,
+            ..sluice_net::quic::TransportStats::default()
+        };
+        let mut text = PrometheusText::new();
+        refusal_metrics(&mut text, "4", &stats);
+        let page = text.finish();
+        for sample in [
+            "sluice_transport_connections_refused_at_limit_total{node=\"4\",limit=\"per_source\"} 2\n",
+            "sluice_transport_connections_refused_at_limit_total{node=\"4\",limit=\"capacity\"} 1\n",
+            "sluice_transport_peers_refused_total{node=\"4\",reason=\"no_node_id\"} 3\n",
+            "sluice_transport_peers_refused_total{node=\"4\",reason=\"own_node_id\"} 1\n",
+        ] {
+            assert!(page.contains(sample), "{sample} missing from:\n{page}");
+        }
+        // The total keeps its own name: summing a name over its labels counts nothing twice.
+        assert!(!page.contains("connections_refused_total"), "{page}");
+        assert_eq!(page.matches("# HELP").count(), 2, "{page}");
     }
 
     #[test]

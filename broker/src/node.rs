@@ -138,19 +138,28 @@ pub struct NodeCounters {
     pub raft_unroutable: Cell<u64>,
     /// Frames received that failed to decode.
     pub frames_malformed: Cell<u64>,
-    /// Raft messages received for a partition this node does not host.
+    /// Raft messages received for a partition this node does not host, or addressed to another
+    /// replica than this node's.
     pub raft_misrouted: Cell<u64>,
     /// Raft frames sent.
     pub raft_frames_sent: Cell<u64>,
     /// Raft messages sent.
     pub raft_messages_sent: Cell<u64>,
-    /// Engine commands forwarded to another broker's leader.
+    /// Commands between partitions forwarded to another broker's leader.
     pub commands_forwarded: Cell<u64>,
-    /// Engine commands dropped because no leader of their partition was known.
+    /// Commands between partitions dropped because no leader of their partition was known.
     pub commands_unroutable: Cell<u64>,
-    /// Raft and gossip messages dropped because their claimed sender is not the node named in
-    /// the sending broker's certificate.
-    pub messages_sender_mismatch: Cell<u64>,
+    /// Command frames from peers dropped unread: not a partition's internal command, or for a
+    /// partition this node does not host.
+    pub peer_commands_dropped: Cell<u64>,
+    /// Internal commands from peers that the partition refused as invalid (malformed, or a kind
+    /// no partition sends).
+    pub peer_commands_refused: Cell<u64>,
+    /// Raft messages dropped because their claimed sender is not the node named in the sending
+    /// broker's certificate.
+    pub raft_sender_mismatch: Cell<u64>,
+    /// Gossip messages dropped for the same reason.
+    pub gossip_sender_mismatch: Cell<u64>,
     /// Replies from other brokers that answered no waiting request (it aged out, or the peer
     /// named another's).
     pub replies_unmatched: Cell<u64>,
@@ -804,7 +813,7 @@ impl Node {
                 }
                 drop(partitions);
                 if forged > 0 {
-                    let c = &self.counters.messages_sender_mismatch;
+                    let c = &self.counters.raft_sender_mismatch;
                     c.set(c.get() + forged);
                     eprintln!(
                         "node {}: dropped {forged} raft messages from {} claiming a \
@@ -832,8 +841,11 @@ impl Node {
         }
     }
 
-    /// A partition's internal command from a peer (only those travel in command frames).
-    fn receive_internal_command(&self, body: &[u8]) {
+    /// A partition's internal command from a peer (only those travel in command frames). The
+    /// sender hears nothing back (it re-sends until the reply command comes); what the partition
+    /// refuses is counted and logged here.
+    fn receive_internal_command(self: &Rc<Self>, incoming: &Incoming) {
+        let body = &incoming.frame.body;
         let partition_id = body
             .get(..4)
             .map(|bytes| u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
@@ -844,9 +856,28 @@ impl Node {
                     && body.get(4) == Some(&crate::apply::PAYLOAD_INTERNAL) =>
             {
                 let payload = body[4..].to_vec();
-                let _ = self.append(partition_id, payload, Box::new(|_| {}));
+                // Weak: a responder left queued at shutdown must not keep the node alive.
+                let node = Rc::downgrade(self);
+                let peer = incoming.peer_node_id;
+                let responder: Responder = Box::new(move |outcome| {
+                    if let (AppendOutcome::Invalid { message }, Some(node)) =
+                        (outcome, node.upgrade())
+                    {
+                        let c = &node.counters.peer_commands_refused;
+                        c.set(c.get() + 1);
+                        eprintln!(
+                            "node {}: refused node {peer}'s command for partition \
+                             {partition_id}: {message}",
+                            node.settings.node_id
+                        );
+                    }
+                });
+                let _ = self.append(partition_id, payload, responder);
             }
-            _ => self.count_misrouted(),
+            _ => {
+                let c = &self.counters.peer_commands_dropped;
+                c.set(c.get() + 1);
+            }
         }
     }
 
@@ -855,7 +886,7 @@ impl Node {
             let incoming = self.transport.recv().await;
             match incoming.frame.kind {
                 FrameKind::RaftBatch => self.receive_raft_batch(&incoming),
-                FrameKind::Command => self.receive_internal_command(&incoming.frame.body),
+                FrameKind::Command => self.receive_internal_command(&incoming),
                 FrameKind::Request => {
                     if !crate::requests::serve_peer_request(
                         &self,
@@ -879,7 +910,7 @@ impl Node {
                 }
                 FrameKind::Swim => match decode_swim_message(&incoming.frame) {
                     Ok(message) if message.sender_id != u64::from(incoming.peer_node_id) => {
-                        let c = &self.counters.messages_sender_mismatch;
+                        let c = &self.counters.gossip_sender_mismatch;
                         c.set(c.get() + 1);
                     }
                     Ok(message) => {

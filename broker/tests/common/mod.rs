@@ -26,13 +26,14 @@
 )]
 
 pub mod gateway;
+pub mod rogue;
 pub mod serving;
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -111,6 +112,53 @@ pub fn replicas_of(layout: &PartitionLayout, partition_id: PartitionId) -> Vec<N
 
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// The local addresses of the TCP sockets listening on `port`, from `/proc/net/tcp{,6}`.
+#[must_use]
+pub fn listening_addresses(port: u16) -> Vec<IpAddr> {
+    const LISTEN: &str = "0A";
+    let mut addresses = Vec::new();
+    for path in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(table) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        for line in table.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(&state)) = (fields.get(1), fields.get(3)) else {
+                continue;
+            };
+            let Some((address, local_port)) = local.split_once(':') else {
+                continue;
+            };
+            if state == LISTEN && u16::from_str_radix(local_port, 16) == Ok(port) {
+                addresses.push(proc_address(address));
+            }
+        }
+    }
+    addresses
+}
+
+/// An address as `/proc/net/tcp{,6}` prints it: 32-bit words in hex, each in host byte order.
+fn proc_address(hex: &str) -> IpAddr {
+    let bytes: Vec<u8> = hex
+        .as_bytes()
+        .chunks(8)
+        .flat_map(|word| {
+            let word = std::str::from_utf8(word).expect("hex digits");
+            u32::from_str_radix(word, 16)
+                .unwrap_or_else(|error| panic!("`{hex}` in /proc/net/tcp: {error}"))
+                .to_ne_bytes()
+        })
+        .collect();
+    match bytes.len() {
+        4 => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
+        16 => {
+            let octets: [u8; 16] = bytes.try_into().expect("16 bytes");
+            IpAddr::V6(Ipv6Addr::from(octets))
+        }
+        other => panic!("`{hex}` in /proc/net/tcp is {other} bytes long"),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
