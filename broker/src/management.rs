@@ -263,6 +263,7 @@ impl Management {
                     "commandsInFlight": status.commands_in_flight,
                     "commandsRefused": status.commands_refused,
                     "jobPollsParked": status.job_polls_parked,
+                    "jobPollsRefused": status.job_polls_refused,
                     "engineRebuilds": status.engine_rebuilds,
                     "appendsCommitted": status.appends_committed,
                     "appendsFailed": status.appends_failed,
@@ -450,6 +451,12 @@ impl Management {
                 "Job activations parked until jobs of their type are available",
                 &labels,
                 status.job_polls_parked as f64,
+            );
+            text.counter(
+                "sluice_job_polls_refused_total",
+                "Job activations refused because the parked ones were at their bound",
+                &labels,
+                status.job_polls_refused,
             );
             text.counter(
                 "sluice_engine_rebuilds_total",
