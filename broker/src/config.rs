@@ -25,7 +25,8 @@
 //! assert_eq!(config.cluster.election_timeout_ms, 1_000);
 //! assert_eq!(config.data.directory, std::path::Path::new("/var/lib/sluice"));
 //! // Every port moves by 10 * network.portOffset, as in Zeebe.
-//! assert_eq!(config.command_api_addr().to_string(), "0.0.0.0:26511");
+//! // The raw-append API (off unless `network.commandApi.enabled`) listens on loopback.
+//! assert_eq!(config.command_api_addr().to_string(), "127.0.0.1:26511");
 //! assert_eq!(config.advertised_internal_addr(), "broker-1:26512");
 //! let layout = config.partition_layout()?;
 //! assert_eq!(layout.partitions_of(1), [1, 2, 3]);
@@ -2632,7 +2633,8 @@ cluster:
             crate::backpressure::LimiterConfig::default()
         );
         assert!(config.gateway.enable);
-        assert_eq!(config.command_api_addr().to_string(), "0.0.0.0:26501");
+        // The raw-append API listens on loopback unless told otherwise.
+        assert_eq!(config.command_api_addr().to_string(), "127.0.0.1:26501");
         assert_eq!(config.internal_api_addr().to_string(), "0.0.0.0:26502");
         assert_eq!(config.gateway_addr().to_string(), "0.0.0.0:26500");
         assert_eq!(config.management_addr().to_string(), "0.0.0.0:9600");
@@ -3443,17 +3445,23 @@ partitioning:
 
     #[test]
     fn ports_must_fit_after_the_offset_and_differ() {
+        // The raw-append API is off by default: its port does not count.
         let error = refuse("network: { portOffset: 4000 }\n", &[]);
         assert!(matches!(error, ConfigError::PortOutOfRange { .. }));
         message_mentions(
             &error,
             &[
-                "network.commandApi.port",
-                "26501",
+                "network.internalApi.port",
+                "26502",
                 "network.portOffset",
-                "66501",
+                "66502",
             ],
         );
+        let error = refuse(
+            "network: { portOffset: 400, commandApi: { enabled: true, port: 62000 } }\n",
+            &[],
+        );
+        message_mentions(&error, &["network.commandApi.port", "62000", "66000"]);
         let error = refuse("management: { port: 0 }\n", &[]);
         message_mentions(&error, &["management.port", "1..=65535"]);
         let error = refuse("management: { port: 26502 }\n", &[]);
