@@ -625,6 +625,12 @@ impl Management {
                 connections.silent.load(Ordering::Relaxed),
             ),
             (
+                "sluice_gateway_connections_stalled_total",
+                "gRPC gateway connections closed because a write made no progress for \
+                 gateway.network.keepAliveTimeout (the client read nothing)",
+                connections.stalled.load(Ordering::Relaxed),
+            ),
+            (
                 "sluice_gateway_long_polls_refused_total",
                 "ActivateJobs long polls refused: gateway.longPolling.maxPolls were open",
                 slots.long_polls_refused(),

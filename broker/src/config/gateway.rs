@@ -9,7 +9,7 @@
 //!     maxConnections: 10000      # open connections; a new one beyond is closed at once
 //!     maxConcurrentStreams: 1024 # calls open at once on one connection (HTTP/2 setting)
 //!     keepAliveInterval: 30s     # HTTP/2 PING to every connection this often ...
-//!     keepAliveTimeout: 20s      # ... and closed if the answer takes longer
+//!     keepAliveTimeout: 20s      # ... closed if the answer, or any progress writing, takes longer
 //!     tcpKeepAlive: 60s          # TCP keep-alive probes after this long without traffic
 //!     handshakeTimeout: 10s      # a new connection's first bytes (and TLS) within this
 //!   longPolling:
@@ -99,8 +99,8 @@ pub struct GatewayNetworkConfig {
     /// `keepAliveInterval`: how often an HTTP/2 PING goes to every connection. Default 30 s.
     #[serde(rename = "keepAliveInterval", serialize_with = "serialize_duration_ms")]
     pub keep_alive_interval_ms: u64,
-    /// `keepAliveTimeout`: a connection whose PING is not answered within this is closed.
-    /// Default 20 s.
+    /// `keepAliveTimeout`: a connection whose PING is not answered within this, or whose
+    /// writes make no progress for this long (its client reads nothing), is closed. Default 20 s.
     #[serde(rename = "keepAliveTimeout", serialize_with = "serialize_duration_ms")]
     pub keep_alive_timeout_ms: u64,
     /// `tcpKeepAlive`: TCP keep-alive probes start after this long without traffic. Default

@@ -9,10 +9,15 @@
 //!   [`ACCEPT_ERROR_PAUSE`] instead of retrying in a tight loop;
 //! - every accepted [`Connection`] holds its place until it is dropped, and fails its reads
 //!   with `TimedOut` when nothing arrived within [`ConnectionBounds::handshake_timeout`] of
-//!   accepting it: a client that connects and stays silent does not keep its place.
+//!   accepting it: a client that connects and stays silent does not keep its place;
+//! - a [`Connection`] fails its writes with `TimedOut` when one makes no progress for
+//!   [`ConnectionBounds::write_stall_timeout`]: a client that reads nothing fills the socket's
+//!   buffers, and then not even the server's GOAWAY could reach it, so the connection would
+//!   never end otherwise.
 //!
-//! Once a connection has spoken, HTTP/2 keep-alive (a PING it must answer) notices a dead or
-//! deaf peer; that is configured on the server, not here.
+//! Once a connection has spoken, HTTP/2 keep-alive (a PING it must answer) notices a dead peer,
+//! or one that reads its socket but ignores the protocol; that is configured on the server,
+//! not here.
 
 use std::future::Future as _;
 use std::io;
@@ -38,6 +43,8 @@ pub struct ConnectionBounds {
     pub connections_max: usize,
     /// Time a new connection has to send its first bytes (`gateway.network.handshakeTimeout`).
     pub handshake_timeout: Duration,
+    /// Time a write may make no progress (`gateway.network.keepAliveTimeout`).
+    pub write_stall_timeout: Duration,
 }
 
 /// Counts of the gateway's connections, shared with whoever reports them.
@@ -49,6 +56,8 @@ pub struct ConnectionCounts {
     pub refused: AtomicU64,
     /// Connections closed for staying silent, since the start.
     pub silent: AtomicU64,
+    /// Connections closed because a write made no progress, since the start.
+    pub stalled: AtomicU64,
 }
 
 /// The accepted connections, bounded. See the module docs.
@@ -114,6 +123,8 @@ impl Stream for Incoming {
                         first_bytes_by: Some(Box::pin(tokio::time::sleep(
                             self.bounds.handshake_timeout,
                         ))),
+                        write_stall_timeout: self.bounds.write_stall_timeout,
+                        write_stalled_until: None,
                     };
                     return Poll::Ready(Some(Ok(connection)));
                 }
@@ -129,6 +140,44 @@ pub struct Connection {
     counts: Arc<ConnectionCounts>,
     /// Until the first bytes arrive: when they must have.
     first_bytes_by: Option<Pin<Box<Sleep>>>,
+    write_stall_timeout: Duration,
+    /// While a write waits for room in the socket: when it gives up.
+    write_stalled_until: Option<Pin<Box<Sleep>>>,
+}
+
+impl Connection {
+    /// A write that could not go on: fails it once it has waited too long since the last
+    /// progress.
+    fn write_pending<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let timeout = self.write_stall_timeout;
+        let until = self
+            .write_stalled_until
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if until.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.write_stalled_until = None;
+        self.counts.stalled.fetch_add(1, Ordering::Relaxed);
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client read nothing for gateway.network.keepAliveTimeout",
+        )))
+    }
+
+    /// What a write returned; progress resets the stall deadline.
+    fn write_done<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match polled {
+            Poll::Pending => self.write_pending(cx),
+            ready @ Poll::Ready(_) => {
+                self.write_stalled_until = None;
+                ready
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Connection {
@@ -194,7 +243,8 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.write_done(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -202,7 +252,8 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.write_done(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -210,7 +261,8 @@ impl AsyncWrite for Connection {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        let polled = Pin::new(&mut self.stream).poll_flush(cx);
+        self.write_done(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -225,11 +277,17 @@ mod tests {
     use tokio_stream::StreamExt as _;
 
     async fn incoming(bounds: ConnectionBounds) -> (Incoming, std::net::SocketAddr) {
+        incoming_with(bounds, Arc::default()).await
+    }
+
+    async fn incoming_with(
+        bounds: ConnectionBounds,
+        counts: Arc<ConnectionCounts>,
+    ) -> (Incoming, std::net::SocketAddr) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a free port");
         let addr = listener.local_addr().expect("bound");
-        let counts = Arc::new(ConnectionCounts::default());
         (
             Incoming::new(TcpIncoming::from(listener), bounds, counts),
             addr,
@@ -249,6 +307,7 @@ mod tests {
             let bounds = ConnectionBounds {
                 connections_max: 2,
                 handshake_timeout: Duration::from_mins(1),
+                write_stall_timeout: Duration::from_mins(1),
             };
             let (mut incoming, addr) = incoming(bounds).await;
             let counts = Arc::clone(&incoming.counts);
@@ -289,6 +348,7 @@ mod tests {
             let bounds = ConnectionBounds {
                 connections_max: 8,
                 handshake_timeout: Duration::from_millis(200),
+                write_stall_timeout: Duration::from_mins(1),
             };
             let (mut incoming, addr) = incoming(bounds).await;
             let counts = Arc::clone(&incoming.counts);
@@ -305,6 +365,64 @@ mod tests {
             // Past the deadline, the one that spoke still waits for more.
             let more = tokio::time::timeout(Duration::from_millis(400), talking.read(&mut buf));
             assert!(more.await.is_err(), "no deadline once the client spoke");
+        });
+    }
+
+    #[test]
+    fn a_write_to_a_client_that_reads_nothing_times_out() {
+        runtime().block_on(async {
+            let bounds = ConnectionBounds {
+                connections_max: 8,
+                handshake_timeout: Duration::from_mins(1),
+                write_stall_timeout: Duration::from_millis(300),
+            };
+            let (mut incoming, addr) = incoming(bounds).await;
+            let counts = Arc::clone(&incoming.counts);
+            let _deaf_client = TcpStream::connect(addr).await.expect("connects");
+            let mut server = incoming.next().await.expect("open").expect("accepted");
+            let chunk = vec![0u8; 1 << 20];
+            let mut written = 0usize;
+            let error = loop {
+                match server.write(&chunk).await {
+                    Ok(count) => written += count,
+                    Err(error) => break error,
+                }
+                assert!(written < 1 << 30, "the socket's buffers never filled");
+            };
+            assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
+            assert_eq!(counts.stalled.load(Ordering::Relaxed), 1);
+            // Writes that progress do not time out, however long they take in all.
+            let (mut incoming, addr) = incoming_with(
+                ConnectionBounds {
+                    write_stall_timeout: Duration::from_secs(5),
+                    ..bounds
+                },
+                Arc::clone(&counts),
+            )
+            .await;
+            let mut reader = TcpStream::connect(addr).await.expect("connects");
+            let mut writer = incoming.next().await.expect("open").expect("accepted");
+            let drain = tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 << 10];
+                let mut total = 0usize;
+                while total < 64 << 20 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    match reader.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(read) => total += read,
+                    }
+                }
+                total
+            });
+            for _ in 0..64 {
+                writer
+                    .write_all(&chunk)
+                    .await
+                    .expect("a slow reader is served");
+            }
+            drop(writer);
+            assert_eq!(drain.await.expect("the reader"), 64 << 20);
+            assert_eq!(counts.stalled.load(Ordering::Relaxed), 1);
         });
     }
 }

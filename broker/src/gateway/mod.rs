@@ -34,7 +34,8 @@
 //! - calls: at most `maxConcurrentStreams` open on one connection (the HTTP/2 setting: a client
 //!   queues the others); each message at most `network.maxMessageSize` (`RESOURCE_EXHAUSTED`);
 //! - dead or deaf peers: an HTTP/2 PING every `keepAliveInterval` that must be answered within
-//!   `keepAliveTimeout`, and TCP keep-alive after `tcpKeepAlive` without traffic;
+//!   `keepAliveTimeout`, a write that makes no progress for `keepAliveTimeout` (a client that
+//!   reads nothing), and TCP keep-alive after `tcpKeepAlive` without traffic;
 //! - long polls and job streams: at most `maxPolls` and `maxStreams` per gateway, beyond them
 //!   `RESOURCE_EXHAUSTED`; a long poll lasts at most `maxRequestTimeout`
 //!   ([`service::PollSlots`]), and the idle ones together ask the partitions at most
@@ -400,6 +401,7 @@ async fn serve(
         connections::ConnectionBounds {
             connections_max: bounds.connections_max,
             handshake_timeout: bounds.handshake_timeout,
+            write_stall_timeout: bounds.keep_alive_timeout,
         },
         Arc::clone(&stats.connections),
     );
