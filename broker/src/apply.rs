@@ -12,7 +12,9 @@
 //! type available (`SideEffect::JobsAvailable`), then processed again right after the command
 //! that made them, so its activation entry follows theirs and usually commits in the same
 //! flush; when its wait runs out it is answered with the empty batch. A worker's stream thus
-//! gets a job as its creation commits, with no polling loop.
+//! gets a job as its creation commits, with no polling loop. Parked polls are bounded in count
+//! and bytes ([`crate::parked`]); a poll over the bound is answered `Overloaded` (the gateway's
+//! `RESOURCE_EXHAUSTED`), and expiry and wake-ups find their poll without scanning.
 //!
 //! The rules, from the design:
 //! - **Followers** replay committed entries in order ([`EngineRunner::apply_committed`]).
@@ -39,6 +41,7 @@ use sluice_log::raft::{ProposeError, Raft, Role};
 use sluice_log::storage::DmaStorage;
 
 use crate::backpressure::AimdLimiter;
+use crate::parked::{ParkedPolls, parked_poll_bytes};
 use crate::partition::{AppendOutcome, RaftOutbox, Responder, node_id};
 use crate::partitioning::PartitionId;
 use crate::snapshots::StoredSnapshot;
@@ -119,12 +122,11 @@ struct QueuedCommand {
     poll_until_ms: Option<i64>,
 }
 
-/// A job activation poll that found no job, waiting for jobs of its type.
+/// A job activation poll that found no job, waiting for jobs of its type (its type and
+/// deadline are the [`ParkedPolls`]' keys).
 struct Parked {
-    job_type: String,
     command: Record,
     responder: Responder,
-    until_ms: i64,
     /// The empty batch to answer with when the wait runs out.
     reply: Record,
 }
@@ -157,8 +159,10 @@ pub(crate) struct EngineRunner {
     limiter: Rc<AimdLimiter>,
     /// Slots of processed commands: (entry index, arrival).
     slots: VecDeque<(u64, Instant)>,
-    /// Polls waiting for jobs, in arrival order.
-    parked: Vec<Parked>,
+    /// Polls waiting for jobs, bounded.
+    parked: ParkedPolls<Parked>,
+    /// Polls answered `Overloaded` because the parked ones were at their bound, for metrics.
+    pub(crate) polls_refused: u64,
     /// Largest entry proposed; an output that would encode larger is rolled back and its
     /// command rejected (`EXCEEDED_BATCH_RECORD_SIZE`).
     entry_bytes_max: usize,
@@ -212,7 +216,8 @@ impl EngineRunner {
             records_since_snapshot: 0,
             limiter,
             slots: VecDeque::new(),
-            parked: Vec::new(),
+            parked: ParkedPolls::default(),
+            polls_refused: 0,
             entry_bytes_max,
             replay_to_last: false,
             ticks_paused_until_ms: 0,
@@ -286,15 +291,8 @@ impl EngineRunner {
 
     /// Answers the parked polls whose wait ran out with their empty batch.
     fn expire_parked(&mut self, now_ms: i64) {
-        if !self.parked.iter().any(|parked| parked.until_ms <= now_ms) {
-            return;
-        }
         let index = self.applied_index;
-        let (expired, kept): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
-            .into_iter()
-            .partition(|parked| parked.until_ms <= now_ms);
-        self.parked = kept;
-        for parked in expired {
+        while let Some(parked) = self.parked.pop_expired(now_ms) {
             (parked.responder)(AppendOutcome::Committed {
                 index,
                 response: Some(encode_records(&[parked.reply]).to_vec()),
@@ -306,20 +304,15 @@ impl EngineRunner {
     /// available, and another whenever a woken poll could not take every job there was. It
     /// takes a backpressure slot again, admitted whatever the limit, like a completion.
     fn wake_parked(&mut self, job_type: &str) {
-        let Some(position) = self
-            .parked
-            .iter()
-            .position(|parked| parked.job_type == job_type)
-        else {
+        let Some((parked, until_ms)) = self.parked.take_oldest(job_type) else {
             return;
         };
-        let parked = self.parked.remove(position);
         self.limiter.try_acquire(true);
         self.commands.push_front(QueuedCommand {
             command: parked.command,
             responder: Some(parked.responder),
             arrived: Instant::now(),
-            poll_until_ms: Some(parked.until_ms),
+            poll_until_ms: Some(until_ms),
         });
     }
 
@@ -371,13 +364,28 @@ impl EngineRunner {
         };
         let millis = u64::try_from(arrived.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.limiter.release(Some(millis));
-        self.parked.push(Parked {
-            job_type: activation.job_type.clone(),
+        let bytes = parked_poll_bytes(
+            &activation.job_type,
+            &activation.worker,
+            &activation.fetch_variables,
+        );
+        let job_type = activation.job_type.clone();
+        let parked = Parked {
             command,
             responder,
-            until_ms,
             reply,
-        });
+        };
+        if let Err((parked, full)) = self.parked.park(&job_type, until_ms, bytes, parked) {
+            // Parking it would exceed a bound: the poll is answered at once, as overload, so
+            // its gateway backs off instead of asking again at once.
+            self.polls_refused += 1;
+            (parked.responder)(AppendOutcome::Overloaded {
+                message: format!(
+                    "partition {} cannot park the job poll: {full}; retry shortly",
+                    self.partition_id
+                ),
+            });
+        }
         true
     }
 
@@ -429,7 +437,7 @@ impl EngineRunner {
                 responder(AppendOutcome::NotLeader { leader });
             }
         }
-        for parked in self.parked.drain(..) {
+        for parked in self.parked.drain() {
             (parked.responder)(AppendOutcome::NotLeader { leader });
         }
         for (_, (responder, _)) in self.waiting.drain() {
@@ -808,7 +816,7 @@ impl EngineRunner {
 
     /// When the engine next has clock work, in wall-clock ms.
     pub(crate) fn next_deadline_ms(&self) -> Option<i64> {
-        let parked = self.parked.iter().map(|parked| parked.until_ms).min();
+        let parked = self.parked.next_deadline_ms();
         match (self.engine.next_deadline_ms(), parked) {
             (Some(engine), Some(parked)) => Some(engine.min(parked)),
             (engine, parked) => engine.or(parked),
@@ -830,7 +838,7 @@ impl EngineRunner {
                 message: message.to_owned(),
             });
         }
-        for parked in self.parked.drain(..) {
+        for parked in self.parked.drain() {
             (parked.responder)(AppendOutcome::Unavailable {
                 message: message.to_owned(),
             });

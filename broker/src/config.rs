@@ -88,6 +88,12 @@
 //!
 //! Limits are at most [`BACKPRESSURE_LIMIT_MAX`].
 //!
+//! # Gateway
+//!
+//! `gateway.enable`, `gateway.network` (where the gRPC gateway listens, and the bounds of its
+//! connections), `gateway.longPolling` and `gateway.jobStreams` (how many long polls and job
+//! streams it holds open, and for how long), `gateway.security` (TLS); see [`GatewayConfig`].
+//!
 //! # Management
 //!
 //! Reads on port 9600 are open; changing the cluster through it (`POST /actuator/rebalance`)
@@ -111,7 +117,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_yaml_ng::{Mapping, Value};
 
+mod gateway;
 mod management;
+use gateway::GATEWAY;
+pub use gateway::{
+    GATEWAY_CONNECTIONS_MAX, GATEWAY_POLLS_MAX, GATEWAY_STREAMS_PER_CONNECTION_MAX, GatewayConfig,
+    GatewayNetworkConfig, GatewaySecurityConfig, JobStreamsConfig, LongPollingConfig,
+    MAX_REQUEST_TIMEOUT_MS_MIN,
+};
 use management::MANAGEMENT;
 pub use management::{
     ManagementConfig, ManagementFaultsConfig, ManagementSecurityConfig, TOKEN_BYTES_MAX,
@@ -584,41 +597,6 @@ impl Default for FixedBackpressureConfig {
     fn default() -> Self {
         FixedBackpressureConfig { limit: 20 }
     }
-}
-
-/// `gateway`: the embedded gateway.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct GatewayConfig {
-    /// `gateway.enable`. Default true.
-    pub enable: bool,
-    /// `gateway.network`. Default port 26500.
-    pub network: ApiConfig,
-    /// `gateway.security`: TLS for clients. Default off (plaintext).
-    pub security: GatewaySecurityConfig,
-}
-
-impl Default for GatewayConfig {
-    fn default() -> Self {
-        GatewayConfig {
-            enable: true,
-            network: ApiConfig::on_port(26_500),
-            security: GatewaySecurityConfig::default(),
-        }
-    }
-}
-
-/// `gateway.security`: TLS between clients and the gateway (Zeebe's key names). See
-/// [`BrokerConfig::gateway_tls_paths`].
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct GatewaySecurityConfig {
-    /// `gateway.security.enabled`: serve gRPC over TLS. Default false (plaintext).
-    pub enabled: bool,
-    /// `gateway.security.certificateChainPath`: the gateway's certificate chain (PEM).
-    pub certificate_chain_path: Option<PathBuf>,
-    /// `gateway.security.privateKeyPath`: the gateway's private key (PEM).
-    pub private_key_path: Option<PathBuf>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1260,18 +1238,6 @@ const BACKPRESSURE: &[Field] = &[
     key("algorithm", Leaf::Enum(&["AIMD", "FIXED"])),
     section("aimd", AIMD),
     section("fixed", FIXED_LIMIT),
-];
-
-const GATEWAY_SECURITY: &[Field] = &[
-    key("enabled", Leaf::Bool),
-    key("certificateChainPath", Leaf::OptStr),
-    key("privateKeyPath", Leaf::OptStr),
-];
-
-const GATEWAY: &[Field] = &[
-    key("enable", Leaf::Bool),
-    section("network", API),
-    section("security", GATEWAY_SECURITY),
 ];
 
 const ROOT: &[Field] = &[
@@ -2018,6 +1984,7 @@ impl BrokerConfig {
         self.validate_backpressure()?;
         self.partition_layout()?;
         self.gateway_tls_paths()?;
+        self.gateway.validate()?;
         self.management.validate()?;
         Ok(())
     }
@@ -3445,6 +3412,7 @@ partitioning:
 
     #[test]
     fn ports_must_fit_after_the_offset_and_differ() {
+        // The raw-append API is off by default: its port does not count.
         let error = refuse("network: { portOffset: 4000 }\n", &[]);
         assert!(matches!(error, ConfigError::PortOutOfRange { .. }));
         message_mentions(

@@ -87,6 +87,7 @@ pub mod management;
 pub mod metrics;
 pub mod node;
 pub mod notify;
+pub mod parked;
 pub mod partition;
 pub mod partitioning;
 pub mod requests;

@@ -45,6 +45,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -74,17 +76,25 @@ const FAN_OUT_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Management {
     node: Rc<Node>,
     access: Access,
+    /// The broker's gRPC gateway's counts, when it runs one.
+    gateway: Option<Arc<crate::gateway::GatewayStats>>,
     /// Requests refused, by position in [`Verdict::REFUSALS`].
     refused: [Cell<u64>; Verdict::REFUSALS.len()],
 }
 
 impl Management {
-    /// Serves `node`; `access` decides who may change it.
+    /// Serves `node` (and the counts of its broker's `gateway`); `access` decides who may
+    /// change it.
     #[must_use]
-    pub fn new(node: Rc<Node>, access: Access) -> Self {
+    pub fn new(
+        node: Rc<Node>,
+        access: Access,
+        gateway: Option<Arc<crate::gateway::GatewayStats>>,
+    ) -> Self {
         Management {
             node,
             access,
+            gateway,
             refused: Default::default(),
         }
     }
@@ -269,6 +279,7 @@ impl Management {
                     "commandsInFlight": status.commands_in_flight,
                     "commandsRefused": status.commands_refused,
                     "jobPollsParked": status.job_polls_parked,
+                    "jobPollsRefused": status.job_polls_refused,
                     "engineRebuilds": status.engine_rebuilds,
                     "appendsCommitted": status.appends_committed,
                     "appendsFailed": status.appends_failed,
@@ -474,6 +485,12 @@ impl Management {
                 status.job_polls_parked as f64,
             );
             text.counter(
+                "sluice_job_polls_refused_total",
+                "Job activations refused because the parked ones were at their bound",
+                &labels,
+                status.job_polls_refused,
+            );
+            text.counter(
                 "sluice_engine_rebuilds_total",
                 "Engine rebuilds from the committed log after leadership was lost",
                 &labels,
@@ -588,6 +605,7 @@ impl Management {
             as_f64(alive as u64),
         );
         self.transport_metrics(text, node);
+        self.gateway_metrics(text, &labels);
         for (verdict, count) in Verdict::REFUSALS.iter().zip(&self.refused) {
             text.counter(
                 "sluice_management_requests_refused_total",
@@ -671,6 +689,64 @@ impl Management {
                 "sluice_gossip_members_rejected_total",
                 "Gossip updates about new members ignored because the member table was full",
                 swim.members_rejected,
+            ),
+        ] {
+            text.counter(name, help, labels, value);
+        }
+    }
+
+    fn gateway_metrics(&self, text: &mut PrometheusText, labels: &[(&str, &str)]) {
+        let Some(gateway) = &self.gateway else {
+            return;
+        };
+        let connections = &gateway.connections;
+        let slots = &gateway.slots;
+        for (name, help, value) in [
+            (
+                "sluice_gateway_connections_open",
+                "gRPC gateway connections open",
+                connections.open.load(Ordering::Relaxed),
+            ),
+            (
+                "sluice_gateway_long_polls_open",
+                "ActivateJobs long polls the gateway holds",
+                slots.long_polls_open(),
+            ),
+            (
+                "sluice_gateway_job_streams_open",
+                "StreamActivatedJobs calls the gateway holds",
+                slots.job_streams_open(),
+            ),
+        ] {
+            text.gauge(name, help, labels, as_f64(value as u64));
+        }
+        for (name, help, value) in [
+            (
+                "sluice_gateway_connections_refused_total",
+                "gRPC gateway connections closed at once: gateway.network.maxConnections were open",
+                connections.refused.load(Ordering::Relaxed),
+            ),
+            (
+                "sluice_gateway_connections_silent_total",
+                "gRPC gateway connections closed for sending nothing within \
+                 gateway.network.handshakeTimeout",
+                connections.silent.load(Ordering::Relaxed),
+            ),
+            (
+                "sluice_gateway_connections_stalled_total",
+                "gRPC gateway connections closed because a write made no progress for \
+                 gateway.network.keepAliveTimeout (the client read nothing)",
+                connections.stalled.load(Ordering::Relaxed),
+            ),
+            (
+                "sluice_gateway_long_polls_refused_total",
+                "ActivateJobs long polls refused: gateway.longPolling.maxPolls were open",
+                slots.long_polls_refused(),
+            ),
+            (
+                "sluice_gateway_job_streams_refused_total",
+                "StreamActivatedJobs calls refused: gateway.jobStreams.maxStreams were open",
+                slots.job_streams_refused(),
             ),
         ] {
             text.counter(name, help, labels, value);

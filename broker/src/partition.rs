@@ -186,6 +186,9 @@ pub struct PartitionStatus {
     pub commands_refused: u64,
     /// Job activation polls parked, waiting for jobs of their type.
     pub job_polls_parked: u64,
+    /// Job activation polls refused because the parked ones were at their bound
+    /// ([`crate::parked`]).
+    pub job_polls_refused: u64,
     /// Times the engine was rebuilt from the committed log (leadership lost with records in
     /// flight).
     pub engine_rebuilds: u64,
@@ -245,6 +248,7 @@ impl PartitionStatus {
             commands_in_flight: 0,
             commands_refused: 0,
             job_polls_parked: 0,
+            job_polls_refused: 0,
             engine_rebuilds: 0,
             appends_committed: 0,
             appends_failed: 0,
@@ -1621,6 +1625,7 @@ impl Driver {
             status.commands_in_flight = self.partition.limiter.in_flight();
             status.commands_refused = self.partition.limiter.refused();
             status.job_polls_parked = self.runner.parked_polls() as u64;
+            status.job_polls_refused = self.runner.polls_refused;
             status.engine_rebuilds = self.runner.rebuilds;
         }
         if self.reported != (role, term, leader) {

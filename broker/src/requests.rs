@@ -5,11 +5,12 @@
 //! client may send, and the replica is here.
 //!
 //! Requests this node sends to another broker wait in [`Forwards`] for their reply, bounded
-//! ([`FORWARDS_MAX`]) and aged out ([`FORWARD_AGE_MAX`]); a peer that gossip declares dead or
-//! gone answers all of its requests [`LinkAnswer::Lost`] at once.
+//! ([`FORWARDS_MAX`]) and aged out ([`FORWARD_AGE_MAX`], oldest first, without a scan: forward
+//! ids grow with the time they are sent); a peer that gossip declares dead or gone answers all
+//! of its requests [`LinkAnswer::Lost`] at once.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -48,10 +49,11 @@ struct Forward {
     sent: Instant,
 }
 
-/// Requests this node sent to other brokers, by forward id.
+/// Requests this node sent to other brokers, by forward id: ids grow with the time sent, so
+/// the first entry is the oldest.
 #[derive(Default)]
 pub struct Forwards {
-    waiting: RefCell<HashMap<u64, Forward>>,
+    waiting: RefCell<BTreeMap<u64, Forward>>,
     next_id: Cell<u64>,
 }
 
@@ -99,14 +101,14 @@ impl Forwards {
     fn sweep(&self, now: Instant) {
         let expired: Vec<Forward> = {
             let mut waiting = self.waiting.borrow_mut();
-            let ids: Vec<u64> = waiting
-                .iter()
-                .filter(|(_, forward)| now.duration_since(forward.sent) >= FORWARD_AGE_MAX)
-                .map(|(id, _)| *id)
-                .collect();
-            ids.into_iter()
-                .filter_map(|id| waiting.remove(&id))
-                .collect()
+            let mut expired = Vec::new();
+            while let Some(oldest) = waiting.first_entry() {
+                if now.duration_since(oldest.get().sent) < FORWARD_AGE_MAX {
+                    break;
+                }
+                expired.push(oldest.remove());
+            }
+            expired
         };
         for forward in expired {
             let _ = forward.answer.send(LinkAnswer::Lost(format!(

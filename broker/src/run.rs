@@ -121,6 +121,7 @@ fn start_gateway(
             tls: config.gateway_tls_paths()?,
             limits: config.size_limits(),
             link,
+            bounds: crate::gateway::GatewayBounds::from_config(&config.gateway),
         },
         Arc::clone(view),
     )?;
@@ -190,6 +191,7 @@ pub fn run(config: &BrokerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     }
     let (link, link_receiver) = crate::link::link();
     let gateway = start_gateway(config, &settings, link)?;
+    let gateway_stats = gateway.as_ref().map(crate::gateway::GatewayHandle::stats);
     // Without a gateway nothing sends on the link: the node need not drain it.
     let link_receiver = gateway.is_some().then_some(link_receiver);
     let command_api = config
@@ -237,7 +239,7 @@ pub fn run(config: &BrokerConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
                 glommio::net::TcpListener::bind(management).map_err(|e| anyhow::anyhow!("{e}"))
             })
             .await?;
-        let handler = Rc::new(Management::new(Rc::clone(&node), access));
+        let handler = Rc::new(Management::new(Rc::clone(&node), access, gateway_stats));
         glommio::spawn_local(crate::http::serve(management_listener, handler)).detach();
         eprintln!(
             "node {node_id}: serving with {shards_count} shard(s); internal {} (QUIC), raw-append \

@@ -23,8 +23,30 @@
 //! (instances round-robin, messages by correlation key, deployments on partition 1, everything
 //! keyed by the partition bits of its key) and maps the reply record back; [`mapping`] holds
 //! the pure conversions and the status codes.
+//!
+//! # Bounds
+//!
+//! What one client can make the gateway hold is bounded ([`GatewayBounds`], from
+//! `gateway.network`, `gateway.longPolling` and `gateway.jobStreams`):
+//! - connections: at most `maxConnections` open, a new one beyond is closed at once; a new one
+//!   must send its first bytes within `handshakeTimeout` ([`connections`]); TLS handshakes
+//!   too;
+//! - calls: at most `maxConcurrentStreams` open on one connection (the HTTP/2 setting: a client
+//!   queues the others); each message at most `network.maxMessageSize` (`RESOURCE_EXHAUSTED`);
+//! - dead or deaf peers: an HTTP/2 PING every `keepAliveInterval` that must be answered within
+//!   `keepAliveTimeout`, a write that makes no progress for `keepAliveTimeout` (a client that
+//!   reads nothing), and TCP keep-alive after `tcpKeepAlive` without traffic;
+//! - long polls and job streams: at most `maxPolls` and `maxStreams` per gateway, beyond them
+//!   `RESOURCE_EXHAUSTED`; a long poll lasts at most `maxRequestTimeout`
+//!   ([`service::PollSlots`]), and the idle ones together ask the partitions at most
+//!   [`service::IDLE_ACTIVATIONS_PER_SECOND_MAX`] times a second;
+//! - the polls of job streams parked at a partition: bounded there too ([`crate::parked`]).
+//!
+//! An HTTP/2 connection that spoke and holds no call is not closed for being idle: keep-alive
+//! proves its peer is there, and `maxConnections` bounds how many there are.
 
 pub mod client;
+pub mod connections;
 pub mod mapping;
 pub mod service;
 
@@ -136,7 +158,68 @@ pub struct GatewaySettings {
     pub limits: crate::limits::SizeLimits,
     /// How commands reach the partitions' leaders (through this broker's node).
     pub link: crate::link::Link,
+    /// What clients may hold open.
+    pub bounds: GatewayBounds,
 }
+
+/// What clients may hold open on the gateway; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayBounds {
+    /// `gateway.network.maxConnections`.
+    pub connections_max: usize,
+    /// `gateway.network.maxConcurrentStreams`.
+    pub streams_per_connection_max: u32,
+    /// `gateway.network.keepAliveInterval`.
+    pub keep_alive_interval: Duration,
+    /// `gateway.network.keepAliveTimeout`.
+    pub keep_alive_timeout: Duration,
+    /// `gateway.network.tcpKeepAlive`.
+    pub tcp_keep_alive: Duration,
+    /// `gateway.network.handshakeTimeout`.
+    pub handshake_timeout: Duration,
+    /// `gateway.longPolling`.
+    pub long_polling: service::LongPolling,
+    /// `gateway.longPolling.maxPolls`.
+    pub long_polls_max: usize,
+    /// `gateway.jobStreams.maxStreams`.
+    pub job_streams_max: usize,
+}
+
+impl GatewayBounds {
+    /// The bounds `config` sets.
+    #[must_use]
+    pub fn from_config(config: &crate::config::GatewayConfig) -> Self {
+        let network = &config.network;
+        let polling = &config.long_polling;
+        let count = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
+        GatewayBounds {
+            connections_max: count(network.max_connections),
+            streams_per_connection_max: network.max_concurrent_streams,
+            keep_alive_interval: Duration::from_millis(network.keep_alive_interval_ms),
+            keep_alive_timeout: Duration::from_millis(network.keep_alive_timeout_ms),
+            tcp_keep_alive: Duration::from_millis(network.tcp_keep_alive_ms),
+            handshake_timeout: Duration::from_millis(network.handshake_timeout_ms),
+            long_polling: service::LongPolling {
+                enabled: polling.enabled,
+                timeout: Duration::from_millis(polling.timeout_ms),
+                request_timeout_max: Duration::from_millis(polling.max_request_timeout_ms),
+            },
+            long_polls_max: count(polling.max_polls),
+            job_streams_max: count(config.job_streams.max_streams),
+        }
+    }
+}
+
+impl Default for GatewayBounds {
+    fn default() -> Self {
+        GatewayBounds::from_config(&crate::config::GatewayConfig::default())
+    }
+}
+
+/// Time between TCP keep-alive probes once they started, and how many go unanswered before the
+/// connection is dropped.
+const TCP_KEEP_ALIVE_PROBE_INTERVAL: Duration = Duration::from_secs(10);
+const TCP_KEEP_ALIVE_PROBES: u32 = 3;
 
 /// How long [`GatewayHandle::stop`] lets open calls finish before it leaves them.
 const STOP_GRACE: Duration = Duration::from_millis(500);
@@ -144,10 +227,20 @@ const STOP_GRACE: Duration = Duration::from_millis(500);
 const BIND_RETRY: Duration = Duration::from_secs(5);
 const BIND_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
+/// What the gateway holds and refused, for the management API's metrics.
+#[derive(Debug)]
+pub struct GatewayStats {
+    /// Its connections.
+    pub connections: Arc<connections::ConnectionCounts>,
+    /// Its long polls and job streams.
+    pub slots: service::PollSlots,
+}
+
 /// The running gateway; [`GatewayHandle::stop`] ends it.
 #[derive(Debug)]
 pub struct GatewayHandle {
     local_addr: SocketAddr,
+    stats: Arc<GatewayStats>,
     stop: tokio::sync::watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -157,6 +250,12 @@ impl GatewayHandle {
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Its counts, updated as it runs.
+    #[must_use]
+    pub fn stats(&self) -> Arc<GatewayStats> {
+        Arc::clone(&self.stats)
     }
 
     /// Stops accepting calls, gives open ones [`STOP_GRACE`] to finish, and joins the thread.
@@ -243,7 +342,9 @@ pub fn start(settings: GatewaySettings, view: SharedGatewayView) -> anyhow::Resu
     listener.set_nonblocking(true)?;
     let local_addr = listener.local_addr()?;
     let tls = match &settings.tls {
-        Some((chain, key)) => Some(tls_config(chain, key)?),
+        Some((chain, key)) => {
+            Some(tls_config(chain, key)?.timeout(settings.bounds.handshake_timeout))
+        }
         None => None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -252,10 +353,19 @@ pub fn start(settings: GatewaySettings, view: SharedGatewayView) -> anyhow::Resu
         .map_err(|error| anyhow::anyhow!("starting the gateway's runtime: {error}"))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let node_id = settings.node_id;
+    let stats = Arc::new(GatewayStats {
+        connections: Arc::default(),
+        slots: service::PollSlots::new(
+            settings.bounds.long_polls_max,
+            settings.bounds.job_streams_max,
+        ),
+    });
+    let serve_stats = Arc::clone(&stats);
     let thread = std::thread::Builder::new()
         .name(format!("sluice-{node_id}-gateway"))
         .spawn(move || {
-            let result = runtime.block_on(serve(settings, view, listener, tls, stop_rx));
+            let result =
+                runtime.block_on(serve(settings, view, listener, tls, &serve_stats, stop_rx));
             if let Err(error) = result {
                 eprintln!("node {node_id}: the gRPC gateway failed: {error:#}");
             }
@@ -264,6 +374,7 @@ pub fn start(settings: GatewaySettings, view: SharedGatewayView) -> anyhow::Resu
         .map_err(|error| anyhow::anyhow!("starting the gateway's thread: {error}"))?;
     Ok(GatewayHandle {
         local_addr,
+        stats,
         stop: stop_tx,
         thread: Some(thread),
     })
@@ -274,20 +385,40 @@ async fn serve(
     view: SharedGatewayView,
     listener: std::net::TcpListener,
     tls: Option<tonic::transport::ServerTlsConfig>,
+    stats: &GatewayStats,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let bounds = settings.bounds;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     // No Nagle: a small reply held for the peer's delayed ACK costs some 40 ms.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let tcp = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(bounds.tcp_keep_alive))
+        .with_keepalive_interval(Some(TCP_KEEP_ALIVE_PROBE_INTERVAL))
+        .with_keepalive_retries(Some(TCP_KEEP_ALIVE_PROBES));
+    let incoming = connections::Incoming::new(
+        tcp,
+        connections::ConnectionBounds {
+            connections_max: bounds.connections_max,
+            handshake_timeout: bounds.handshake_timeout,
+            write_stall_timeout: bounds.keep_alive_timeout,
+        },
+        Arc::clone(&stats.connections),
+    );
     let gateway = service::GatewayService::new(
         settings.shape,
         Arc::clone(&view),
         settings.limits,
         settings.link.clone(),
         settings.node_id,
+        bounds.long_polling,
+        stats.slots.clone(),
     );
-    let mut builder =
-        tonic::transport::Server::builder().layer(tower::layer::layer_fn(OversizeAsExhausted));
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(bounds.streams_per_connection_max))
+        .http2_keepalive_interval(Some(bounds.keep_alive_interval))
+        .http2_keepalive_timeout(Some(bounds.keep_alive_timeout))
+        .layer(tower::layer::layer_fn(OversizeAsExhausted));
     if let Some(tls) = tls {
         builder = builder
             .tls_config(tls)

@@ -6,11 +6,17 @@
 //! deployments on partition 1, everything keyed by the partition bits of its key) and sends it
 //! with [`CommandClient`] within the call's deadline (`grpc-timeout`, else 10 s).
 //!
-//! `ActivateJobs` asks every partition in turn (starting round-robin) for up to the jobs still
-//! wanted and streams each non-empty batch; when none has any it polls again after a pause that
-//! grows from 10 ms to 100 ms, until `requestTimeout` (10 s when 0; one round when negative).
-//! `StreamActivatedJobs` runs the same loop without end, streaming each job, until the client
-//! cancels: activation by polling, until the engine pushes jobs to the gateway itself.
+//! `ActivateJobs` and `StreamActivatedJobs` are in [`activation`]. An `ActivateJobs` long-polls
+//! for its `requestTimeout` (`gateway.longPolling.timeout` when 0, one round when negative or
+//! when `gateway.longPolling.enabled` is false), shortened to
+//! `gateway.longPolling.maxRequestTimeout` and to a little less than its gRPC deadline.
+
+mod activation;
+
+pub use activation::{
+    IDLE_ACTIVATIONS_PER_SECOND_MAX, LONG_POLL_PAUSE_MAX, LONG_POLL_PAUSE_MIN,
+    PARK_RETRY_PAUSE_MAX, PollSlots, long_poll_pause_max,
+};
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,9 +29,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
-use super::client::{ANSWER_TIMEOUT, CommandClient};
+use super::client::CommandClient;
 use super::mapping::{
     self, Activation, DEFAULT_REQUEST_TIMEOUT, REQUEST_TIMEOUT_MAX, check_activation,
     partition_of_key,
@@ -38,16 +44,6 @@ use crate::topology::Role;
 
 /// The partition deployments go to.
 const DEPLOYMENT_PARTITION: PartitionId = 1;
-/// First pause of a long poll that found no job; it doubles after each empty round.
-const LONG_POLL_PAUSE_MIN: Duration = Duration::from_millis(10);
-/// Longest pause of a long poll.
-const LONG_POLL_PAUSE_MAX: Duration = Duration::from_millis(100);
-/// Longest one activation command may wait for one partition before the poll moves on.
-const ACTIVATION_ATTEMPT_MAX: Duration = Duration::from_secs(5);
-/// Jobs a job stream asks each partition for per poll.
-const STREAM_JOBS_PER_PARTITION: i32 = 32;
-/// How long a job stream's poll stays parked at a partition leader before it is renewed.
-const STREAM_POLL_WAIT: Duration = Duration::from_secs(10);
 /// Responses buffered per streaming call before the poll waits for the client.
 const STREAM_BUFFER: usize = 16;
 /// Most jobs one `ActivateJobs` call may ask for.
@@ -62,6 +58,29 @@ pub struct GatewayService {
     view: SharedGatewayView,
     shape: ClusterShapeView,
     next_partition: Arc<AtomicU32>,
+    polling: LongPolling,
+    slots: PollSlots,
+}
+
+/// How `ActivateJobs` long-polls (`gateway.longPolling`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LongPolling {
+    /// `enabled`: false answers after one round.
+    pub enabled: bool,
+    /// `timeout`: the long poll of a `requestTimeout` of 0.
+    pub timeout: Duration,
+    /// `maxRequestTimeout`: a longer `requestTimeout` is shortened to this.
+    pub request_timeout_max: Duration,
+}
+
+impl Default for LongPolling {
+    fn default() -> Self {
+        LongPolling {
+            enabled: true,
+            timeout: DEFAULT_REQUEST_TIMEOUT,
+            request_timeout_max: Duration::from_hours(1),
+        }
+    }
 }
 
 /// How long before the client's gRPC deadline a long poll answers empty.
@@ -95,12 +114,16 @@ impl GatewayService {
         limits: crate::limits::SizeLimits,
         link: crate::link::Link,
         node_id: crate::partitioning::NodeId,
+        polling: LongPolling,
+        slots: PollSlots,
     ) -> Self {
         GatewayService {
             client: CommandClient::new(Arc::clone(&view), link, limits.command_bytes, node_id),
             view,
             shape,
             next_partition: Arc::new(AtomicU32::new(0)),
+            polling,
+            slots,
         }
     }
 
@@ -181,191 +204,6 @@ impl GatewayService {
         let count = self.shape.partitions_count.max(1);
         let first = self.round_robin();
         (0..count).map(|i| (first - 1 + i) % count + 1).collect()
-    }
-
-    /// One activation round over every partition: sends `emit` each non-empty batch and
-    /// returns the jobs handed out, or the error when every partition failed.
-    async fn activation_round(
-        &self,
-        activation: &Activation,
-        jobs_wanted: i32,
-        per_partition_max: i32,
-        deadline: Instant,
-        emit: &mpsc::Sender<Vec<pb::ActivatedJob>>,
-    ) -> Result<i32, Status> {
-        let mut activated = 0i32;
-        let mut failures = 0usize;
-        let mut last_error = None;
-        let partitions = self.rotation();
-        for &partition_id in &partitions {
-            let wanted = (jobs_wanted - activated).min(per_partition_max);
-            if wanted <= 0 || emit.is_closed() {
-                break;
-            }
-            let attempt_deadline = deadline.min(Instant::now() + ACTIVATION_ATTEMPT_MAX);
-            let command = mapping::activate_command(activation, wanted);
-            let jobs = match self
-                .client
-                .activate(partition_id, &command, attempt_deadline)
-                .await
-            {
-                Ok(reply) => mapping::activated_jobs(&reply),
-                Err(status) => Err(status),
-            };
-            match jobs {
-                Ok(jobs) if jobs.is_empty() => {}
-                Ok(jobs) => {
-                    activated += i32::try_from(jobs.len()).unwrap_or(i32::MAX);
-                    if emit.send(jobs).await.is_err() {
-                        break;
-                    }
-                }
-                Err(status) => {
-                    // A partition without a leader, or at its backpressure limit, must not starve
-                    // the others.
-                    failures += 1;
-                    if !matches!(
-                        status.code(),
-                        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted
-                    ) {
-                        return Err(status);
-                    }
-                    last_error = Some(status);
-                }
-            }
-        }
-        match last_error {
-            Some(status) if failures == partitions.len() => Err(status),
-            _ => Ok(activated),
-        }
-    }
-
-    /// The long poll of `ActivateJobs`: streams batches until `max_jobs` are handed out, or
-    /// until a round found some, or until `deadline` (one round when `long_poll` is false).
-    async fn activate_loop(
-        self,
-        activation: Activation,
-        max_jobs: i32,
-        long_poll: bool,
-        deadline: Instant,
-        sender: mpsc::Sender<Result<pb::ActivateJobsResponse, Status>>,
-    ) {
-        let (batches, mut batch_receiver) = mpsc::channel::<Vec<pb::ActivatedJob>>(STREAM_BUFFER);
-        let forward_sender = sender.clone();
-        let forward = tokio::spawn(async move {
-            while let Some(jobs) = batch_receiver.recv().await {
-                if forward_sender
-                    .send(Ok(pb::ActivateJobsResponse { jobs }))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
-        let mut pause = LONG_POLL_PAUSE_MIN;
-        loop {
-            match self
-                .activation_round(&activation, max_jobs, max_jobs, deadline, &batches)
-                .await
-            {
-                Ok(activated) if activated > 0 => break,
-                Ok(_) => {}
-                // The poll's own time ran out while partitions were asked: an empty answer.
-                Err(status)
-                    if status.code() == Code::DeadlineExceeded && Instant::now() >= deadline => {}
-                Err(status) => {
-                    drop(batches);
-                    let _ = forward.await;
-                    let _ = sender.send(Err(status)).await;
-                    return;
-                }
-            }
-            let now = Instant::now();
-            if !long_poll || now >= deadline || sender.is_closed() {
-                break;
-            }
-            tokio::time::sleep_until((now + pause).min(deadline)).await;
-            pause = (pause * 2).min(LONG_POLL_PAUSE_MAX);
-        }
-        drop(batches);
-        let _ = forward.await;
-    }
-
-    /// `StreamActivatedJobs`: one task per partition keeps a poll parked at its leader (see
-    /// [`crate::client_api::Request::Poll`]); the leader activates a job for it right after the
-    /// job's creation, so the job reaches the stream as its creation commits. The tasks end once the client has left and their poll returned;
-    /// jobs a poll brings back after that are handed back to the partition.
-    fn stream_loop(
-        &self,
-        activation: Activation,
-        sender: &mpsc::Sender<Result<pb::ActivatedJob, Status>>,
-    ) {
-        let activation = Arc::new(activation);
-        for partition_id in 1..=self.shape.partitions_count {
-            tokio::spawn(self.clone().stream_partition(
-                partition_id,
-                Arc::clone(&activation),
-                sender.clone(),
-            ));
-        }
-    }
-
-    /// The job stream's poll loop on one partition.
-    async fn stream_partition(
-        self,
-        partition_id: PartitionId,
-        activation: Arc<Activation>,
-        sender: mpsc::Sender<Result<pb::ActivatedJob, Status>>,
-    ) {
-        let command = mapping::activate_command(&activation, STREAM_JOBS_PER_PARTITION);
-        let mut pause = LONG_POLL_PAUSE_MIN;
-        while !sender.is_closed() {
-            let deadline = Instant::now() + STREAM_POLL_WAIT + ANSWER_TIMEOUT;
-            let jobs = match self
-                .client
-                .poll(partition_id, &command, STREAM_POLL_WAIT, deadline)
-                .await
-            {
-                Ok(reply) => mapping::activated_jobs(&reply),
-                Err(status) => Err(status),
-            };
-            let Ok(jobs) = jobs else {
-                // No leader, overloaded, or a broken connection: ask again shortly.
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(LONG_POLL_PAUSE_MAX);
-                continue;
-            };
-            pause = LONG_POLL_PAUSE_MIN;
-            let mut jobs = jobs.into_iter();
-            while let Some(job) = jobs.next() {
-                if let Err(mpsc::error::SendError(Ok(job))) = sender.send(Ok(job)).await {
-                    self.hand_back(partition_id, std::iter::once(job).chain(jobs))
-                        .await;
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Gives activated jobs nobody will receive back to their partition at once (a failure
-    /// with their retries unchanged and no back-off), rather than leaving them locked until
-    /// their timeout.
-    async fn hand_back(
-        &self,
-        partition_id: PartitionId,
-        jobs: impl Iterator<Item = pb::ActivatedJob>,
-    ) {
-        for job in jobs {
-            let value = JobValue {
-                retries: job.retries,
-                error_message: "the job stream closed before the job was handed out".to_owned(),
-                ..JobValue::default()
-            };
-            let command = mapping::job_command(job.key, Intent::Fail, value);
-            let deadline = Instant::now() + ANSWER_TIMEOUT;
-            let _ = self.send(partition_id, &command, deadline).await;
-        }
     }
 }
 
@@ -540,10 +378,10 @@ impl pb::gateway_server::Gateway for GatewayService {
         request: Request<pb::ActivateJobsRequest>,
     ) -> Result<Response<Self::ActivateJobsStream>, Status> {
         let body = request.get_ref();
-        let long_poll = body.request_timeout >= 0;
+        let long_poll = self.polling.enabled && body.request_timeout >= 0;
         let poll_for = match u64::try_from(body.request_timeout) {
-            Ok(ms) if ms > 0 => Duration::from_millis(ms),
-            _ => DEFAULT_REQUEST_TIMEOUT,
+            Ok(ms) if ms > 0 => Duration::from_millis(ms).min(self.polling.request_timeout_max),
+            _ => self.polling.timeout,
         };
         // The long poll ends after requestTimeout, and a little before the client's own gRPC
         // deadline when that is shorter (an empty answer, not DEADLINE_EXCEEDED, which workers
@@ -561,20 +399,24 @@ impl pb::gateway_server::Gateway for GatewayService {
                 body.max_jobs_to_activate
             )));
         }
-        let activation = Activation {
-            job_type: body.r#type,
-            worker: body.worker,
-            timeout_ms: body.timeout,
-            fetch_variables: body.fetch_variable,
+        let long_poll = if long_poll {
+            Some(self.slots.long_poll()?)
+        } else {
+            None
         };
-        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(self.clone().activate_loop(
-            activation,
-            body.max_jobs_to_activate,
+        let call = activation::ActivateCall {
+            activation: Activation {
+                job_type: body.r#type,
+                worker: body.worker,
+                timeout_ms: body.timeout,
+                fetch_variables: body.fetch_variable,
+            },
+            max_jobs: body.max_jobs_to_activate,
             long_poll,
             deadline,
-            sender,
-        ));
+        };
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(self.clone().activate(call, sender));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
@@ -586,6 +428,7 @@ impl pb::gateway_server::Gateway for GatewayService {
     ) -> Result<Response<Self::StreamActivatedJobsStream>, Status> {
         let body = request.into_inner();
         check_activation(&body.r#type, body.timeout, &body.tenant_ids)?;
+        let slot = self.slots.job_stream()?;
         let activation = Activation {
             job_type: body.r#type,
             worker: body.worker,
@@ -593,7 +436,7 @@ impl pb::gateway_server::Gateway for GatewayService {
             fetch_variables: body.fetch_variable,
         };
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
-        self.stream_loop(activation, &sender);
+        self.stream(&activation, slot, &sender);
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
