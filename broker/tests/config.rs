@@ -72,7 +72,7 @@ fn a_zeebe_file_with_environment_overrides_loads() -> Result<(), Box<dyn std::er
     assert_eq!(config.partitioning.scheme, SchemeName::RoundRobin);
     assert_eq!(config.data.directory, Path::new("/tmp/sluice-it"));
     assert_eq!(config.data.log_segment_bytes, 32 << 20);
-    assert_eq!(config.command_api_addr().to_string(), "0.0.0.0:26511");
+    assert_eq!(config.command_api_addr().to_string(), "127.0.0.1:26511");
     assert_eq!(config.internal_api_addr().to_string(), "0.0.0.0:26512");
     assert_eq!(config.gateway_addr().to_string(), "0.0.0.0:26510");
     assert_eq!(config.management_addr().to_string(), "0.0.0.0:9610");
