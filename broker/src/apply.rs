@@ -193,6 +193,7 @@ impl EngineRunner {
     ) -> Self {
         let config = caps.apply(EngineConfig {
             job_batch_bytes_max: limits.job_batch_bytes,
+            result_variables_bytes_max: limits.result_variables_bytes,
             ..EngineConfig::new(partition_id, partition_count)
         });
         Self {
