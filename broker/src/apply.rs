@@ -186,19 +186,20 @@ enum Proposal {
 }
 
 impl EngineRunner {
-    /// The runner of a replica whose entries hold at most `entry_bytes_max` bytes and whose
-    /// job batches hold at most `job_batch_bytes_max` (both derived from `maxMessageSize`).
+    /// The runner of a replica whose entries, job batches and instance results are bounded by
+    /// `limits` (derived from `maxMessageSize`), its engine by `caps` (`engine.*`).
     pub(crate) fn new(
         partition_id: PartitionId,
         partition_count: u32,
         limiter: Rc<AimdLimiter>,
-        entry_bytes_max: usize,
-        job_batch_bytes_max: usize,
+        limits: crate::limits::SizeLimits,
+        caps: crate::config::EngineCaps,
     ) -> Self {
-        let config = EngineConfig {
-            job_batch_bytes_max,
+        let config = caps.apply(EngineConfig {
+            job_batch_bytes_max: limits.job_batch_bytes,
+            result_variables_bytes_max: limits.result_variables_bytes,
             ..EngineConfig::new(partition_id, partition_count)
-        };
+        });
         Self {
             partition_id,
             engine: Engine::new(config.clone()),
@@ -218,7 +219,7 @@ impl EngineRunner {
             slots: VecDeque::new(),
             parked: ParkedPolls::default(),
             polls_refused: 0,
-            entry_bytes_max,
+            entry_bytes_max: limits.entry_bytes,
             replay_to_last: false,
             ticks_paused_until_ms: 0,
             outputs_too_large: 0,

@@ -41,7 +41,7 @@
 //! # The file
 //!
 //! The document's root is the broker section (`cluster`, `partitioning`, `network`, `data`,
-//! `threads`, `backpressure`, `gateway`, `management`); a Zeebe file whose root is `zeebe: { broker: ... }` is
+//! `threads`, `backpressure`, `gateway`, `management`, `engine`); a Zeebe file whose root is `zeebe: { broker: ... }` is
 //! accepted too. `partitioning` may also sit under `experimental.partitioning`, where Zeebe 8
 //! keeps it. Keys are Zeebe's camelCase names and an unknown key is an error, so a typo cannot
 //! silently fall back to a default.
@@ -94,6 +94,23 @@
 //! connections), `gateway.longPolling` and `gateway.jobStreams` (how many long polls and job
 //! streams it holds open, and for how long), `gateway.security` (TLS); see [`GatewayConfig`].
 //!
+//! # Engine caps
+//!
+//! Sluice's own keys (Zeebe has none): bounds on what one request may make the engine keep or
+//! build; see [`EngineCapsConfig`] for what each does and its range:
+//!
+//! ```yaml
+//! engine:
+//!   messages:
+//!     ttlMax: 7d                  # a PublishMessage asking for longer: INVALID_ARGUMENT
+//!   variables:
+//!     documentSizeMax: null       # null: network.maxMessageSize; never above it
+//!     nestingMax: 64              # 1..=100
+//!   feel:
+//!     valueSizeMax: 4MB
+//!     collectionItemsMax: 100000
+//! ```
+//!
 //! # Management
 //!
 //! Reads on port 9600 are open; changing the cluster through it (`POST /actuator/rebalance`)
@@ -117,8 +134,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_yaml_ng::{Mapping, Value};
 
+mod engine;
 mod gateway;
 mod management;
+use engine::ENGINE;
+pub use engine::{
+    EngineCaps, EngineCapsConfig, FEEL_COLLECTION_ITEMS_CEILING, FEEL_VALUE_BYTES_CEILING,
+    FeelCapsConfig, MESSAGE_TTL_MS_CEILING, MessageCapsConfig, SIZE_BYTES_MIN, VariableCapsConfig,
+};
 use gateway::GATEWAY;
 pub use gateway::{
     GATEWAY_CONNECTIONS_MAX, GATEWAY_POLLS_MAX, GATEWAY_STREAMS_PER_CONNECTION_MAX, GatewayConfig,
@@ -230,6 +253,8 @@ pub struct BrokerConfig {
     pub gateway: GatewayConfig,
     /// `management`: the HTTP management API (health, metrics), its token and fault switch.
     pub management: ManagementConfig,
+    /// `engine`: the engine's caps on what a request may make it keep or build.
+    pub engine: EngineCapsConfig,
 }
 
 /// `cluster`.
@@ -1075,7 +1100,10 @@ enum Leaf {
     UInt(u64),
     OptUInt(u64),
     DurationMs,
+    /// A duration that may be longer than [`DURATION_MS_MAX`]; `validate` bounds it.
+    LongDurationMs,
     SizeBytes,
+    OptSizeBytes,
     Enum(&'static [&'static str]),
     /// A finite decimal number.
     Float,
@@ -1095,7 +1123,13 @@ impl Leaf {
                 "a duration such as 250ms, 10s, 2m or PT0.25S (whole milliseconds, at most \
                  {DURATION_MS_MAX} ms)"
             ),
+            Leaf::LongDurationMs => {
+                "a duration such as 30m, 12h, 7d or P7D (whole milliseconds)".to_owned()
+            }
             Leaf::SizeBytes => "a size such as 512KB, 128MB, 1GB or a number of bytes".to_owned(),
+            Leaf::OptSizeBytes => {
+                "a size such as 512KB, 4MB or a number of bytes, or null".to_owned()
+            }
             Leaf::Enum(options) => format!("one of {}", options.join(", ")),
             Leaf::Float => "a decimal number such as 0.9".to_owned(),
             Leaf::StrList(max) => {
@@ -1105,7 +1139,7 @@ impl Leaf {
     }
 
     fn is_optional(self) -> bool {
-        matches!(self, Leaf::OptStr | Leaf::OptUInt(_))
+        matches!(self, Leaf::OptStr | Leaf::OptUInt(_) | Leaf::OptSizeBytes)
     }
 }
 
@@ -1249,6 +1283,7 @@ const ROOT: &[Field] = &[
     section("backpressure", BACKPRESSURE),
     section("gateway", GATEWAY),
     section("management", MANAGEMENT),
+    section("engine", ENGINE),
 ];
 
 fn field_names(fields: &[Field]) -> String {
@@ -1578,7 +1613,7 @@ fn check_leaf(
     origins: &BTreeMap<String, String>,
 ) -> Result<(), ConfigError> {
     let normalized = match (leaf, &*value) {
-        (Leaf::OptStr | Leaf::OptUInt(_), Value::Null) => Some(Value::Null),
+        (Leaf::OptStr | Leaf::OptUInt(_) | Leaf::OptSizeBytes, Value::Null) => Some(Value::Null),
         (Leaf::Str | Leaf::OptStr, _) => string_of(value).map(Value::String),
         (Leaf::Bool, Value::Bool(flag)) => Some(Value::Bool(*flag)),
         (Leaf::Bool, Value::String(text)) => match text.trim().to_ascii_lowercase().as_str() {
@@ -1595,8 +1630,13 @@ fn check_leaf(
         (Leaf::DurationMs, _) => uint_of(value)
             .filter(|ms| *ms <= DURATION_MS_MAX)
             .map(Value::from),
-        (Leaf::SizeBytes, Value::String(text)) => parse_size_bytes(text).map(Value::from),
-        (Leaf::SizeBytes, _) => uint_of(value).map(Value::from),
+        (Leaf::LongDurationMs, Value::String(text)) => parse_duration_ms(text).map(Value::from),
+        (Leaf::SizeBytes | Leaf::OptSizeBytes, Value::String(text)) => {
+            parse_size_bytes(text).map(Value::from)
+        }
+        (Leaf::LongDurationMs | Leaf::SizeBytes | Leaf::OptSizeBytes, _) => {
+            uint_of(value).map(Value::from)
+        }
         (Leaf::Enum(options), Value::String(text)) => {
             let canonical = text.trim().to_ascii_uppercase().replace('-', "_");
             options
@@ -1838,6 +1878,7 @@ pub fn parse_size_bytes(text: &str) -> Option<u64> {
 pub fn format_duration_ms(ms: u64) -> String {
     match ms {
         0 => "0ms".to_owned(),
+        _ if ms.is_multiple_of(MS_PER_DAY) => format!("{}d", ms / MS_PER_DAY),
         _ if ms.is_multiple_of(MS_PER_HOUR) => format!("{}h", ms / MS_PER_HOUR),
         _ if ms.is_multiple_of(MS_PER_MINUTE) => format!("{}m", ms / MS_PER_MINUTE),
         _ if ms.is_multiple_of(MS_PER_SECOND) => format!("{}s", ms / MS_PER_SECOND),
@@ -1865,6 +1906,17 @@ fn serialize_duration_ms<S: Serializer>(ms: &u64, serializer: S) -> Result<S::Ok
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's `serialize_with` passes a reference.
 fn serialize_size_bytes<S: Serializer>(bytes: &u64, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&format_size_bytes(*bytes))
+}
+
+#[allow(clippy::ref_option)] // serde's `serialize_with` passes a reference.
+fn serialize_opt_size_bytes<S: Serializer>(
+    bytes: &Option<u64>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match bytes {
+        Some(bytes) => serializer.serialize_str(&format_size_bytes(*bytes)),
+        None => serializer.serialize_none(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1897,7 +1949,9 @@ impl BrokerConfig {
     ///   <= maxLimit`, `backoffRatio` strictly between 0 and 1 (so [`BrokerConfig::limiter`] is
     ///   always a limit [`crate::backpressure::AimdLimiter::new`] accepts);
     /// - the partition layout builds ([`BrokerConfig::partition_layout`]);
-    /// - the `management` token and fault switch follow the rules of [`ManagementConfig`].
+    /// - the `management` token and fault switch follow the rules of [`ManagementConfig`];
+    /// - the `engine` caps are within the ranges of [`EngineCapsConfig`], none zero, and
+    ///   `engine.variables.documentSizeMax` at most `network.maxMessageSize`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let cluster = &self.cluster;
         self.cluster_shape()?;
@@ -1986,6 +2040,7 @@ impl BrokerConfig {
         self.gateway_tls_paths()?;
         self.gateway.validate()?;
         self.management.validate()?;
+        self.engine.validate(self.network.max_message_bytes)?;
         Ok(())
     }
 
@@ -2203,6 +2258,13 @@ impl BrokerConfig {
     #[must_use]
     pub fn size_limits(&self) -> crate::limits::SizeLimits {
         crate::limits::SizeLimits::new(self.network.max_message_bytes)
+    }
+
+    /// The caps every replica's engine runs with, from `engine` (the document size from
+    /// `network.maxMessageSize` unless set). Valid when `self` passed [`BrokerConfig::validate`].
+    #[must_use]
+    pub fn engine_caps(&self) -> EngineCaps {
+        self.engine.caps(self.network.max_message_bytes)
     }
 
     /// The limiter every partition leader runs, from `backpressure`: the AIMD limit, or for
@@ -3132,7 +3194,7 @@ partitioning:
         }
         let mut all = Vec::new();
         leaves(ROOT, "ZEEBE_BROKER", &mut all);
-        assert!(all.len() >= 39, "{}", all.len());
+        assert!(all.len() >= 44, "{}", all.len());
         let vars: Vec<(String, String)> = all
             .iter()
             .map(|(name, leaf)| {
@@ -3140,8 +3202,8 @@ partitioning:
                     Leaf::Str | Leaf::OptStr => "text",
                     Leaf::Bool => "true",
                     Leaf::UInt(_) | Leaf::OptUInt(_) => "7",
-                    Leaf::DurationMs => "7s",
-                    Leaf::SizeBytes => "7MB",
+                    Leaf::DurationMs | Leaf::LongDurationMs => "7s",
+                    Leaf::SizeBytes | Leaf::OptSizeBytes => "7MB",
                     Leaf::Enum(options) => options[0],
                     Leaf::Float => "0.5",
                     Leaf::StrList(_) => "a:1,b:2",
@@ -3169,6 +3231,11 @@ partitioning:
         assert_eq!(config.backpressure.aimd.request_timeout_ms, 7_000);
         assert!((config.backpressure.aimd.backoff_ratio - 0.5).abs() < f64::EPSILON);
         assert_eq!(config.backpressure.fixed.limit, 7);
+        assert_eq!(config.engine.messages.ttl_max_ms, 7_000);
+        assert_eq!(config.engine.variables.document_bytes_max, Some(7 << 20));
+        assert_eq!(config.engine.variables.nesting_max, 7);
+        assert_eq!(config.engine.feel.value_bytes_max, 7 << 20);
+        assert_eq!(config.engine.feel.collection_items_max, 7);
     }
 
     #[test]
@@ -3756,6 +3823,9 @@ partitioning:
             (90_000, "90s"),
             (120_000, "2m"),
             (7_200_000, "2h"),
+            (86_400_000, "1d"),
+            (90_000_000, "25h"),
+            (604_800_000, "7d"),
         ] {
             assert_eq!(format_duration_ms(ms), text);
             assert_eq!(parse_duration_ms(text), Some(ms));

@@ -9,6 +9,7 @@
 //! log entry               <= entry_bytes    = 2 * message + 256 KiB
 //! journal batch           <= entry_bytes + the 64-byte batch header
 //! job batch (activation)  <= job_batch_bytes = message - 64 KiB (its reply must fit a message)
+//! an instance's result    <= result_variables_bytes = message - 64 KiB of variables (likewise)
 //! ```
 //!
 //! Why twice the message: a command's large texts (a resource, a variables document) are shared
@@ -56,6 +57,8 @@ pub struct SizeLimits {
     pub journal_batch_bytes: u64,
     /// The most bytes of jobs (variables, headers) in one activated batch.
     pub job_batch_bytes: usize,
+    /// The most bytes of variables (as JSON) in the answer to a creation awaiting its result.
+    pub result_variables_bytes: usize,
 }
 
 impl SizeLimits {
@@ -76,6 +79,7 @@ impl SizeLimits {
             entry_bytes: size(entry_bytes),
             journal_batch_bytes: entry_bytes + BATCH_HEADER_BYTES,
             job_batch_bytes: size(message_bytes - FRAMING_BYTES),
+            result_variables_bytes: size(message_bytes - FRAMING_BYTES),
         }
     }
 
@@ -104,6 +108,7 @@ mod tests {
             assert!(limits.command_bytes > limits.message_bytes);
             assert!(limits.entry_bytes >= 2 * limits.command_bytes);
             assert!(limits.job_batch_bytes < limits.message_bytes);
+            assert!(limits.result_variables_bytes < limits.message_bytes);
             assert!(limits.journal_batch_bytes > limits.entry_bytes as u64);
             assert!(limits.entry_bytes as u64 <= u64::from(RAFT_ENTRY_PAYLOAD_BYTES_MAX));
         }

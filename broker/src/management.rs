@@ -184,7 +184,10 @@ impl Management {
                 let snapshot = status
                     .snapshot_error
                     .map(|error| format!("partition {id}: writing a snapshot fails: {error}"));
-                down.into_iter().chain(flush).chain(raft_state).chain(snapshot)
+                down.into_iter()
+                    .chain(flush)
+                    .chain(raft_state)
+                    .chain(snapshot)
             })
             .collect();
         let mut failing = failing;

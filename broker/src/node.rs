@@ -92,6 +92,8 @@ pub struct NodeSettings {
     pub snapshot_records: u64,
     /// `backpressure.*`: every partition leader's limiter.
     pub backpressure: crate::backpressure::LimiterConfig,
+    /// `engine.*`: the caps every replica's engine runs with.
+    pub engine_caps: crate::config::EngineCaps,
     /// The broker's certificate, key and cluster CA.
     pub tls: TlsIdentity,
     /// The largest QUIC datagram to try (loopback allows large ones).
@@ -1297,6 +1299,7 @@ pub fn partition_config(settings: &NodeSettings, partition_id: PartitionId) -> P
         snapshot_period_ms: settings.snapshot_period_ms,
         snapshot_records: settings.snapshot_records,
         backpressure: settings.backpressure,
+        engine_caps: settings.engine_caps,
     }
 }
 

@@ -152,6 +152,8 @@ pub struct PartitionConfig {
     pub snapshot_records: u64,
     /// The leader's backpressure limiter (`backpressure.*`).
     pub backpressure: crate::backpressure::LimiterConfig,
+    /// The engine's caps (`engine.*`).
+    pub engine_caps: crate::config::EngineCaps,
 }
 
 /// A snapshot of a replica's state, for the management API, metrics and the topology.
@@ -821,8 +823,8 @@ async fn open_driver(
         config.partition_id,
         config.partition_count,
         Rc::clone(&partition.limiter),
-        config.limits.entry_bytes,
-        config.limits.job_batch_bytes,
+        config.limits,
+        config.engine_caps,
     );
     let snapshot = latest.map(|(snapshot, state)| {
         runner.restore(snapshot.clone(), state);

@@ -92,6 +92,7 @@ pub fn node_settings(config: &BrokerConfig) -> anyhow::Result<NodeSettings> {
         snapshot_period_ms: config.data.snapshot_period_ms,
         snapshot_records: config.data.snapshot_records,
         backpressure: config.limiter(),
+        engine_caps: config.engine_caps(),
         tls,
         // Loopback carries 64 KiB datagrams; elsewhere stay under common Ethernet MTUs.
         mtu_upper_bound_bytes: if loopback { 16_384 } else { 1452 },

@@ -9,8 +9,13 @@ use common::{
     Cluster, activate, activated_jobs, assert_rejected, complete_job, create_instance, deployment,
     publish, receive_task_process, service_task_process,
 };
-use sluice_engine::record::{ErrorType, IncidentValue, RejectionType, VariableDocumentValue};
-use sluice_engine::{EngineConfig, Intent, Output, Record, RecordValue, subscription_partition};
+use sluice_engine::record::{
+    BpmnElementType, ErrorType, IncidentValue, ProcessInstanceCreationValue, RecordType,
+    RejectionType, ValueType, VariableDocumentValue,
+};
+use sluice_engine::{
+    EngineConfig, Intent, Output, Record, RecordValue, SideEffect, subscription_partition,
+};
 
 fn incident(out: &Output) -> Option<IncidentValue> {
     out.records.iter().find_map(|record| match &record.value {
@@ -332,4 +337,90 @@ fn a_correlated_message_over_the_instance_partitions_limit_raises_an_incident() 
     assert!(common::event(&out, Intent::ElementCompleted).is_some());
     cluster.assert_follower_agrees(1);
     cluster.assert_follower_agrees(2);
+}
+
+/// A creation of `p` awaiting its result with `variables`, fetching `fetch` (all when empty).
+fn create_awaiting_result(variables: &str, fetch: &[&str]) -> Record {
+    Record::command(
+        Intent::CreateWithAwaitingResult,
+        RecordValue::ProcessInstanceCreation(ProcessInstanceCreationValue {
+            bpmn_process_id: "p".into(),
+            version: -1,
+            process_definition_key: -1,
+            variables: variables.into(),
+            fetch_variables: fetch.iter().map(|name| (*name).to_owned()).collect(),
+            ..Default::default()
+        }),
+    )
+}
+
+/// The answer `out` gives the creator waiting for a result.
+fn result_answer(out: &Output) -> Record {
+    out.side_effects
+        .iter()
+        .find_map(|effect| match effect {
+            SideEffect::Respond { record, .. }
+                if record.value_type == ValueType::ProcessInstanceCreation =>
+            {
+                Some(record.clone())
+            }
+            _ => None,
+        })
+        .expect("the creator waiting for the result is answered")
+}
+
+#[test]
+fn a_result_larger_than_an_answer_is_refused_saying_the_instance_completed() {
+    let mut cluster = Cluster::with_config(1, |config| EngineConfig {
+        result_variables_bytes_max: 1_000,
+        ..config
+    });
+    let xml = service_task_process("p", "");
+    cluster.submit(1, deployment(&[("p.bpmn", &xml)]));
+
+    // 600 bytes at creation and 600 more from the worker: 1200 bytes of result.
+    let created = cluster.submit(1, create_awaiting_result(&document_of(600), &[]));
+    assert!(common::rejection(&created).is_none());
+    let jobs = activated_jobs(&cluster.submit(1, activate("work")));
+    let more = format!(r#"{{"y":"{}"}}"#, "y".repeat(600));
+    let out = cluster.submit(1, complete_job(jobs[0], &more));
+    assert!(
+        out.records
+            .iter()
+            .any(|record| record.intent == Intent::ElementCompleted
+                && matches!(&record.value, RecordValue::ProcessInstance(value)
+                if value.bpmn_element_type == BpmnElementType::Process)),
+        "the instance completes all the same"
+    );
+    let answer = result_answer(&out);
+    assert_eq!(answer.record_type, RecordType::CommandRejection);
+    let rejection = answer.rejection.expect("a rejection");
+    assert_eq!(
+        rejection.rejection_type,
+        RejectionType::ExceededBatchRecordSize
+    );
+    for part in [
+        "which completed",
+        "1215 bytes",
+        "1000 bytes",
+        "fetchVariables",
+    ] {
+        assert!(
+            rejection.reason.contains(part),
+            "{part:?} missing in: {}",
+            rejection.reason
+        );
+    }
+    cluster.assert_follower_agrees(1);
+
+    // Fetching only what fits, the result comes back.
+    cluster.submit(1, create_awaiting_result(&document_of(600), &["y"]));
+    let jobs = activated_jobs(&cluster.submit(1, activate("work")));
+    let out = cluster.submit(1, complete_job(jobs[0], &more));
+    let answer = result_answer(&out);
+    assert_eq!(answer.record_type, RecordType::Event, "{answer:?}");
+    let RecordValue::ProcessInstanceCreation(value) = &answer.value else {
+        panic!("a creation: {answer:?}");
+    };
+    assert_eq!(value.variables.as_str(), more);
 }

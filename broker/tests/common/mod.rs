@@ -417,7 +417,7 @@ impl Cluster {
     }
 
     /// Waits up to `timeout` for broker `index` to exit; its status, or `None` at the deadline.
-    fn wait_exit(&self, index: usize, timeout: Duration) -> Option<ExitStatus> {
+    pub fn wait_exit(&self, index: usize, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             let status = {

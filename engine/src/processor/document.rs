@@ -36,8 +36,8 @@ impl Engine {
         if text.len() > bytes_max {
             return Err(format!(
                 "Expected the variables document to be at most {bytes_max} bytes, but it has {} \
-                 bytes; send fewer or smaller variables (the limit is the broker's variables \
-                 document size)",
+                 bytes; send fewer or smaller variables (the limit is the broker's \
+                 engine.variables.documentSizeMax)",
                 text.len()
             ));
         }
@@ -45,7 +45,8 @@ impl Engine {
         if text_nesting_exceeds(text, nesting_max) {
             return Err(format!(
                 "Expected the variables document to nest objects and arrays at most \
-                 {nesting_max} levels deep, but it nests deeper; flatten the document"
+                 {nesting_max} levels deep, but it nests deeper; flatten the document (the limit \
+                 is the broker's engine.variables.nestingMax)"
             ));
         }
         match serde_json::from_str::<Value>(text) {

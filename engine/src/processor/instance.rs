@@ -668,21 +668,27 @@ impl Engine {
             });
             self.write_element_event(key, Intent::ElementCompleted, out);
             if let Some((request, variables)) = result {
-                let record = Record {
-                    record_type: RecordType::Event,
-                    timestamp_ms: self.now_ms,
-                    ..Record::command_for(
-                        key,
-                        Intent::Created,
-                        RecordValue::ProcessInstanceCreation(ProcessInstanceCreationValue {
-                            bpmn_process_id: definition.bpmn_process_id.to_string(),
-                            version: definition.version,
-                            process_definition_key: definition.key,
-                            process_instance_key: key,
-                            variables: Value::Object(variables).to_string().into(),
-                            fetch_variables: Vec::new(),
-                        }),
-                    )
+                let variables = Value::Object(variables).to_string();
+                let bytes_max = self.config.result_variables_bytes_max;
+                let record = if variables.len() > bytes_max {
+                    result_too_large(key, variables.len(), bytes_max)
+                } else {
+                    Record {
+                        record_type: RecordType::Event,
+                        timestamp_ms: self.now_ms,
+                        ..Record::command_for(
+                            key,
+                            Intent::Created,
+                            RecordValue::ProcessInstanceCreation(ProcessInstanceCreationValue {
+                                bpmn_process_id: definition.bpmn_process_id.to_string(),
+                                version: definition.version,
+                                process_definition_key: definition.key,
+                                process_instance_key: key,
+                                variables: variables.into(),
+                                fetch_variables: Vec::new(),
+                            }),
+                        )
+                    }
                 };
                 out.side_effects
                     .push(SideEffect::Respond { request, record });
@@ -1431,4 +1437,26 @@ fn merge_path(existing: Option<Value>, path: &str, value: Value) -> Value {
         }
     }
     Value::Object(root)
+}
+
+/// The answer to a creation awaiting the result of instance `key`, which completed with
+/// `bytes` bytes of variables, more than the `bytes_max` an answer may carry.
+fn result_too_large(key: Key, bytes: usize, bytes_max: usize) -> Record {
+    Record {
+        record_type: RecordType::CommandRejection,
+        rejection: Some(crate::record::Rejection {
+            rejection_type: RejectionType::ExceededBatchRecordSize,
+            reason: format!(
+                "Expected to return the result of process instance '{key}', which completed, but \
+                 its variables take {bytes} bytes as JSON, more than the {bytes_max} bytes an \
+                 answer may carry (the broker's network.maxMessageSize); fetch fewer variables \
+                 (fetchVariables), or create the instance without awaiting its result"
+            ),
+        }),
+        ..Record::command_for(
+            key,
+            Intent::CreateWithAwaitingResult,
+            RecordValue::ProcessInstanceCreation(ProcessInstanceCreationValue::default()),
+        )
+    }
 }

@@ -62,7 +62,7 @@ impl Engine {
             let reason = format!(
                 "Expected to publish a message with a time to live of at most {ttl_max} ms \
                  ({}), but got {} ms; publish it with a shorter time to live (the limit is the \
-                 broker's maximum message time to live)",
+                 broker's engine.messages.ttlMax)",
                 describe_ms(ttl_max),
                 value.time_to_live
             );

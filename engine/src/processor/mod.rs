@@ -73,6 +73,11 @@ pub struct EngineConfig {
     pub batch_records_max: usize,
     /// Most bytes of job variables in one activated batch.
     pub job_batch_bytes_max: usize,
+    /// Most bytes of variables (as JSON) the answer to a creation awaiting its result may
+    /// carry: the answer must fit the client's message limit. A completed instance whose
+    /// variables are larger answers its creator with an `EXCEEDED_BATCH_RECORD_SIZE` rejection
+    /// that says so (the instance completed all the same).
+    pub result_variables_bytes_max: usize,
     /// Most due commands one [`Engine::tick`] processes.
     pub tick_commands_max: usize,
     /// Longest time to live a published message may ask for, in ms; a longer one is rejected
@@ -121,6 +126,7 @@ impl EngineConfig {
             resend_interval_ms: 5_000,
             batch_records_max: 10_000,
             job_batch_bytes_max: 4 << 20,
+            result_variables_bytes_max: 4 << 20,
             tick_commands_max: 1_000,
             message_ttl_ms_max: MESSAGE_TTL_MS_MAX_DEFAULT,
             variables_document_bytes_max: VARIABLES_DOCUMENT_BYTES_MAX_DEFAULT,
