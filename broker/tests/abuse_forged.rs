@@ -132,20 +132,8 @@ fn abuse_forged() {
             env.push((NETWORK_HOST.to_owned(), "0.0.0.0".to_owned()));
         }
     }
-    for index in cluster.cluster_brokers() {
-        cluster.spawn(index);
-    }
-    for partition_id in 1..=PARTITIONS {
-        cluster.wait_until(
-            &format!("partition {partition_id} to elect a leader"),
-            WAIT,
-            || cluster.settled_leader(partition_id),
-        );
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    cluster.spawn_all_and_elect(WAIT);
+    let runtime = serving::runtime();
     let mut client = serving::client(&runtime, PORT_OFFSET, 0);
     let deployment = deploy(&runtime, &mut client);
 

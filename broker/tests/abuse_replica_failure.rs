@@ -52,20 +52,8 @@ fn abuse_replica_failure() {
             .borrow_mut()
             .push((FAULTS_ENABLED.to_owned(), "true".to_owned()));
     }
-    for index in cluster.cluster_brokers() {
-        cluster.spawn(index);
-    }
-    for partition_id in 1..=PARTITIONS {
-        cluster.wait_until(
-            &format!("partition {partition_id} to elect a leader"),
-            WAIT,
-            || cluster.settled_leader(partition_id),
-        );
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    cluster.spawn_all_and_elect(WAIT);
+    let runtime = serving::runtime();
     let (victim, _) = cluster.settled_leader(1).expect("partition 1 has a leader");
     let other = (victim + 1) % cluster.brokers.len();
     let mut victims_client = serving::client(&runtime, PORT_OFFSET, gateway_index(victim));

@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::Cluster;
 use common::gateway::{self, Client};
+use common::{Cluster, serving};
 use serde_json::Value;
 use sluice_broker::dev::DevOptions;
 use sluice_broker::gateway::proto::gateway_protocol as pb;
@@ -301,20 +301,8 @@ fn a_full_disk_fails_snapshots_but_stops_nothing() {
             ));
         }
     }
-    for index in cluster.cluster_brokers() {
-        cluster.spawn(index);
-    }
-    for partition_id in 1..=PARTITIONS {
-        cluster.wait_until(
-            &format!("partition {partition_id} to elect a leader"),
-            WAIT,
-            || cluster.settled_leader(partition_id),
-        );
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    cluster.spawn_all_and_elect(WAIT);
+    let runtime = serving::runtime();
     let mut client = runtime.block_on(async {
         let endpoint = gateway::plain_endpoint(PORT_OFFSET, 0, CALL_TIMEOUT);
         let mut client = Client::new(gateway::connect(&endpoint, WAIT).await);

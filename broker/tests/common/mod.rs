@@ -496,6 +496,21 @@ impl Cluster {
         }
     }
 
+    /// Starts every broker of the cluster and waits (up to `wait` each) until every partition
+    /// has a settled leader.
+    pub fn spawn_all_and_elect(&self, wait: Duration) {
+        for index in self.cluster_brokers() {
+            self.spawn(index);
+        }
+        for partition_id in 1..=self.options.partitions {
+            self.wait_until(
+                &format!("partition {partition_id} to elect a leader"),
+                wait,
+                || self.settled_leader(partition_id),
+            );
+        }
+    }
+
     /// SIGTERM to every running broker; see [`Cluster::terminate`].
     pub fn terminate_all(&self) {
         let up: Vec<usize> = (0..self.brokers.len()).filter(|&i| self.is_up(i)).collect();

@@ -26,6 +26,15 @@ pub fn partition_of_key(key: i64) -> u32 {
     u32::try_from(key >> 51).expect("a non-negative key")
 }
 
+/// The single-threaded tokio runtime the abuse tests drive their gRPC clients with.
+#[must_use]
+pub fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
 /// Connects to broker `index`'s plaintext gateway (cluster at `port_offset`).
 pub fn client(runtime: &Runtime, port_offset: u32, index: u32) -> Client {
     let endpoint = gateway::plain_endpoint(port_offset, index, CREATE_DEADLINE * 2);
