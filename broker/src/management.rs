@@ -215,7 +215,7 @@ impl Management {
                         command_api: settings.command_api_advertised.clone(),
                         management: settings.management_advertised.clone(),
                         gateway: settings.gateway_advertised.clone(),
-                        partitions: Vec::new(),
+                        ..crate::node::MemberMetadata::default()
                     })
                 } else {
                     peers

@@ -114,6 +114,11 @@ pub struct MemberMetadata {
     /// `(partition, "LEADER" | "FOLLOWER" | "INACTIVE", term)` of each local replica; an
     /// inactive one is down (recovering from a storage error).
     pub partitions: Vec<(PartitionId, String, u64)>,
+    /// Which life of the process this is (its start, in ms since the epoch): a new value means
+    /// the broker restarted and lost what it was asked before; a higher incarnation alone does
+    /// not (it also comes with new metadata and refuted suspicions). 0 when not told.
+    #[serde(default)]
+    pub life: u64,
 }
 
 /// What this broker knows of another.
@@ -196,6 +201,8 @@ pub struct Node {
     shard_failed: Cell<bool>,
     /// Client requests sent to other brokers, waiting for their replies.
     forwards: crate::requests::Forwards,
+    /// This life of the process, gossiped in [`MemberMetadata::life`].
+    life: u64,
 }
 
 impl std::fmt::Debug for Node {
@@ -345,11 +352,15 @@ impl Node {
             || Transport::bind(transport_config.clone()).map_err(anyhow::Error::from),
         )
         .await?;
+        // Each life starts above the incarnations of the previous ones (see
+        // `Swim::with_initial_incarnation`), and says which life it is in its metadata.
+        let life = wall_clock_ms();
         let metadata = MemberMetadata {
             command_api: settings.command_api_advertised.clone(),
             management: settings.management_advertised.clone(),
             gateway: settings.gateway_advertised.clone(),
             partitions: Vec::new(),
+            life,
         };
         let seed = u64::from(settings.node_id) ^ u64::from(clock.elapsed().subsec_nanos()) << 20;
         let mut swim = Swim::new(
@@ -360,8 +371,7 @@ impl Node {
             seed,
             0,
         )?
-        // Each life starts above the incarnations of the previous ones (see the method).
-        .with_initial_incarnation(wall_clock_ms());
+        .with_initial_incarnation(life);
         // Contact points, plus every member the stored topology remembers: a restarted broker
         // finds its peers even if its contact points are gone.
         let mut contacts = settings.contact_points.clone();
@@ -395,6 +405,7 @@ impl Node {
             stopping: Cell::new(false),
             shard_failed: Cell::new(false),
             forwards: crate::requests::Forwards::default(),
+            life,
             settings,
         });
         node.record_self_member();
@@ -1072,12 +1083,15 @@ impl Node {
             incarnation: member.incarnation,
         };
         let previous = self.directory.borrow_mut().insert(node_id, peer);
-        if previous.is_some_and(|previous| previous.incarnation < member.incarnation)
-            && !matches!(state, MemberState::Dead | MemberState::Left)
+        let life_of = |peer: &Peer| peer.metadata.as_ref().map_or(0, |m| m.life);
+        if previous.is_some_and(|previous| {
+            previous.incarnation < member.incarnation
+                && life_of(&previous) != metadata.as_ref().map_or(0, |m| m.life)
+        }) && !matches!(state, MemberState::Dead | MemberState::Left)
         {
-            // A new life (or a refuted suspicion): requests sent to the old one may be lost.
-            self.forwards
-                .peer_gone(node_id, "restarted or was suspected");
+            // A new life: what the old one was asked is lost. A higher incarnation of the same
+            // life (new metadata, a refuted suspicion) still answers what it was asked.
+            self.forwards.peer_gone(node_id, "restarted");
         }
         let record = Member {
             node_id,
@@ -1197,6 +1211,7 @@ impl Node {
                         )
                     })
                     .collect(),
+                life: self.life,
             };
             let bytes = serde_json::to_vec(&metadata).expect("metadata serializes");
             if let Err(error) = self.swim.borrow_mut().update_metadata(bytes) {

@@ -13,8 +13,14 @@
 //! - its broker process stays up, and its other replicas keep working.
 //!
 //! Healed, it reopens from disk (one failure counted, not more), catches up, becomes healthy,
-//! takes the lead back on a rebalance and serves partition 1 as its leader; then every partition
-//! serves 30 creations through every gateway, `/health` is 200 everywhere and no broker died.
+//! takes the lead back on a rebalance and serves partition 1 as its leader.
+//!
+//! A replica going down and coming back changes what its broker gossips (a higher incarnation,
+//! new metadata) but not its life: requests that wait at that broker for another partition
+//! (creations with result, forwarded there by another broker's gateway) are still answered.
+//!
+//! Then every partition serves 30 creations through every gateway, `/health` is 200
+//! everywhere and no broker died.
 
 mod common;
 
@@ -70,6 +76,7 @@ fn abuse_replica_failure() {
         [&mut victims_client, &mut others_client],
     );
     heal_and_check_back(&cluster, &runtime, victim, &mut victims_client);
+    waits_survive_metadata_changes(&cluster, &runtime);
     serving::assert_still_serving(&cluster, &runtime, PORT_OFFSET);
     cluster.note(&format!(
         "every partition served {CREATIONS_PER_PARTITION} creations through every gateway"
@@ -127,7 +134,7 @@ fn fail_and_check_down(
         cluster.wait_until(
             &format!("{name} to show broker {victim} INACTIVE and UNHEALTHY for partition 1"),
             WAIT,
-            || inactive_in_topology(runtime, client, victim),
+            || inactive_in_topology(runtime, client, victim, 1),
         );
     }
     for client in [victims_client, others_client] {
@@ -198,6 +205,199 @@ fn heal_and_check_back(
     ));
 }
 
+/// Creations with result wait at each partition's leader, sent through one broker's gateway;
+/// meanwhile every other broker changes what it gossips (one of its follower replicas goes
+/// down, then reopens). Every creation is still answered once its job completes: a higher
+/// incarnation of the same life is no reason to give up on what that broker was asked.
+fn waits_survive_metadata_changes(cluster: &Cluster, runtime: &tokio::runtime::Runtime) {
+    let leaders = spread_leaders(cluster);
+    // The gateway of the leader of partition 1; the other partitions' waits are forwarded.
+    let gateway = leaders[0];
+    let mut client = serving::client(runtime, PORT_OFFSET, gateway_index(gateway));
+    deploy_held_task(runtime, &mut client);
+    let waiting = create_with_result(gateway);
+
+    // Its jobs, activated (and held) once all three instances run.
+    let mut jobs = Vec::new();
+    cluster.wait_until("the three instances' jobs", WAIT, || {
+        jobs.extend(runtime.block_on(common::gateway::activate(
+            &mut client,
+            "held",
+            "waits",
+            i32::try_from(PARTITIONS).expect("few"),
+            Duration::from_secs(1),
+            HTTP_TIMEOUT,
+        )));
+        if jobs.len() >= PARTITIONS as usize {
+            Ok(())
+        } else {
+            Err(format!("{} jobs so far", jobs.len()))
+        }
+    });
+    let partitions: std::collections::BTreeSet<u32> = jobs
+        .iter()
+        .map(|job| serving::partition_of_key(job.process_instance_key))
+        .collect();
+    assert_eq!(
+        partitions.len(),
+        PARTITIONS as usize,
+        "one per partition: {jobs:?}"
+    );
+
+    // Every other broker's gossip changes twice: a follower replica down, then back.
+    for &broker in leaders.iter().filter(|&&leader| leader != gateway) {
+        let follows = (1..=PARTITIONS)
+            .find(|&partition| leaders[partition as usize - 1] != broker)
+            .expect("another partition");
+        down_and_back(cluster, broker, follows, || {
+            inactive_in_topology(runtime, &mut client, broker, follows)
+        });
+    }
+    assert!(
+        !waiting.is_finished(),
+        "the creations waited for their jobs"
+    );
+
+    for job in &jobs {
+        runtime
+            .block_on(common::gateway::complete(
+                &mut client,
+                job.key,
+                HTTP_TIMEOUT,
+            ))
+            .unwrap_or_else(|status| panic!("completing job {}: {status:?}", job.key));
+    }
+    let results = waiting.join().expect("the waiting thread");
+    for (n, result) in results.into_iter().enumerate() {
+        let result = result.unwrap_or_else(|status| {
+            panic!("creation with result {n} after the gossip changes: {status:?}")
+        });
+        let variables: serde_json::Value =
+            serde_json::from_str(&result.variables).expect("JSON variables");
+        assert_eq!(variables, serde_json::json!({ "n": n }), "{result:?}");
+        assert!(
+            jobs.iter()
+                .any(|job| job.process_instance_key == result.process_instance_key),
+            "{result:?} is one of the held jobs' instances"
+        );
+    }
+    cluster.note("creations with result waiting at other brokers outlived their gossip changes");
+}
+
+/// Rebalances and waits until each partition has a settled leader of its own; the leaders by
+/// partition (index 0 is partition 1).
+fn spread_leaders(cluster: &Cluster) -> Vec<usize> {
+    let (status, body) = cluster
+        .post(0, "/actuator/rebalance", HTTP_TIMEOUT)
+        .expect("rebalance");
+    assert_eq!(status, 200, "rebalance: {body}");
+    cluster.wait_until("every broker to lead one partition", WAIT, || {
+        let leaders = (1..=PARTITIONS)
+            .map(|partition| cluster.settled_leader(partition).map(|(leader, _)| leader))
+            .collect::<Result<Vec<_>, String>>()?;
+        let mut distinct = leaders.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() == leaders.len() {
+            Ok(leaders)
+        } else {
+            Err(format!("leaders of partitions 1..: {leaders:?}"))
+        }
+    })
+}
+
+/// Deploys `held_task`: `one_task` with jobs of type `held`, the only ones of their type.
+fn deploy_held_task(runtime: &tokio::runtime::Runtime, client: &mut Client) {
+    let held = String::from_utf8(common::gateway::bpmn("one_task.bpmn"))
+        .expect("UTF-8")
+        .replace("\"one_task\"", "\"held_task\"")
+        .replace("type=\"work\"", "type=\"held\"");
+    runtime
+        .block_on(client.deploy_resource(common::gateway::with_deadline(
+            pb::DeployResourceRequest {
+                resources: vec![pb::Resource {
+                    name: "held_task.bpmn".to_owned(),
+                    content: held.into_bytes(),
+                }],
+                tenant_id: String::new(),
+            },
+            HTTP_TIMEOUT,
+        )))
+        .unwrap_or_else(|status| panic!("deploying held_task: {status:?}"));
+}
+
+type WithResult = Result<pb::CreateProcessInstanceWithResultResponse, tonic::Status>;
+
+/// One creation with result of `held_task` per partition (round-robin) through broker
+/// `gateway`'s gateway, with variables `{"n": i}`, waiting on a thread of its own so that its
+/// HTTP/2 connection is served while the test's thread drives the cluster. (Its client is made
+/// on that thread: a channel's worker runs on the runtime it was made on.)
+fn create_with_result(gateway: usize) -> std::thread::JoinHandle<Vec<WithResult>> {
+    std::thread::spawn(move || {
+        let runtime = serving::runtime();
+        let client = serving::client(&runtime, PORT_OFFSET, gateway_index(gateway));
+        runtime.block_on(async move {
+            let creations: Vec<_> = (0..PARTITIONS)
+                .map(|n| {
+                    let mut client = client.clone();
+                    let request = pb::CreateProcessInstanceWithResultRequest {
+                        request: Some(pb::CreateProcessInstanceRequest {
+                            bpmn_process_id: "held_task".to_owned(),
+                            version: -1,
+                            variables: format!(r#"{{"n":{n}}}"#),
+                            ..pb::CreateProcessInstanceRequest::default()
+                        }),
+                        request_timeout: i64::try_from(WAIT.as_millis() * 3).expect("short"),
+                        fetch_variables: Vec::new(),
+                    };
+                    tokio::spawn(async move {
+                        client
+                            .create_process_instance_with_result(common::gateway::with_deadline(
+                                request,
+                                WAIT * 3,
+                            ))
+                            .await
+                            .map(tonic::Response::into_inner)
+                    })
+                })
+                .collect();
+            let mut results = Vec::new();
+            for creation in creations {
+                results.push(creation.await.expect("the creation task"));
+            }
+            results
+        })
+    })
+}
+
+/// Takes broker `broker`'s replica of `partition` down until `seen` says the change was
+/// gossiped, then heals it and waits until it is back in sync.
+fn down_and_back(
+    cluster: &Cluster,
+    broker: usize,
+    partition: u32,
+    mut seen: impl FnMut() -> Result<(), String>,
+) {
+    let path = format!("/actuator/faults?failStorage={partition}&reopenFailures={REOPEN_FAILURES}");
+    let (status, body) = cluster.post(broker, &path, HTTP_TIMEOUT).expect(&path);
+    assert_eq!(status, 200, "{path}: {body}");
+    cluster.wait_until(
+        &format!("the gateway to see broker {broker}'s replica of {partition} INACTIVE"),
+        WAIT,
+        &mut seen,
+    );
+    let path = format!("/actuator/faults?healStorage={partition}");
+    let (status, body) = cluster.post(broker, &path, HTTP_TIMEOUT).expect(&path);
+    assert_eq!(status, 200, "{path}: {body}");
+    cluster.wait_until("the replica to reopen", WAIT, || {
+        match cluster.partition_view(broker, partition)?.down {
+            None => Ok(()),
+            Some(down) => Err(down),
+        }
+    });
+    cluster.wait_replicas_synced(partition, WAIT);
+}
+
 fn gateway_index(index: usize) -> u32 {
     u32::try_from(index).expect("few brokers")
 }
@@ -236,12 +436,13 @@ fn leader_among_others(cluster: &Cluster, victim: usize) -> Result<usize, String
     }
 }
 
-/// `Ok` once Topology through `client` shows broker `victim`'s replica of partition 1 INACTIVE
+/// `Ok` once Topology through `client` shows broker `victim`'s replica of `partition` INACTIVE
 /// and UNHEALTHY.
 fn inactive_in_topology(
     runtime: &tokio::runtime::Runtime,
     client: &mut Client,
     victim: usize,
+    partition: u32,
 ) -> Result<(), String> {
     let topology = runtime
         .block_on(client.topology(pb::TopologyRequest {}))
@@ -252,8 +453,15 @@ fn inactive_in_topology(
         .brokers
         .iter()
         .find(|broker| broker.node_id == node_id)
-        .and_then(|broker| broker.partitions.iter().find(|p| p.partition_id == 1))
-        .ok_or_else(|| format!("no replica of partition 1 on node {node_id}: {topology:?}"))?;
+        .and_then(|broker| {
+            broker
+                .partitions
+                .iter()
+                .find(|p| p.partition_id == i32::try_from(partition).expect("few partitions"))
+        })
+        .ok_or_else(|| {
+            format!("no replica of partition {partition} on node {node_id}: {topology:?}")
+        })?;
     let inactive = replica.role == i32::from(pb::partition::PartitionBrokerRole::Inactive);
     let unhealthy = replica.health == i32::from(pb::partition::PartitionBrokerHealth::Unhealthy);
     if inactive && unhealthy {
