@@ -5,7 +5,8 @@
 #
 # 1. A venv in target/pyzeebe-venv with tests/pyzeebe/requirements.txt, rebuilt only when that
 #    file's hash changes (installs python3-venv with apt-get when it is missing and we are root).
-# 2. `cargo build --release --bin sluice` (a no-op after `cargo test --release`).
+# 2. `cargo build --release --bin sluice` (a no-op after `cargo test --release`), unless SLUICE_BIN
+#    names a prebuilt binary to use instead.
 # 3. `sluice dev` in the background on port offset $SLUICE_PYZEEBE_PORT_OFFSET (default 400, clear
 #    of the Rust tests' 200-300): gateway on 26500 + 10 * offset = 30500, brokers 1 and 2 on
 #    30510 and 30520, management on 13600.
@@ -115,7 +116,7 @@ start_cluster() {
   # never reaches sluice's sigwait; `trap - INT` in the subshell restores the default first.
   (
     trap - INT
-    exec target/release/sluice dev --dir "$CLUSTER_DIR/cluster" --port-offset "$PORT_OFFSET"
+    exec "$SLUICE" dev --dir "$CLUSTER_DIR/cluster" --port-offset "$PORT_OFFSET"
   ) >"$CLUSTER_DIR/dev.log" 2>&1 </dev/null &
   DEV_PID=$!
 
@@ -142,8 +143,15 @@ start_cluster() {
 # --- main ----------------------------------------------------------------------------------------
 
 ensure_venv
-say "building sluice (release)"
-cargo build --release --locked --bin sluice
+if [[ -n ${SLUICE_BIN:-} ]]; then
+  SLUICE=$SLUICE_BIN
+  say "using SLUICE_BIN=$SLUICE (no cargo build)"
+else
+  say "building sluice (release)"
+  cargo build --release --locked --bin sluice
+  SLUICE=target/release/sluice
+fi
+[[ -x $SLUICE ]] || { say "$SLUICE is not an executable"; exit 1; }
 start_cluster
 say "gateway $GATEWAY; waiting up to ${READY_TIMEOUT_S} s for the cluster, then running the scenarios"
 status=0

@@ -10,5 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/browser.sh
 cargo test --workspace --locked --release
+# The interop scripts use the binary the tests just built: building `--bin sluice` alone would
+# resolve features differently and compile the broker again.
+export SLUICE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/sluice"
 bash scripts/pyzeebe.sh
 bash scripts/node-clients.sh
