@@ -311,7 +311,6 @@ impl GatewayService {
                 Err(status) => Err(status),
             };
             let Ok(jobs) = jobs else {
-                if let Err(status) = &jobs { eprintln!("PROBE stream poll p{partition_id} failed after pause {pause:?}: {:?} {}", status.code(), status.message()); }
                 // No leader, overloaded, or a broken connection: ask again after a pause.
                 retry_pause(&mut pause).await;
                 continue;
