@@ -138,6 +138,13 @@ fn fail_and_check_down(
         );
     }
     for client in [victims_client, others_client] {
+        // Until a gateway hears of the new leader it sends partition 1's share elsewhere (no
+        // creation fails, but the count per partition would not show partition 1 serving).
+        cluster.wait_until(
+            &format!("the gateway to name broker {new_leader} leader of partition 1"),
+            WAIT,
+            || leader_in_topology(runtime, client, new_leader, 1),
+        );
         let served = serving::creations_on_every_partition(runtime, client, PARTITIONS, 10);
         cluster.note(&format!("served while down: {served:?}"));
     }
@@ -433,6 +440,33 @@ fn leader_among_others(cluster: &Cluster, victim: usize) -> Result<usize, String
         Ok(leader)
     } else {
         Err(format!("not settled: {views:?}"))
+    }
+}
+
+/// `Ok` once Topology through `client` names broker `leader` the leader of `partition`.
+fn leader_in_topology(
+    runtime: &tokio::runtime::Runtime,
+    client: &mut Client,
+    leader: usize,
+    partition: u32,
+) -> Result<(), String> {
+    let topology = runtime
+        .block_on(client.topology(pb::TopologyRequest {}))
+        .map_err(|status| format!("Topology: {status:?}"))?
+        .into_inner();
+    let node_id = i32::try_from(node_of(leader)).expect("a small node id");
+    let partition_id = i32::try_from(partition).expect("few partitions");
+    let leads = topology.brokers.iter().any(|broker| {
+        broker.node_id == node_id
+            && broker.partitions.iter().any(|p| {
+                p.partition_id == partition_id
+                    && p.role == i32::from(pb::partition::PartitionBrokerRole::Leader)
+            })
+    });
+    if leads {
+        Ok(())
+    } else {
+        Err(format!("{topology:?}"))
     }
 }
 
